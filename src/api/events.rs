@@ -1,0 +1,313 @@
+//! Queue routes: `/event`, `/events`, `/events/{seq}` and their
+//! `/queues/{queue}/...` forms (`/event` is the queue named `default`), and
+//! `/sequences/{name}`.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::error::ApiError;
+use super::extract::{self, Params};
+use super::Shared;
+use crate::queue::{Command, Rejection, Seq};
+use crate::raft::types::Reply;
+
+pub const DEFAULT_QUEUE: &str = "default";
+const SEQ_HEADER: HeaderName = HeaderName::from_static("seq");
+const REPLAYED_HEADER: HeaderName = HeaderName::from_static("idempotent-replayed");
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// Most events one `/events` page returns.
+const PAGE_MAX: usize = 1000;
+/// Longest accepted idempotency key.
+const IDEMPOTENCY_KEY_MAX: usize = 256;
+
+fn seq_value(seq: Seq) -> HeaderValue {
+    HeaderValue::from(seq)
+}
+
+fn events_base(queue: &str) -> String {
+    if queue == DEFAULT_QUEUE {
+        "/events".to_string()
+    } else {
+        format!("/queues/{queue}/events")
+    }
+}
+
+/// A text body with the event exactly as posted, and its seq in a header.
+fn event_response(status: StatusCode, seq: Seq, event: String, json: bool) -> Response {
+    let mut response = if json {
+        (status, Json(json!({ "seq": seq, "event": event }))).into_response()
+    } else {
+        (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], event).into_response()
+    };
+    response.headers_mut().insert(SEQ_HEADER, seq_value(seq));
+    response
+}
+
+fn rejected(rejection: Rejection) -> ApiError {
+    match rejection {
+        Rejection::QueueFull { max } => {
+            ApiError::Full(format!("the queue holds its maximum of {max} events"))
+        }
+        Rejection::TooManyQueues { max } => {
+            ApiError::Full(format!("the cluster holds its maximum of {max} queues"))
+        }
+        Rejection::InvalidCount => {
+            ApiError::bad_request("invalid_count", "count must be between 1 and 2^64-1")
+        }
+    }
+}
+
+fn unexpected(reply: Reply) -> ApiError {
+    ApiError::Internal(format!("unexpected reply {reply:?}"))
+}
+
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    max_event_bytes: usize,
+) -> Result<bytes::Bytes, ApiError> {
+    // Form encoding may triple an event's size (%XX); the decoded event is
+    // checked against the exact limit afterwards.
+    let limit = max_event_bytes.saturating_mul(3).saturating_add(4096);
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(ApiError::TooLarge { max: max_event_bytes });
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::TooLarge { max: max_event_bytes })
+}
+
+async fn enqueue(
+    state: Shared,
+    queue: String,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    extract::name("queue", &queue)?;
+    let body = read_body(&headers, body, state.max_event_bytes).await?;
+    let event = extract::event(&headers, &body, state.max_event_bytes)?;
+    let idempotency_key = match headers.get(IDEMPOTENCY_KEY) {
+        None => None,
+        Some(v) => {
+            let key = v.to_str().map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_idempotency_key",
+                    "Idempotency-Key must be visible ASCII",
+                )
+            })?;
+            if key.is_empty() || key.len() > IDEMPOTENCY_KEY_MAX {
+                return Err(ApiError::bad_request(
+                    "invalid_idempotency_key",
+                    format!("Idempotency-Key must be 1-{IDEMPOTENCY_KEY_MAX} characters"),
+                ));
+            }
+            Some(key.to_string())
+        }
+    };
+    let reply = state
+        .propose(Command::Enqueue { queue: queue.clone(), event, idempotency_key }, &uri)
+        .await?;
+    let (seq, duplicate) = match reply {
+        Reply::Enqueued { seq, duplicate } => (seq, duplicate),
+        Reply::Rejected(r) => return Err(rejected(r)),
+        other => return Err(unexpected(other)),
+    };
+    let mut response = if extract::wants_json(&headers) {
+        (StatusCode::CREATED, Json(json!({ "seq": seq }))).into_response()
+    } else {
+        StatusCode::CREATED.into_response()
+    };
+    let h = response.headers_mut();
+    h.insert(SEQ_HEADER, seq_value(seq));
+    if let Ok(location) = HeaderValue::from_str(&format!("{}/{seq}", events_base(&queue))) {
+        h.insert(header::LOCATION, location);
+    }
+    if duplicate {
+        h.insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+async fn front(
+    state: Shared,
+    queue: String,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    extract::name("queue", &queue)?;
+    let params = Params::parse(uri.query())?;
+    state.prepare_read(&params, &queue).await?;
+    match state.reader.front(&queue)? {
+        Some((seq, event)) => {
+            Ok(event_response(StatusCode::OK, seq, event, extract::wants_json(&headers)))
+        }
+        None => Ok(StatusCode::NO_CONTENT.into_response()),
+    }
+}
+
+async fn dequeue(
+    state: Shared,
+    queue: String,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    extract::name("queue", &queue)?;
+    let params = Params::parse(uri.query())?;
+    let expect_seq = params.u64("seq")?;
+    match state.propose(Command::Dequeue { queue, expect_seq }, &uri).await? {
+        Reply::Dequeued { seq, event } => {
+            Ok(event_response(StatusCode::OK, seq, event, extract::wants_json(&headers)))
+        }
+        Reply::Empty => Ok(StatusCode::NO_CONTENT.into_response()),
+        Reply::Conflict { front } => {
+            Err(ApiError::SeqMismatch { expected: expect_seq.unwrap_or(0), front })
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+async fn list(state: Shared, queue: String, uri: Uri) -> Result<Response, ApiError> {
+    extract::name("queue", &queue)?;
+    let params = Params::parse(uri.query())?;
+    let after = params.u64("after")?.unwrap_or(0);
+    let limit = params.u64("limit")?.map_or(100, |l| l as usize).min(PAGE_MAX);
+    state.prepare_read(&params, &queue).await?;
+    let page = state.reader.events_after(&queue, after, limit)?;
+    // Events after..oldest were dropped by retention: the caller missed them.
+    if after.saturating_add(1) < page.oldest {
+        return Err(ApiError::Compacted { after, oldest: page.oldest, head: page.head });
+    }
+    let events: Vec<_> =
+        page.events.into_iter().map(|(seq, event)| json!({ "seq": seq, "event": event })).collect();
+    Ok(Json(json!({ "events": events, "head": page.head, "oldest": page.oldest })).into_response())
+}
+
+async fn by_seq(
+    state: Shared,
+    queue: String,
+    seq: String,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    extract::name("queue", &queue)?;
+    let seq: Seq = seq.parse().map_err(|_| ApiError::NotFound)?;
+    let params = Params::parse(uri.query())?;
+    state.prepare_read(&params, &queue).await?;
+    let page = state.reader.events_after(&queue, seq.saturating_sub(1), 1)?;
+    match page.events.into_iter().next() {
+        Some((found, event)) if found == seq => {
+            Ok(event_response(StatusCode::OK, seq, event, extract::wants_json(&headers)))
+        }
+        _ if seq >= 1 && seq < page.oldest => {
+            Err(ApiError::Compacted { after: seq, oldest: page.oldest, head: page.head })
+        }
+        _ => Err(ApiError::NotFound),
+    }
+}
+
+pub async fn post_default(
+    State(s): State<Shared>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    enqueue(s, DEFAULT_QUEUE.into(), uri, headers, body).await
+}
+
+pub async fn post_named(
+    State(s): State<Shared>,
+    Path(queue): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    enqueue(s, queue, uri, headers, body).await
+}
+
+pub async fn get_default(
+    State(s): State<Shared>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    front(s, DEFAULT_QUEUE.into(), uri, headers).await
+}
+
+pub async fn get_named(
+    State(s): State<Shared>,
+    Path(queue): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    front(s, queue, uri, headers).await
+}
+
+pub async fn delete_default(
+    State(s): State<Shared>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    dequeue(s, DEFAULT_QUEUE.into(), uri, headers).await
+}
+
+pub async fn delete_named(
+    State(s): State<Shared>,
+    Path(queue): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    dequeue(s, queue, uri, headers).await
+}
+
+pub async fn list_default(State(s): State<Shared>, uri: Uri) -> Result<Response, ApiError> {
+    list(s, DEFAULT_QUEUE.into(), uri).await
+}
+
+pub async fn list_named(
+    State(s): State<Shared>,
+    Path(queue): Path<String>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    list(s, queue, uri).await
+}
+
+pub async fn by_seq_default(
+    State(s): State<Shared>,
+    Path(seq): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    by_seq(s, DEFAULT_QUEUE.into(), seq, uri, headers).await
+}
+
+pub async fn by_seq_named(
+    State(s): State<Shared>,
+    Path((queue, seq)): Path<(String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    by_seq(s, queue, seq, uri, headers).await
+}
+
+pub async fn alloc_sequence(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    extract::name("sequence", &name)?;
+    let params = Params::parse(uri.query())?;
+    let count = params.u64("count")?.unwrap_or(1);
+    match s.propose(Command::AllocSeq { name, count }, &uri).await? {
+        Reply::Allocated { first, last } => {
+            Ok(Json(json!({ "first": first, "last": last })).into_response())
+        }
+        Reply::Rejected(r) => Err(rejected(r)),
+        other => Err(unexpected(other)),
+    }
+}

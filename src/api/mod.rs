@@ -1,0 +1,184 @@
+//! HTTP surfaces of a node.
+//!
+//! - The public API (`--api-addr`, HTTPS): queue routes ([`events`]),
+//!   status and health ([`status`]). Handlers parse, call the proposer or
+//!   the state-machine reader, and map; nothing here touches RocksDB or
+//!   decides Raft matters.
+//! - The internal API (`--raft-addr`, HTTPS with required client
+//!   certificates): Raft RPC and node-to-node helpers ([`internal`]).
+//!
+//! How a request is handled:
+//!
+//! ```text
+//! write (POST/DELETE, sequences) ── leader? ──no──▶ 307 to leader (same path+query) / 503
+//!                                     │yes
+//!                                     ▼
+//!                       Proposer (batch) ─▶ Raft log ─▶ commit ─▶ apply ─▶ reply
+//! read (GET) ── consistency=local? ──no──▶ read index (leader: quorum check; follower: ask leader)
+//!                    │yes                   then wait until applied ─┐
+//!                    └──────────────────────────────────────────────┴▶ SmReader
+//! ```
+
+pub mod error;
+pub mod events;
+pub mod extract;
+pub mod internal;
+pub mod status;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{header, Uri};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+
+use self::error::ApiError;
+use self::extract::{Consistency, Params};
+use crate::membership::gossip::Gossip;
+use crate::queue::{Command, Seq};
+use crate::raft::state_machine::SmReader;
+use crate::raft::types::{NodeId, Raft, Reply};
+use crate::raft::{Proposer, ReadBarrier};
+
+/// How long a write may wait for commit before the client is told the
+/// outcome is unknown (e.g. a leader cut off from its quorum).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a `min_seq` read waits for this node to apply that seq.
+const MIN_SEQ_WAIT: Duration = Duration::from_secs(5);
+
+/// Everything a handler needs; shared by all requests.
+pub struct AppState {
+    pub node_id: NodeId,
+    pub cluster_id: String,
+    pub raft: Raft,
+    pub proposer: Proposer,
+    pub reader: SmReader,
+    pub barrier: ReadBarrier,
+    pub gossip: Arc<Gossip>,
+    pub max_event_bytes: usize,
+    pub api_token: Option<String>,
+    pub last_membership_decision: Arc<Mutex<Option<String>>>,
+}
+
+pub type Shared = Arc<AppState>;
+
+impl AppState {
+    /// The current leader's public API URL, as far as this node knows.
+    pub fn leader_api_url(&self) -> Option<String> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let leader = metrics.current_leader?;
+        metrics.membership_config.membership().get_node(&leader).map(|n| n.api_url())
+    }
+
+    /// Writes go to the leader: here, or a 307 there (or 503 if none).
+    fn route_write(&self, uri: &Uri) -> Result<(), ApiError> {
+        let leader = self.raft.metrics().borrow().current_leader;
+        if leader == Some(self.node_id) {
+            Ok(())
+        } else {
+            Err(error::not_leader(self.leader_api_url(), path_and_query(uri)))
+        }
+    }
+
+    async fn propose(&self, command: Command, uri: &Uri) -> Result<Reply, ApiError> {
+        self.route_write(uri)?;
+        match tokio::time::timeout(WRITE_TIMEOUT, self.proposer.propose(command)).await {
+            Ok(result) => result.map_err(|e| error::from_propose(e, path_and_query(uri))),
+            Err(_) => {
+                Err(ApiError::Unavailable("timed out waiting for the write to commit".into()))
+            }
+        }
+    }
+
+    /// Makes this node's state fresh enough for the read the client asked for.
+    async fn prepare_read(&self, params: &Params, queue: &str) -> Result<(), ApiError> {
+        if extract::consistency(params)? == Consistency::Linearizable {
+            self.barrier.linearizable().await?;
+        }
+        if let Some(min_seq) = params.u64("min_seq")? {
+            self.wait_for_seq(queue, min_seq).await?;
+        }
+        Ok(())
+    }
+
+    /// Read-your-writes: wait until this node has applied `queue`'s `seq`.
+    async fn wait_for_seq(&self, queue: &str, seq: Seq) -> Result<(), ApiError> {
+        let mut metrics = self.raft.metrics();
+        let deadline = tokio::time::Instant::now() + MIN_SEQ_WAIT;
+        loop {
+            if self.reader.queue(queue).is_some_and(|m| m.head() >= seq) {
+                return Ok(());
+            }
+            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return Err(ApiError::Unavailable(format!("seq {seq} not applied here yet"))),
+            }
+        }
+    }
+}
+
+pub fn path_and_query(uri: &Uri) -> &str {
+    uri.path_and_query().map_or("/", |pq| pq.as_str())
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// `--api-token`: every route but `/healthz` needs the bearer token.
+async fn require_token(
+    State(state): State<Shared>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if let Some(token) = &state.api_token {
+        if request.uri().path() != "/healthz" {
+            let presented = request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
+                return Err(ApiError::Unauthorized);
+            }
+        }
+    }
+    Ok(next.run(request).await)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The public router.
+pub fn public_router(state: Shared) -> Router {
+    Router::new()
+        .route(
+            "/event",
+            post(events::post_default).get(events::get_default).delete(events::delete_default),
+        )
+        .route("/events", get(events::list_default))
+        .route("/events/{seq}", get(events::by_seq_default))
+        .route(
+            "/queues/{queue}/event",
+            post(events::post_named).get(events::get_named).delete(events::delete_named),
+        )
+        .route("/queues/{queue}/events", get(events::list_named))
+        .route("/queues/{queue}/events/{seq}", get(events::by_seq_named))
+        .route("/sequences/{name}", post(events::alloc_sequence))
+        .route("/status", get(status::status))
+        .route("/healthz", get(status::healthz))
+        .route("/readyz", get(status::readyz))
+        .route("/cluster/nodes", get(status::nodes))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .with_state(state)
+}

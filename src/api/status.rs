@@ -1,0 +1,113 @@
+//! `/status`, `/healthz`, `/readyz`, `/cluster/nodes`.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use openraft::ServerState;
+use serde_json::{json, Value};
+
+use super::events::DEFAULT_QUEUE;
+use super::Shared;
+
+pub fn role_name(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    }
+}
+
+async fn commit_index(state: &Shared) -> Option<u64> {
+    state.raft.with_raft_state(|s| s.committed.map(|c| c.index)).await.ok().flatten()
+}
+
+pub async fn status(State(state): State<Shared>) -> Json<Value> {
+    let metrics = state.raft.metrics().borrow().clone();
+    let membership = metrics.membership_config.membership();
+    let voters: Vec<u64> = membership.voter_ids().collect();
+    let learners: Vec<u64> = membership.learner_ids().collect();
+    let members = state.gossip.members().await;
+    let queue = state.reader.queue(DEFAULT_QUEUE).unwrap_or(crate::queue::QueueMeta::NEW);
+    let last_decision = state.last_membership_decision.lock().ok().and_then(|d| d.clone());
+    Json(json!({
+        "node_id": state.node_id,
+        "cluster_id": state.cluster_id,
+        "role": role_name(metrics.state),
+        "leader_id": metrics.current_leader,
+        "leader_api_url": state.leader_api_url(),
+        "term": metrics.current_term,
+        "last_log_index": metrics.last_log_index,
+        "commit_index": commit_index(&state).await,
+        "applied_index": metrics.last_applied.map(|l| l.index),
+        "snapshot_index": metrics.snapshot.map(|l| l.index),
+        "purged_index": metrics.purged.map(|l| l.index),
+        "voters": voters,
+        "learners": learners,
+        "members": members,
+        "queue_len": queue.len(),
+        "head_seq": queue.head(),
+        "front_seq": queue.front_seq(),
+        "membership_last_decision": last_decision,
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+}
+
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Ready: a leader is known and this node has applied everything it knows
+/// to be committed (a restarted node is not ready while it replays).
+pub async fn readyz(State(state): State<Shared>) -> Response {
+    let metrics = state.raft.metrics().borrow().clone();
+    let applied = metrics.last_applied.map(|l| l.index);
+    let committed = commit_index(&state).await;
+    let reason = if metrics.current_leader.is_none() {
+        Some("no leader known")
+    } else if applied < committed {
+        Some("applying the committed log")
+    } else {
+        None
+    };
+    match reason {
+        None => (StatusCode::OK, Json(json!({ "ready": true }))).into_response(),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "ready": false, "error": reason, "code": "not_ready" })),
+        )
+            .into_response(),
+    }
+}
+
+pub async fn nodes(State(state): State<Shared>) -> Json<Value> {
+    let metrics = state.raft.metrics().borrow().clone();
+    let membership = metrics.membership_config.membership();
+    let live: BTreeMap<u64, bool> =
+        state.gossip.members().await.into_iter().map(|m| (m.node_id, m.live)).collect();
+    let matched: BTreeMap<u64, Option<u64>> = metrics
+        .replication
+        .as_ref()
+        .map(|r| r.iter().map(|(id, l)| (*id, l.map(|l| l.index))).collect())
+        .unwrap_or_default();
+    let voters: Vec<u64> = membership.voter_ids().collect();
+    let nodes: Vec<Value> = membership
+        .nodes()
+        .map(|(id, node)| {
+            json!({
+                "node_id": id,
+                "api_url": node.api_url(),
+                "raft_addr": node.raft_addr,
+                "voter": voters.contains(id),
+                "leader": metrics.current_leader == Some(*id),
+                "live": live.get(id).copied().unwrap_or(false),
+                "matched_index": matched.get(id).copied().flatten(),
+            })
+        })
+        .collect();
+    Json(json!({ "leader_id": metrics.current_leader, "nodes": nodes }))
+}

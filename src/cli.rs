@@ -1,0 +1,201 @@
+//! Command-line surface: every subcommand and flag of SPEC §1.
+//!
+//! Each `serve` flag also reads `RAFTQ_<FLAG>` (upper case, dashes to
+//! underscores) through clap's `env`; a flag on the command line wins.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "raftq", version, about = "A Raft-replicated HTTPS event queue")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node.
+    Serve(Box<ServeArgs>),
+    /// Write a CA and a node certificate (PEM) for a cluster.
+    Certs(CertsArgs),
+    /// Print a node's /status in human form.
+    Status(StatusArgs),
+    /// Small client for the queue: post, get or delete one event.
+    Event(EventArgs),
+    /// Load generator used by `make bench` (raftq, or etcd for comparison).
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// RocksDB and node identity live here.
+    #[arg(long, env = "RAFTQ_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Node id; default: a random u64 persisted in the data dir.
+    #[arg(long, env = "RAFTQ_NODE_ID")]
+    pub node_id: Option<u64>,
+    /// HTTPS public API.
+    #[arg(long, env = "RAFTQ_API_ADDR", default_value = "0.0.0.0:8080")]
+    pub api_addr: SocketAddr,
+    /// Node-to-node Raft RPC (TLS with client certificates).
+    #[arg(long, env = "RAFTQ_RAFT_ADDR", default_value = "0.0.0.0:1112")]
+    pub raft_addr: SocketAddr,
+    /// Chitchat gossip (UDP).
+    #[arg(long, env = "RAFTQ_GOSSIP_ADDR", default_value = "0.0.0.0:1111")]
+    pub gossip_addr: SocketAddr,
+    /// Host other nodes and redirects use to reach this one.
+    #[arg(long, env = "RAFTQ_ADVERTISE_HOST")]
+    pub advertise_host: Option<String>,
+    /// Take the advertise address from this interface (e.g. eth0).
+    #[arg(long, env = "RAFTQ_BIND_INTERFACE")]
+    pub bind_interface: Option<String>,
+    /// Gossip addresses host:port of existing members, comma-separated.
+    #[arg(long, env = "RAFTQ_SEEDS", alias = "serf-member-addrs", value_delimiter = ',')]
+    pub seeds: Vec<String>,
+    /// Nodes of another cluster id are ignored.
+    #[arg(long, env = "RAFTQ_CLUSTER_ID", default_value = "raftq")]
+    pub cluster_id: String,
+    /// PEM certificate (chain) of this node, used for the API and Raft ports.
+    #[arg(long, env = "RAFTQ_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "RAFTQ_TLS_KEY", requires_all = ["tls_cert", "tls_ca"])]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA that signed every node certificate (Raft mTLS trust root).
+    #[arg(long, env = "RAFTQ_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<PathBuf>,
+    /// Follower-maze event source (TCP).
+    #[arg(long, env = "RAFTQ_MAZE_SOURCE_ADDR", default_value = "0.0.0.0:9090")]
+    pub maze_source_addr: SocketAddr,
+    /// Follower-maze user clients (TCP).
+    #[arg(long, env = "RAFTQ_MAZE_CLIENT_ADDR", default_value = "0.0.0.0:9099")]
+    pub maze_client_addr: SocketAddr,
+    /// Disable the follower-maze listeners.
+    #[arg(long, env = "RAFTQ_NO_MAZE")]
+    pub no_maze: bool,
+    /// Raft heartbeat interval.
+    #[arg(long, env = "RAFTQ_HEARTBEAT_MS", default_value_t = 50)]
+    pub heartbeat_ms: u64,
+    /// Raft minimum election timeout; the maximum is twice this.
+    #[arg(long, env = "RAFTQ_ELECTION_TIMEOUT_MS", default_value_t = 250)]
+    pub election_timeout_ms: u64,
+    /// When set, every public request except /healthz needs `Authorization: Bearer <token>`.
+    #[arg(long, env = "RAFTQ_API_TOKEN")]
+    pub api_token: Option<String>,
+    /// When set, public API clients must present a certificate signed by this CA.
+    #[arg(long, env = "RAFTQ_API_CLIENT_CA")]
+    pub api_client_ca: Option<PathBuf>,
+    /// Largest accepted event (bytes); larger bodies get 413.
+    #[arg(long, env = "RAFTQ_MAX_EVENT_BYTES", default_value_t = 1024 * 1024)]
+    pub max_event_bytes: usize,
+    /// Dequeued events kept per queue for /events and watches.
+    #[arg(long, env = "RAFTQ_RETENTION_EVENTS", default_value_t = 100_000)]
+    pub retention_events: u64,
+    /// Most pending (not yet dequeued) events per queue; POSTs beyond get 507.
+    #[arg(long, env = "RAFTQ_QUEUE_EVENTS_MAX", default_value_t = 10_000_000)]
+    pub queue_events_max: u64,
+    /// Take a Raft snapshot (and purge the log behind it) every this many log entries.
+    #[arg(long, env = "RAFTQ_SNAPSHOT_LOGS", default_value_t = 20_000)]
+    pub snapshot_logs: u64,
+    /// Seconds a voter may stay dead in gossip before it is removed (never below 3 voters).
+    #[arg(long, env = "RAFTQ_DEAD_NODE_GRACE_SECS", default_value_t = 300)]
+    pub dead_node_grace_secs: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    /// Directory to write ca.pem, ca-key.pem, node.pem and node-key.pem into.
+    #[arg(long, default_value = "certs")]
+    pub out: PathBuf,
+    /// Hosts (names or IPs) the node certificate covers, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "localhost,127.0.0.1")]
+    pub hosts: Vec<String>,
+    /// Write NAME.pem and NAME-key.pem signed by the CA already in `--out`.
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+/// TLS and endpoint options shared by every client subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// Node API URL(s), comma-separated; tried in order.
+    #[arg(
+        long,
+        env = "RAFTQ_URL",
+        value_delimiter = ',',
+        default_value = "https://127.0.0.1:8080"
+    )]
+    pub url: Vec<String>,
+    /// CA certificate to verify the node with.
+    #[arg(long, env = "RAFTQ_CA")]
+    pub ca: Option<PathBuf>,
+    /// Do not verify the node's certificate (like curl -k).
+    #[arg(long, short = 'k')]
+    pub insecure: bool,
+    /// Bearer token for a node started with --api-token.
+    #[arg(long, env = "RAFTQ_TOKEN")]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Print the raw JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EventArgs {
+    #[command(subcommand)]
+    pub action: EventAction,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Queue name.
+    #[arg(long, global = true, default_value = "default")]
+    pub queue: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventAction {
+    /// Enqueue one event; prints its seq.
+    Post {
+        event: String,
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// Print the event at the front of the queue.
+    Get,
+    /// Remove and print the event at the front of the queue.
+    Delete {
+        /// Only remove if the front event has this seq.
+        #[arg(long)]
+        seq: Option<u64>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// What to load: `raftq` (POST /event) or `etcd` (v3 JSON gateway, PUT).
+    #[arg(long, default_value = "raftq")]
+    pub target: String,
+    /// Concurrent clients per run (one keep-alive connection each), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    pub clients: Vec<usize>,
+    /// Seconds per run.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Size of each event / value.
+    #[arg(long, default_value_t = 100)]
+    pub event_bytes: usize,
+    /// Failover mode: writes through every --url (following redirects) and
+    /// reports the longest time without an acknowledged write.
+    #[arg(long)]
+    pub failover: bool,
+}

@@ -1,0 +1,191 @@
+//! A small raftq API client for the CLI subcommands (and anyone embedding
+//! raftq access in Rust).
+//!
+//! It follows `307` redirects itself (re-sending the bearer token, which
+//! generic clients drop on a cross-origin redirect), retries `503` answers
+//! and connection failures on the next URL given, and gives up after a
+//! bounded number of attempts.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::cli::ClientArgs;
+use crate::queue::Seq;
+
+const ATTEMPTS_MAX: usize = 20;
+const RETRY_PAUSE: Duration = Duration::from_millis(250);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("tls: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("no node answered: {0}")]
+    Unreachable(String),
+    #[error("{status}: {body}")]
+    Api { status: StatusCode, body: String },
+    #[error("unexpected answer: {0}")]
+    Protocol(String),
+}
+
+pub struct Client {
+    http: reqwest::Client,
+    urls: Vec<String>,
+    token: Option<String>,
+}
+
+/// An event as the API returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub seq: Seq,
+    pub event: String,
+}
+
+impl Client {
+    pub fn new(args: &ClientArgs) -> Result<Self, ClientError> {
+        let http = crate::tls::api_client_builder(args.ca.as_deref(), args.insecure, None)?
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| ClientError::Tls(crate::tls::TlsError::Client(e.to_string())))?;
+        let urls = args
+            .url
+            .iter()
+            .map(|u| u.trim_end_matches('/').to_string())
+            .filter(|u| !u.is_empty())
+            .collect();
+        Ok(Client { http, urls, token: args.token.clone() })
+    }
+
+    /// Sends a request to the first node that answers, following redirects
+    /// to the leader and retrying while there is none.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&'static str, Vec<u8>)>,
+        headers: &[(&str, String)],
+    ) -> Result<reqwest::Response, ClientError> {
+        let mut last_error = String::from("no --url given");
+        let mut target: Option<String> = None;
+        for attempt in 0..ATTEMPTS_MAX {
+            let url = match target.take() {
+                Some(url) => url,
+                None => match self.urls.get(attempt % self.urls.len().max(1)) {
+                    Some(base) => format!("{base}{path}"),
+                    None => break,
+                },
+            };
+            let mut request =
+                self.http.request(method.clone(), &url).timeout(Duration::from_secs(15));
+            if let Some(token) = &self.token {
+                request = request.bearer_auth(token);
+            }
+            for (name, value) in headers {
+                request = request.header(*name, value);
+            }
+            if let Some((content_type, bytes)) = &body {
+                request = request
+                    .header(reqwest::header::CONTENT_TYPE, *content_type)
+                    .body(bytes.clone());
+            }
+            match request.send().await {
+                Ok(response) if response.status() == StatusCode::TEMPORARY_REDIRECT => {
+                    let location = response
+                        .headers()
+                        .get(reqwest::header::LOCATION)
+                        .and_then(|l| l.to_str().ok());
+                    match location {
+                        Some(location) => target = Some(location.to_string()),
+                        None => return Err(ClientError::Protocol("307 without Location".into())),
+                    }
+                }
+                Ok(response) if response.status() == StatusCode::SERVICE_UNAVAILABLE => {
+                    last_error = format!("{url}: {}", response.text().await.unwrap_or_default());
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Ok(response) => return Ok(response),
+                Err(e) => {
+                    last_error = format!("{url}: {e}");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+            }
+        }
+        Err(ClientError::Unreachable(last_error))
+    }
+
+    async fn expect_ok(response: reqwest::Response) -> Result<reqwest::Response, ClientError> {
+        if response.status().is_success() {
+            Ok(response)
+        } else {
+            let status = response.status();
+            Err(ClientError::Api { status, body: response.text().await.unwrap_or_default() })
+        }
+    }
+
+    fn seq_header(response: &reqwest::Response) -> Result<Seq, ClientError> {
+        response
+            .headers()
+            .get("seq")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| ClientError::Protocol("missing Seq header".into()))
+    }
+
+    fn queue_path(queue: &str, rest: &str) -> String {
+        if queue == "default" {
+            format!("/{rest}")
+        } else {
+            format!("/queues/{queue}/{rest}")
+        }
+    }
+
+    pub async fn status(&self) -> Result<Value, ClientError> {
+        let response = Self::expect_ok(self.send(Method::GET, "/status", None, &[]).await?).await?;
+        response.json().await.map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    pub async fn post(
+        &self,
+        queue: &str,
+        event: &str,
+        idempotency_key: Option<&str>,
+    ) -> Result<Seq, ClientError> {
+        let headers: Vec<(&str, String)> =
+            idempotency_key.map(|k| vec![("idempotency-key", k.to_string())]).unwrap_or_default();
+        let body = Some(("text/plain; charset=utf-8", event.as_bytes().to_vec()));
+        let response =
+            self.send(Method::POST, &Self::queue_path(queue, "event"), body, &headers).await?;
+        let response = Self::expect_ok(response).await?;
+        Self::seq_header(&response)
+    }
+
+    async fn event_or_empty(response: reqwest::Response) -> Result<Option<Event>, ClientError> {
+        if response.status() == StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        let response = Self::expect_ok(response).await?;
+        let seq = Self::seq_header(&response)?;
+        let event = response.text().await.map_err(|e| ClientError::Protocol(e.to_string()))?;
+        Ok(Some(Event { seq, event }))
+    }
+
+    pub async fn get(&self, queue: &str) -> Result<Option<Event>, ClientError> {
+        Self::event_or_empty(
+            self.send(Method::GET, &Self::queue_path(queue, "event"), None, &[]).await?,
+        )
+        .await
+    }
+
+    pub async fn delete(
+        &self,
+        queue: &str,
+        seq: Option<Seq>,
+    ) -> Result<Option<Event>, ClientError> {
+        let mut path = Self::queue_path(queue, "event");
+        if let Some(seq) = seq {
+            path.push_str(&format!("?seq={seq}"));
+        }
+        Self::event_or_empty(self.send(Method::DELETE, &path, None, &[]).await?).await
+    }
+}

@@ -1,0 +1,7 @@
+//! Subcommands. The binary's edge: errors are `anyhow` here and nowhere else.
+
+pub mod bench;
+pub mod certs;
+pub mod event;
+pub mod serve;
+pub mod status;

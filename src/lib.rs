@@ -1,0 +1,25 @@
+//! raftq: a Raft-replicated HTTPS event queue.
+//!
+//! Layout (dependencies point down; ★ = pure, no I/O):
+//!
+//! ```text
+//! main / cmd        CLI subcommands (anyhow lives only here)
+//! node              wires one node together; startup and shutdown order
+//! api               public HTTPS API and the internal Raft-port API
+//! membership        gossip (chitchat), ★ reconcile decisions, leader driver
+//! raft              openraft wiring: RocksDB log + state machine, network,
+//!                   proposer (group commit), read barrier
+//! queue ★           the queue state machine's logic
+//! tls               certificates and rustls configs
+//! ```
+//!
+//! See `docs/ARCHITECTURE.md` for the data flow.
+
+pub mod api;
+pub mod cli;
+pub mod client;
+pub mod membership;
+pub mod node;
+pub mod queue;
+pub mod raft;
+pub mod tls;

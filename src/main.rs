@@ -1,0 +1,29 @@
+//! The `raftq` binary: parse the command line, run a subcommand.
+
+use clap::Parser;
+use raftq::cli::{Cli, Command};
+
+mod cmd;
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RAFTQ_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn,chitchat=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+    raftq::tls::install_crypto_provider();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => cmd::serve::run(*args).await,
+            Command::Certs(args) => cmd::certs::run(args),
+            Command::Status(args) => cmd::status::run(args).await,
+            Command::Event(args) => cmd::event::run(args).await,
+            Command::Bench(args) => cmd::bench::run(args).await,
+        }
+    })
+}

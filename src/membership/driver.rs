@@ -1,0 +1,151 @@
+//! The leader's membership loop: observe gossip and Raft, let
+//! [`reconcile::decide`] choose one change, carry it out, repeat.
+//!
+//! Only the leader acts; followers run the loop idle so that a new leader
+//! takes over within one tick. A node is confirmed over the Raft port (mTLS:
+//! it holds a certificate of our CA, and it reports the node id gossip
+//! claimed) before it is added.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::{ChangeMembers, ServerState};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::gossip::Gossip;
+use super::reconcile::{self, Action, View};
+use crate::raft::types::{Node, NodeId, Raft};
+
+pub const PATH_IDENTITY: &str = "/internal/identity";
+
+const TICK: Duration = Duration::from_millis(500);
+const QUARANTINE: Duration = Duration::from_secs(5);
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a node reports about itself on the Raft port.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Identity {
+    pub node_id: NodeId,
+    pub cluster_id: String,
+}
+
+pub struct Driver {
+    pub raft: Raft,
+    pub gossip: Arc<Gossip>,
+    pub peer_client: reqwest::Client,
+    pub identity: Identity,
+    pub dead_grace: Duration,
+    /// Last decision and its outcome, for `/status`.
+    pub last_decision: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl Driver {
+    pub async fn run(self, shutdown: CancellationToken) {
+        let started = Instant::now();
+        let mut down_since_ms = BTreeMap::new();
+        let mut quarantined: BTreeMap<NodeId, Instant> = BTreeMap::new();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(TICK) => {}
+            }
+            let metrics = self.raft.metrics().borrow().clone();
+            if metrics.state != ServerState::Leader {
+                down_since_ms.clear();
+                continue;
+            }
+            let now_ms = started.elapsed().as_millis() as u64;
+            let live = self.gossip.live().await;
+            let membership = metrics.membership_config.membership();
+            let nodes: BTreeMap<NodeId, Node> =
+                membership.nodes().map(|(id, n)| (*id, n.clone())).collect();
+            reconcile::track_down(&mut down_since_ms, nodes.keys().copied(), &live, now_ms);
+            quarantined.retain(|_, until| *until > Instant::now());
+            let matched = metrics
+                .replication
+                .as_ref()
+                .map(|r| {
+                    r.iter().map(|(id, log_id)| (*id, log_id.map_or(0, |l| l.index))).collect()
+                })
+                .unwrap_or_default();
+            let view = View {
+                self_id: self.identity.node_id,
+                live,
+                voters: membership.voter_ids().collect(),
+                learners: membership.learner_ids().collect(),
+                nodes,
+                matched,
+                last_log_index: metrics.last_log_index.unwrap_or(0),
+                down_since_ms: down_since_ms.clone(),
+                now_ms,
+                dead_grace_ms: self.dead_grace.as_millis() as u64,
+                catchup_lag_max: 64,
+                quarantined: quarantined.keys().copied().collect(),
+            };
+            let Some(action) = reconcile::decide(&view) else { continue };
+            tracing::info!(?action, "membership change");
+            let outcome = self.execute(&action).await;
+            let summary = match &outcome {
+                Ok(()) => format!("{action:?}: done"),
+                Err(e) => format!("{action:?}: {e}"),
+            };
+            if let Err(e) = outcome {
+                tracing::warn!(?action, error = %e, "membership change failed; will retry");
+                if let Action::AddLearner { id, .. } = action {
+                    quarantined.insert(id, Instant::now() + QUARANTINE);
+                }
+            }
+            if let Ok(mut last) = self.last_decision.lock() {
+                *last = Some(summary);
+            }
+        }
+    }
+
+    async fn execute(&self, action: &Action) -> Result<(), String> {
+        let change = match action {
+            Action::AddLearner { id, node } => {
+                self.confirm(*id, node).await?;
+                let add = self.raft.add_learner(*id, node.clone(), false);
+                return match tokio::time::timeout(CHANGE_TIMEOUT, add).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err("timed out".into()),
+                };
+            }
+            Action::Promote { id } => ChangeMembers::AddVoterIds(BTreeSet::from([*id])),
+            Action::UpdateNode { id, node } => {
+                ChangeMembers::SetNodes(BTreeMap::from([(*id, node.clone())]))
+            }
+            Action::RemoveVoter { id } => ChangeMembers::RemoveVoters(BTreeSet::from([*id])),
+            Action::RemoveLearner { id } => ChangeMembers::RemoveNodes(BTreeSet::from([*id])),
+        };
+        match tokio::time::timeout(CHANGE_TIMEOUT, self.raft.change_membership(change, false)).await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("timed out".into()),
+        }
+    }
+
+    /// Gossip is a hint: ask the node itself, over mTLS, who it is.
+    async fn confirm(&self, id: NodeId, node: &Node) -> Result<(), String> {
+        let url = format!("{}{}", node.raft_url(), PATH_IDENTITY);
+        let response = self
+            .peer_client
+            .get(&url)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .map_err(|e| format!("identity check {url}: {e}"))?;
+        let identity: Identity =
+            response.json().await.map_err(|e| format!("identity check {url}: bad answer: {e}"))?;
+        if identity.node_id != id || identity.cluster_id != self.identity.cluster_id {
+            return Err(format!(
+                "identity check {url}: gossip said node {id}, node says {identity:?}"
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,139 @@
+//! Gossip with chitchat: every node publishes who it is and where to reach
+//! it; every node learns the same about the others.
+//!
+//! Gossip is unauthenticated UDP, so what it says is a hint: the leader
+//! confirms a node over the mTLS Raft port before it touches the membership
+//! (see `driver`). A restarted node gossips under a new chitchat generation;
+//! it is recognised by its stable Raft node id ([`RAFT_ID_KEY`]), never by
+//! the chitchat id.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chitchat::transport::UdpTransport;
+use chitchat::{
+    spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, NodeState,
+};
+use serde::Serialize;
+
+use crate::raft::types::{Node, NodeId};
+
+pub const RAFT_ID_KEY: &str = "raft_id";
+pub const RAFT_ADDR_KEY: &str = "raft_addr";
+pub const API_ADDR_KEY: &str = "api_addr";
+
+const GOSSIP_INTERVAL: Duration = Duration::from_millis(200);
+
+#[derive(Debug, thiserror::Error)]
+pub enum GossipError {
+    #[error("starting gossip on {addr}: {source}")]
+    Start { addr: SocketAddr, source: anyhow::Error },
+}
+
+/// One node as gossip sees it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct GossipMember {
+    pub node_id: NodeId,
+    pub raft_addr: String,
+    pub api_addr: String,
+    pub gossip_addr: SocketAddr,
+    pub live: bool,
+}
+
+impl GossipMember {
+    pub fn node(&self) -> Node {
+        Node { raft_addr: self.raft_addr.clone(), api_addr: self.api_addr.clone() }
+    }
+}
+
+pub struct GossipSettings {
+    pub node_id: NodeId,
+    pub node: Node,
+    pub cluster_id: String,
+    pub listen_addr: SocketAddr,
+    pub advertise_addr: SocketAddr,
+    pub seeds: Vec<String>,
+}
+
+pub struct Gossip {
+    handle: ChitchatHandle,
+}
+
+fn member(id: &ChitchatId, state: &NodeState, live: bool) -> Option<GossipMember> {
+    Some(GossipMember {
+        node_id: state.get(RAFT_ID_KEY)?.parse().ok()?,
+        raft_addr: state.get(RAFT_ADDR_KEY)?.to_string(),
+        api_addr: state.get(API_ADDR_KEY)?.to_string(),
+        gossip_addr: id.gossip_advertise_addr,
+        live,
+    })
+}
+
+impl Gossip {
+    pub async fn spawn(settings: GossipSettings) -> Result<Self, GossipError> {
+        // The start time as generation: a restart is a new incarnation.
+        let generation =
+            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let config = ChitchatConfig {
+            chitchat_id: ChitchatId::new(
+                format!("raftq-{}", settings.node_id),
+                generation,
+                settings.advertise_addr,
+            ),
+            cluster_id: settings.cluster_id,
+            gossip_interval: GOSSIP_INTERVAL,
+            listen_addr: settings.listen_addr,
+            seed_nodes: settings.seeds,
+            failure_detector_config: FailureDetectorConfig {
+                initial_interval: GOSSIP_INTERVAL * 2,
+                max_interval: Duration::from_secs(5),
+                dead_node_grace_period: Duration::from_secs(3600),
+                ..Default::default()
+            },
+            marked_for_deletion_grace_period: Duration::from_secs(3600),
+            catchup_callback: None,
+            extra_liveness_predicate: None,
+            protocol_version: chitchat::ProtocolVersion::V1,
+        };
+        let keys = vec![
+            (RAFT_ID_KEY.to_string(), settings.node_id.to_string()),
+            (RAFT_ADDR_KEY.to_string(), settings.node.raft_addr.clone()),
+            (API_ADDR_KEY.to_string(), settings.node.api_addr.clone()),
+        ];
+        let handle = spawn_chitchat(config, keys, &UdpTransport)
+            .await
+            .map_err(|source| GossipError::Start { addr: settings.listen_addr, source })?;
+        Ok(Gossip { handle })
+    }
+
+    /// Every node gossip knows, one entry per Raft node id: a live
+    /// incarnation wins over dead ones.
+    pub async fn members(&self) -> Vec<GossipMember> {
+        let chitchat = self.handle.chitchat();
+        let chitchat = chitchat.lock().await;
+        let live: std::collections::HashSet<&ChitchatId> = chitchat.live_nodes().collect();
+        let mut by_id: BTreeMap<NodeId, GossipMember> = BTreeMap::new();
+        for (id, state) in chitchat.node_states() {
+            let Some(m) = member(id, state, live.contains(id)) else { continue };
+            match by_id.get(&m.node_id) {
+                Some(existing) if existing.live || !m.live => {}
+                _ => {
+                    by_id.insert(m.node_id, m);
+                }
+            }
+        }
+        by_id.into_values().collect()
+    }
+
+    /// The live nodes and the addresses they advertise.
+    pub async fn live(&self) -> BTreeMap<NodeId, Node> {
+        self.members().await.into_iter().filter(|m| m.live).map(|m| (m.node_id, m.node())).collect()
+    }
+
+    pub async fn shutdown(self) {
+        if let Err(e) = self.handle.shutdown().await {
+            tracing::warn!(error = %e, "gossip shutdown");
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! Wiring one node together, and taking it apart again.
+//!
+//! Start order: identity → TLS → storage → Raft → Raft port → bootstrap (only
+//! a seedless node on an empty data dir) → gossip → membership driver →
+//! proposer → public API. Listeners are bound before anything is spawned so a
+//! port conflict fails the start instead of leaving a half-running node.
+//!
+//! Shutdown order (reverse of what depends on what): stop taking requests
+//! (public API, then the Raft port after a short grace), stop gossip, stop
+//! the background loops, then Raft, which flushes and closes its storage.
+
+pub mod advertise;
+pub mod identity;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum_server::tls_rustls::RustlsConfig;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, internal, AppState};
+use crate::cli::ServeArgs;
+use crate::membership::driver::{Driver, Identity};
+use crate::membership::gossip::{Gossip, GossipSettings};
+use crate::queue::Limits;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::Network;
+use crate::raft::state_machine::StateMachine;
+use crate::raft::types::{Node, NodeId, Raft};
+use crate::raft::{self as raftmod, Proposer, RaftSettings, ReadBarrier};
+use crate::tls::TlsMaterial;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("data dir {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
+    #[error(transparent)]
+    Advertise(#[from] advertise::AdvertiseError),
+    #[error("tls: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("storage: {0}")]
+    Store(#[from] crate::raft::db::StoreError),
+    #[error("raft config: {0}")]
+    RaftConfig(#[from] openraft::ConfigError),
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("binding {what} {addr}: {source}")]
+    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Gossip(#[from] crate::membership::gossip::GossipError),
+}
+
+/// A running node.
+pub struct NodeHandle {
+    pub node_id: NodeId,
+    pub raft: Raft,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+    api: axum_server::Handle<SocketAddr>,
+    raft_port: axum_server::Handle<SocketAddr>,
+    gossip: Arc<Gossip>,
+}
+
+fn bind(what: &'static str, addr: SocketAddr) -> Result<std::net::TcpListener, NodeError> {
+    let listener = std::net::TcpListener::bind(addr).map_err(|source| NodeError::Bind {
+        what,
+        addr,
+        source,
+    })?;
+    listener.set_nonblocking(true).map_err(|source| NodeError::Bind { what, addr, source })?;
+    Ok(listener)
+}
+
+/// Seeds naming this node itself do not count: the same command line can
+/// then start every node of a cluster (the first one bootstraps).
+fn other_seeds(seeds: &[String], own: &[String]) -> Vec<String> {
+    seeds
+        .iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty() && !own.contains(s))
+        .collect()
+}
+
+pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
+    let data_dir = args.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .map_err(|source| NodeError::DataDir { path: data_dir.clone(), source })?;
+    let (node_id, created) = identity::load_or_create(&data_dir, args.node_id)?;
+    let host = advertise::resolve(
+        args.advertise_host.as_deref(),
+        args.bind_interface.as_deref(),
+        args.api_addr,
+    )?;
+    let node = Node {
+        raft_addr: advertise::host_port(&host, args.raft_addr.port()),
+        api_addr: advertise::host_port(&host, args.api_addr.port()),
+    };
+    tracing::info!(node_id, new = created, advertise = %host, "starting node");
+
+    let tls = match (&args.tls_cert, &args.tls_key, &args.tls_ca) {
+        (Some(cert), Some(key), Some(ca)) => TlsMaterial::load(cert, key, ca)?,
+        _ => TlsMaterial::dev(&data_dir, std::slice::from_ref(&host))?,
+    };
+    let peer_client = tls.raft_client()?;
+
+    let db = crate::raft::db::open(&data_dir.join("db"))?;
+    let log_store = LogStore::new(db.clone());
+    let state_machine = StateMachine::open(db, &data_dir.join("snapshots"))?;
+    let reader = state_machine.reader();
+    let settings = RaftSettings {
+        heartbeat_ms: args.heartbeat_ms,
+        election_timeout_ms: args.election_timeout_ms,
+        snapshot_logs: args.snapshot_logs,
+    };
+    let config = raftmod::config(&args.cluster_id, &settings)?;
+    let raft =
+        Raft::new(node_id, config, Network::new(peer_client.clone()), log_store, state_machine)
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+
+    let raft_listener = bind("raft port", args.raft_addr)?;
+    let api_listener = bind("api port", args.api_addr)?;
+
+    let shutdown = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let barrier = ReadBarrier::new(raft.clone(), peer_client.clone());
+    let identity = Identity { node_id, cluster_id: args.cluster_id.clone() };
+
+    let raft_port = axum_server::Handle::new();
+    {
+        let router = internal::router(internal::InternalState {
+            raft: raft.clone(),
+            barrier: barrier.clone(),
+            identity: identity.clone(),
+        });
+        let server = axum_server::from_tcp_rustls(
+            raft_listener,
+            RustlsConfig::from_config(tls.raft_server_config()?),
+        )
+        .map_err(|source| NodeError::Bind { what: "raft port", addr: args.raft_addr, source })?
+        .handle(raft_port.clone());
+        tasks.spawn(async move {
+            if let Err(e) = server.serve(router.into_make_service()).await {
+                tracing::error!(error = %e, "raft port server stopped");
+            }
+        });
+    }
+
+    let gossip_advertise = advertise::gossip_socket(&host, args.gossip_addr.port()).await?;
+    let own = [
+        gossip_advertise.to_string(),
+        args.gossip_addr.to_string(),
+        advertise::host_port(&host, args.gossip_addr.port()),
+    ];
+    let seeds = other_seeds(&args.seeds, &own);
+    let initialized = raft.is_initialized().await.map_err(|e| NodeError::Raft(e.to_string()))?;
+    if !initialized && seeds.is_empty() {
+        tracing::info!(node_id, "no seeds and no state: bootstrapping a new single-voter cluster");
+        raft.initialize(BTreeMap::from([(node_id, node.clone())]))
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+    } else if !initialized {
+        tracing::info!(?seeds, "joining through gossip; waiting for the leader to add this node");
+    }
+
+    let gossip = Arc::new(
+        Gossip::spawn(GossipSettings {
+            node_id,
+            node: node.clone(),
+            cluster_id: args.cluster_id.clone(),
+            listen_addr: args.gossip_addr,
+            advertise_addr: gossip_advertise,
+            seeds,
+        })
+        .await?,
+    );
+
+    let last_decision = Arc::new(Mutex::new(None));
+    let driver = Driver {
+        raft: raft.clone(),
+        gossip: gossip.clone(),
+        peer_client,
+        identity,
+        dead_grace: Duration::from_secs(args.dead_node_grace_secs),
+        last_decision: last_decision.clone(),
+    };
+    tasks.spawn(driver.run(shutdown.clone()));
+
+    let limits = Limits {
+        retention_events: args.retention_events,
+        queue_events_max: args.queue_events_max,
+        ..Limits::default()
+    };
+    let proposer = Proposer::spawn(raft.clone(), limits, shutdown.clone());
+
+    let state = Arc::new(AppState {
+        node_id,
+        cluster_id: args.cluster_id.clone(),
+        raft: raft.clone(),
+        proposer,
+        reader,
+        barrier,
+        gossip: gossip.clone(),
+        max_event_bytes: args.max_event_bytes,
+        api_token: args.api_token.clone().filter(|t| !t.is_empty()),
+        last_membership_decision: last_decision,
+    });
+    let api = axum_server::Handle::new();
+    {
+        let tls_config = tls.api_server_config(args.api_client_ca.as_deref())?;
+        let server =
+            axum_server::from_tcp_rustls(api_listener, RustlsConfig::from_config(tls_config))
+                .map_err(|source| NodeError::Bind {
+                    what: "api port",
+                    addr: args.api_addr,
+                    source,
+                })?
+                .handle(api.clone());
+        let router = api::public_router(state);
+        tasks.spawn(async move {
+            if let Err(e) = server.serve(router.into_make_service()).await {
+                tracing::error!(error = %e, "api server stopped");
+            }
+        });
+    }
+    tracing::info!(node_id, api = %node.api_url(), raft = %node.raft_url(), gossip = %gossip_advertise, "node started");
+    Ok(NodeHandle { node_id, raft, shutdown, tasks, api, raft_port, gossip })
+}
+
+impl NodeHandle {
+    /// Stops the node in the documented order (see the module docs).
+    pub async fn shutdown(mut self) {
+        self.api.graceful_shutdown(Some(Duration::from_secs(2)));
+        self.shutdown.cancel();
+        self.raft_port.graceful_shutdown(Some(Duration::from_millis(500)));
+        let drain = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(5), drain).await.is_err() {
+            self.tasks.abort_all();
+        }
+        // The servers and loops that shared the gossip handle are gone now.
+        if let Ok(gossip) = Arc::try_unwrap(self.gossip) {
+            gossip.shutdown().await;
+        }
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+        tracing::info!(node_id = self.node_id, "node stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_address_in_seeds_is_ignored() {
+        let own = ["127.0.0.1:1111".to_string()];
+        assert!(other_seeds(&["127.0.0.1:1111".into()], &own).is_empty());
+        assert_eq!(other_seeds(&[" 10.0.0.1:1111".into(), "".into()], &own), vec!["10.0.0.1:1111"]);
+    }
+}

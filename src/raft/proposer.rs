@@ -1,0 +1,173 @@
+//! Group commit: many concurrent commands, one Raft entry.
+//!
+//! openraft 0.9 appends and fsyncs each `client_write` on its own, so a
+//! request-per-entry design tops out at one write per fsync. The proposer
+//! gathers whatever commands arrived while earlier batches were in flight
+//! into one [`Request`] (bounded by count and bytes), and keeps a few batches
+//! in flight so that the leader's fsync of one overlaps the replication of
+//! the previous. Each caller gets its own [`Reply`] back.
+//!
+//! Batches are handed to openraft in the order they were formed
+//! (`client_write_ff` from this one task); only the waiting for results runs
+//! concurrently.
+
+use std::sync::Arc;
+
+use openraft::error::ClientWriteError;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::types::{Node, NodeId, Raft, Reply, Request};
+use crate::queue::{Command, Limits};
+
+/// Most commands in one entry.
+const BATCH_COMMANDS_MAX: usize = 1024;
+/// Most event bytes in one entry (a larger single event still goes alone).
+const BATCH_BYTES_MAX: usize = 1 << 20;
+/// Entries proposed but not yet answered.
+const IN_FLIGHT_MAX: usize = 3;
+/// Commands waiting to be batched before callers are pushed back.
+const QUEUE_MAX: usize = 16 * 1024;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProposeError {
+    /// This node is not the leader; `leader` is where to go, if known.
+    #[error("not the leader")]
+    NotLeader { leader: Option<(NodeId, Node)> },
+    /// Raft is shutting down or failed; the outcome of the write is unknown.
+    #[error("raft unavailable: {0}")]
+    Unavailable(String),
+}
+
+struct Pending {
+    command: Command,
+    reply: oneshot::Sender<Result<Reply, ProposeError>>,
+}
+
+#[derive(Clone)]
+pub struct Proposer {
+    tx: mpsc::Sender<Pending>,
+}
+
+impl Proposer {
+    /// Starts the batching task; `limits` is stamped into every entry.
+    pub fn spawn(raft: Raft, limits: Limits, shutdown: CancellationToken) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE_MAX);
+        tokio::spawn(run(raft, limits, rx, shutdown));
+        Proposer { tx }
+    }
+
+    /// Proposes one command and waits until it is committed and applied.
+    pub async fn propose(&self, command: Command) -> Result<Reply, ProposeError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Pending { command, reply })
+            .await
+            .map_err(|_| ProposeError::Unavailable("proposer stopped".into()))?;
+        rx.await.map_err(|_| ProposeError::Unavailable("proposal dropped".into()))?
+    }
+}
+
+fn command_bytes(command: &Command) -> usize {
+    match command {
+        Command::Enqueue { queue, event, idempotency_key } => {
+            queue.len() + event.len() + idempotency_key.as_ref().map_or(0, String::len)
+        }
+        Command::Dequeue { queue, .. } => queue.len(),
+        Command::AllocSeq { name, .. } => name.len(),
+    }
+}
+
+async fn run(
+    raft: Raft,
+    limits: Limits,
+    mut rx: mpsc::Receiver<Pending>,
+    shutdown: CancellationToken,
+) {
+    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT_MAX));
+    loop {
+        // Take the permit first: everything that arrives while we wait for
+        // it joins this batch.
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            permit = in_flight.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            first = rx.recv() => match first {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        let mut bytes = command_bytes(&first.command);
+        let mut batch = vec![first];
+        while batch.len() < BATCH_COMMANDS_MAX && bytes < BATCH_BYTES_MAX {
+            match rx.try_recv() {
+                Ok(p) => {
+                    bytes += command_bytes(&p.command);
+                    batch.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        let (commands, waiters): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|p| (p.command, p.reply)).unzip();
+        let request = Request { limits, commands };
+        match raft.client_write_ff(request).await {
+            Ok(response) => {
+                tokio::spawn(async move {
+                    let result = match response.await {
+                        Ok(Ok(written)) => Ok(written.data.replies),
+                        Ok(Err(e)) => Err(map_write_error(e)),
+                        Err(_) => Err(ProposeError::Unavailable("raft dropped the write".into())),
+                    };
+                    answer(waiters, result);
+                    drop(permit);
+                });
+            }
+            Err(fatal) => answer(waiters, Err(ProposeError::Unavailable(fatal.to_string()))),
+        }
+    }
+}
+
+fn answer(
+    waiters: Vec<oneshot::Sender<Result<Reply, ProposeError>>>,
+    result: Result<Vec<Reply>, ProposeError>,
+) {
+    match result {
+        Ok(replies) if replies.len() == waiters.len() => {
+            for (waiter, reply) in waiters.into_iter().zip(replies) {
+                let _ = waiter.send(Ok(reply));
+            }
+        }
+        Ok(replies) => {
+            // One reply per command is the state machine's contract; a
+            // mismatch is a bug, reported rather than misattributed.
+            tracing::error!(
+                replies = replies.len(),
+                commands = waiters.len(),
+                "reply count mismatch"
+            );
+            for waiter in waiters {
+                let _ = waiter.send(Err(ProposeError::Unavailable("reply count mismatch".into())));
+            }
+        }
+        Err(e) => {
+            for waiter in waiters {
+                let _ = waiter.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+fn map_write_error(e: ClientWriteError<NodeId, Node>) -> ProposeError {
+    match e {
+        ClientWriteError::ForwardToLeader(f) => {
+            ProposeError::NotLeader { leader: f.leader_id.zip(f.leader_node) }
+        }
+        ClientWriteError::ChangeMembershipError(e) => ProposeError::Unavailable(e.to_string()),
+    }
+}

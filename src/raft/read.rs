@@ -1,0 +1,103 @@
+//! Linearizable reads on every node (the Raft "read index" protocol).
+//!
+//! On the leader, openraft confirms leadership with a quorum heartbeat and
+//! waits until the state machine has applied the commit index it saw. On a
+//! follower, the same index is obtained from the leader over the Raft port
+//! (`/internal/read-index`) and the follower waits until it has applied it
+//! locally; then its own state is at least as new as any write acknowledged
+//! before the read began.
+
+use std::time::Duration;
+
+use openraft::error::{CheckIsLeaderError, RaftError};
+use serde::{Deserialize, Serialize};
+
+use super::types::{Node, Raft};
+
+pub const PATH_READ_INDEX: &str = "/internal/read-index";
+
+/// How long a read may wait for the local state machine to catch up.
+const APPLY_WAIT: Duration = Duration::from_secs(5);
+/// How long the leader has to answer a read-index request.
+const LEADER_WAIT: Duration = Duration::from_secs(3);
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReadError {
+    #[error("no leader is known")]
+    NoLeader,
+    #[error("timed out waiting to catch up with the leader")]
+    Timeout,
+    #[error("read barrier failed: {0}")]
+    Unavailable(String),
+}
+
+/// The leader's answer to a read-index request.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ReadIndexResponse {
+    /// `Ok(index)`: wait until applied >= index; `Err`: not (or no longer) leader.
+    pub result: Result<Option<u64>, String>,
+}
+
+#[derive(Clone)]
+pub struct ReadBarrier {
+    raft: Raft,
+    peer_client: reqwest::Client,
+}
+
+impl ReadBarrier {
+    pub fn new(raft: Raft, peer_client: reqwest::Client) -> Self {
+        ReadBarrier { raft, peer_client }
+    }
+
+    /// Returns once this node's state machine reflects every write that was
+    /// acknowledged before the call.
+    pub async fn linearizable(&self) -> Result<(), ReadError> {
+        match tokio::time::timeout(APPLY_WAIT, self.raft.ensure_linearizable()).await {
+            Err(_) => Err(ReadError::Timeout),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward)))) => {
+                let leader = forward.leader_node.ok_or(ReadError::NoLeader)?;
+                let index = self.ask_leader(&leader).await?;
+                if let Some(index) = index {
+                    self.raft
+                        .wait(Some(APPLY_WAIT))
+                        .applied_index_at_least(Some(index), "read index")
+                        .await
+                        .map_err(|_| ReadError::Timeout)?;
+                }
+                Ok(())
+            }
+            Ok(Err(e)) => Err(ReadError::Unavailable(e.to_string())),
+        }
+    }
+
+    async fn ask_leader(&self, leader: &Node) -> Result<Option<u64>, ReadError> {
+        let response = self
+            .peer_client
+            .post(format!("{}{}", leader.raft_url(), PATH_READ_INDEX))
+            .timeout(LEADER_WAIT)
+            .send()
+            .await
+            .map_err(|e| ReadError::Unavailable(format!("leader unreachable: {e}")))?;
+        let body: ReadIndexResponse = response
+            .json()
+            .await
+            .map_err(|e| ReadError::Unavailable(format!("bad read-index answer: {e}")))?;
+        body.result.map_err(ReadError::Unavailable)
+    }
+
+    /// Leader side of a follower's read: confirm leadership with a quorum and
+    /// return the index the follower must have applied.
+    pub async fn read_index(&self) -> ReadIndexResponse {
+        let result = match tokio::time::timeout(LEADER_WAIT, self.raft.get_read_log_id()).await {
+            Err(_) => Err("timed out confirming leadership".to_string()),
+            Ok(Ok((read_log_id, _))) => Ok(read_log_id.map(|id| id.index)),
+            Ok(Err(e)) => Err(e.to_string()),
+        };
+        ReadIndexResponse { result }
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+}

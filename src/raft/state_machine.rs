@@ -1,0 +1,495 @@
+//! The replicated state machine: decodes committed entries, runs them through
+//! the pure [`QueueState`], and writes the resulting effects to RocksDB.
+//!
+//! Each `apply` call becomes one unsynced `WriteBatch` that also records
+//! `applied` and `membership`, so after a restart the stored state and
+//! `applied_state()` agree exactly. Unsynced is safe: the Raft log is synced,
+//! and a state machine that lost its tail re-applies it from the log. Before a
+//! snapshot lets openraft purge that log, the WAL is synced.
+//!
+//! Readers (the HTTP API) share the state through [`SmReader`]: a read lock
+//! covers both the in-memory pointers and the body lookup, so a reader never
+//! sees a seq whose body is not yet (or no longer) stored.
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
+use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
+
+use super::db::{cf, StoreError};
+use super::keys::{self, CF_EVENTS, CF_SM, SM_CFS};
+use super::snapshot;
+use super::types::{
+    Entry, LogId, Reply, Response, Snapshot, SnapshotMeta, StorageError, StoredMembership,
+    TypeConfig,
+};
+use crate::queue::{Effect, IdemEntry, Outcome, QueueMeta, QueueState, Seq};
+
+const SNAPSHOT_FILE: &str = "current.snap";
+const SNAPSHOT_TMP: &str = "snapshot.tmp";
+
+/// In-memory state: everything but event bodies.
+#[derive(Default)]
+struct SmState {
+    queues: QueueState,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+}
+
+pub struct Shared {
+    db: Arc<DB>,
+    state: RwLock<SmState>,
+}
+
+impl Shared {
+    fn read(&self) -> RwLockReadGuard<'_, SmState> {
+        // A poisoned lock means an apply panicked; the node is going down and
+        // the data is whatever was last written, so reading it is still sound.
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, SmState> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A page of events read from a queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventsPage {
+    pub events: Vec<(Seq, String)>,
+    /// Latest assigned seq of the queue (0: never written).
+    pub head: Seq,
+    /// Oldest seq still retained.
+    pub oldest: Seq,
+}
+
+/// Read access to the applied state, for the API.
+#[derive(Clone)]
+pub struct SmReader {
+    shared: Arc<Shared>,
+}
+
+impl SmReader {
+    pub fn queue(&self, queue: &str) -> Option<QueueMeta> {
+        self.shared.read().queues.queue(queue).copied()
+    }
+
+    /// The event at the front of `queue`, if any.
+    pub fn front(&self, queue: &str) -> Result<Option<(Seq, String)>, StoreError> {
+        let state = self.shared.read();
+        let Some(seq) = state.queues.queue(queue).and_then(|m| m.front_seq()) else {
+            return Ok(None);
+        };
+        let body = get_event(&self.shared.db, queue, seq)?
+            .ok_or_else(|| StoreError::Corrupt(format!("queue {queue} seq {seq} has no body")))?;
+        Ok(Some((seq, body)))
+    }
+
+    /// Up to `limit` retained events with seq > `after`, and the queue bounds.
+    pub fn events_after(
+        &self,
+        queue: &str,
+        after: Seq,
+        limit: usize,
+    ) -> Result<EventsPage, StoreError> {
+        let state = self.shared.read();
+        let meta = state.queues.queue(queue).copied().unwrap_or(QueueMeta::NEW);
+        let from = after.saturating_add(1).max(meta.oldest);
+        let mut events = Vec::new();
+        if from < meta.next && limit > 0 {
+            let db = &self.shared.db;
+            let start = keys::event_key(queue, from);
+            let end = keys::event_key(queue, meta.next);
+            for item in
+                db.iterator_cf(cf(db, CF_EVENTS)?, IteratorMode::From(&start, Direction::Forward))
+            {
+                let (key, value) = item?;
+                if *key >= *end {
+                    break;
+                }
+                let (_, seq) = keys::decode_event_key(&key)
+                    .ok_or_else(|| StoreError::Corrupt(format!("bad event key {key:?}")))?;
+                let body = String::from_utf8(value.into_vec())
+                    .map_err(|_| StoreError::Corrupt(format!("event {seq} is not UTF-8")))?;
+                events.push((seq, body));
+                if events.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(EventsPage { events, head: meta.head(), oldest: meta.oldest })
+    }
+
+    pub fn last_applied(&self) -> Option<LogId> {
+        self.shared.read().last_applied
+    }
+
+    pub fn membership(&self) -> StoredMembership {
+        self.shared.read().membership.clone()
+    }
+}
+
+fn get_event(db: &DB, queue: &str, seq: Seq) -> Result<Option<String>, StoreError> {
+    match db.get_pinned_cf(cf(db, CF_EVENTS)?, keys::event_key(queue, seq))? {
+        Some(bytes) => String::from_utf8(bytes.to_vec())
+            .map(Some)
+            .map_err(|_| StoreError::Corrupt(format!("event {seq} is not UTF-8"))),
+        None => Ok(None),
+    }
+}
+
+pub struct StateMachine {
+    shared: Arc<Shared>,
+    snapshot_dir: PathBuf,
+    snapshot_count: u64,
+}
+
+impl StateMachine {
+    /// Opens the state machine stored in `db`; `snapshot_dir` holds the latest
+    /// snapshot file. If that snapshot is ahead of the stored state (its WAL
+    /// tail was lost in a power cut after the log was purged), it is installed.
+    pub fn open(db: Arc<DB>, snapshot_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(snapshot_dir)?;
+        let _ = std::fs::remove_file(snapshot_dir.join(SNAPSHOT_TMP));
+        let state = load_state(&db)?;
+        let shared = Arc::new(Shared { db, state: RwLock::new(state) });
+        let sm =
+            StateMachine { shared, snapshot_dir: snapshot_dir.to_path_buf(), snapshot_count: 0 };
+        if let Some(bytes) = sm.read_snapshot_file()? {
+            let parsed = snapshot::parse(&bytes)?;
+            if parsed.meta.last_log_id > sm.shared.read().last_applied {
+                tracing::warn!(snapshot = ?parsed.meta.last_log_id, "state machine behind its snapshot; restoring it");
+                sm.replace_state(&parsed)?;
+            }
+        }
+        Ok(sm)
+    }
+
+    pub fn reader(&self) -> SmReader {
+        SmReader { shared: self.shared.clone() }
+    }
+
+    fn read_snapshot_file(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        match std::fs::read(self.snapshot_dir.join(SNAPSHOT_FILE)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Replaces the whole stored state with a snapshot's records and reloads.
+    fn replace_state(&self, parsed: &snapshot::Parsed<'_>) -> Result<(), StoreError> {
+        let db = &self.shared.db;
+        let mut state = self.shared.write();
+        let mut batch = WriteBatch::default();
+        for name in SM_CFS {
+            // Every key is UTF-8 or ASCII-prefixed, so all sort below 0xFF.
+            batch.delete_range_cf(cf(db, name)?, [].as_slice(), [0xFFu8; 16].as_slice());
+        }
+        for (cf_index, key, value) in &parsed.records {
+            batch.put_cf(cf(db, SM_CFS[*cf_index as usize])?, key, value);
+        }
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        db.write_opt(batch, &opts)?;
+        *state = load_state(db)?;
+        if state.last_applied != parsed.meta.last_log_id {
+            return Err(StoreError::Corrupt(format!(
+                "snapshot meta says {:?} but its data says {:?}",
+                parsed.meta.last_log_id, state.last_applied
+            )));
+        }
+        Ok(())
+    }
+
+    fn apply_entries(&self, entries: Vec<Entry>) -> Result<Vec<Response>, StoreError> {
+        let db = &self.shared.db;
+        let (sm_cf, events_cf) = (cf(db, CF_SM)?, cf(db, CF_EVENTS)?);
+        let mut state = self.shared.write();
+        let mut batch = WriteBatch::default();
+        // Bodies enqueued earlier in this same batch are not in RocksDB yet.
+        let mut pending: BTreeMap<(String, Seq), String> = BTreeMap::new();
+        let mut effects = Vec::new();
+        let mut responses = Vec::with_capacity(entries.len());
+        let mut membership_changed = false;
+
+        for entry in entries {
+            let mut replies = Vec::new();
+            match entry.payload {
+                EntryPayload::Blank => {}
+                EntryPayload::Membership(m) => {
+                    state.membership = StoredMembership::new(Some(entry.log_id), m);
+                    membership_changed = true;
+                }
+                EntryPayload::Normal(request) => {
+                    for command in &request.commands {
+                        effects.clear();
+                        let outcome = state.queues.apply(command, &request.limits, &mut effects);
+                        let reply = match outcome {
+                            Outcome::Enqueued { seq, duplicate } => {
+                                Reply::Enqueued { seq, duplicate }
+                            }
+                            Outcome::Dequeued { seq } => {
+                                let queue = match command {
+                                    crate::queue::Command::Dequeue { queue, .. } => queue.as_str(),
+                                    _ => unreachable!("only Dequeue dequeues"),
+                                };
+                                let event = match pending.get(&(queue.to_string(), seq)) {
+                                    Some(body) => body.clone(),
+                                    None => get_event(db, queue, seq)?.ok_or_else(|| {
+                                        StoreError::Corrupt(format!(
+                                            "dequeued {queue}/{seq} has no body"
+                                        ))
+                                    })?,
+                                };
+                                Reply::Dequeued { seq, event }
+                            }
+                            Outcome::Empty => Reply::Empty,
+                            Outcome::Conflict { front } => Reply::Conflict { front },
+                            Outcome::Allocated { first, last } => Reply::Allocated { first, last },
+                            Outcome::Rejected(r) => Reply::Rejected(r),
+                        };
+                        replies.push(reply);
+                        for effect in effects.drain(..) {
+                            write_effect(&mut batch, sm_cf, events_cf, &mut pending, effect)?;
+                        }
+                    }
+                }
+            }
+            state.last_applied = Some(entry.log_id);
+            responses.push(Response { replies });
+        }
+
+        batch.put_cf(sm_cf, keys::SM_APPLIED, serde_json::to_vec(&state.last_applied)?);
+        if membership_changed {
+            batch.put_cf(sm_cf, keys::SM_MEMBERSHIP, serde_json::to_vec(&state.membership)?);
+        }
+        db.write(batch)?;
+        Ok(responses)
+    }
+}
+
+fn write_effect(
+    batch: &mut WriteBatch,
+    sm_cf: &rocksdb::ColumnFamily,
+    events_cf: &rocksdb::ColumnFamily,
+    pending: &mut BTreeMap<(String, Seq), String>,
+    effect: Effect,
+) -> Result<(), StoreError> {
+    match effect {
+        Effect::PutEvent { queue, seq, event } => {
+            batch.put_cf(events_cf, keys::event_key(&queue, seq), event.as_bytes());
+            pending.insert((queue, seq), event);
+        }
+        Effect::DeleteEvents { queue, from, to } => {
+            batch.delete_range_cf(
+                events_cf,
+                keys::event_key(&queue, from),
+                keys::event_key(&queue, to),
+            );
+            let doomed: Vec<_> =
+                pending.range((queue.clone(), from)..(queue, to)).map(|(k, _)| k.clone()).collect();
+            for key in doomed {
+                pending.remove(&key);
+            }
+        }
+        Effect::PutQueue { queue, meta } => {
+            batch.put_cf(
+                sm_cf,
+                keys::prefixed(keys::SM_QUEUE_PREFIX, &queue),
+                serde_json::to_vec(&meta)?,
+            );
+        }
+        Effect::PutIdem { key, entry } => {
+            batch.put_cf(sm_cf, keys::idem_key(&entry.queue, &key), serde_json::to_vec(&entry)?);
+        }
+        Effect::DelIdem { queue, key, .. } => {
+            batch.delete_cf(sm_cf, keys::idem_key(&queue, &key));
+        }
+        Effect::PutSequence { name, next } => {
+            batch.put_cf(
+                sm_cf,
+                keys::prefixed(keys::SM_SEQUENCE_PREFIX, &name),
+                next.to_be_bytes(),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Rebuilds the in-memory state from the `sm` column family.
+fn load_state(db: &DB) -> Result<SmState, StoreError> {
+    let mut state = SmState::default();
+    for item in db.iterator_cf(cf(db, CF_SM)?, IteratorMode::Start) {
+        let (key, value) = item?;
+        let utf8 = |bytes: &[u8]| {
+            std::str::from_utf8(bytes)
+                .map(str::to_string)
+                .map_err(|_| StoreError::Corrupt(format!("non-UTF-8 state key {key:?}")))
+        };
+        if *key == *keys::SM_APPLIED {
+            state.last_applied = serde_json::from_slice(&value)?;
+        } else if *key == *keys::SM_MEMBERSHIP {
+            state.membership = serde_json::from_slice(&value)?;
+        } else if let Some(name) = key.strip_prefix(keys::SM_QUEUE_PREFIX) {
+            let meta: QueueMeta = serde_json::from_slice(&value)?;
+            state.queues.restore_queue(utf8(name)?, meta);
+        } else if let Some(name) = key.strip_prefix(keys::SM_SEQUENCE_PREFIX) {
+            let next: [u8; 8] = (*value)
+                .try_into()
+                .map_err(|_| StoreError::Corrupt(format!("bad sequence value for {key:?}")))?;
+            state.queues.restore_sequence(utf8(name)?, u64::from_be_bytes(next));
+        } else if let Some(rest) = key.strip_prefix(keys::SM_IDEM_PREFIX) {
+            let entry: IdemEntry = serde_json::from_slice(&value)?;
+            let idem = rest
+                .iter()
+                .position(|&b| b == 0)
+                .map(|nul| &rest[nul + 1..])
+                .ok_or_else(|| StoreError::Corrupt(format!("bad idempotency key {key:?}")))?;
+            state.queues.restore_idem(utf8(idem)?, entry);
+        } else {
+            return Err(StoreError::Corrupt(format!("unknown state key {key:?}")));
+        }
+    }
+    Ok(state)
+}
+
+fn sm_err(e: StoreError) -> StorageError {
+    StorageIOError::write_state_machine(&e).into()
+}
+
+fn snap_err(e: StoreError) -> StorageError {
+    StorageIOError::read_snapshot(None, &e).into()
+}
+
+/// Builds a snapshot from a RocksDB point-in-time view taken when the builder
+/// was created, so applies may continue while it is serialised.
+pub struct SnapshotBuilder {
+    result: Option<tokio::sync::oneshot::Receiver<Result<Snapshot, StoreError>>>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let rx = self
+            .result
+            .take()
+            .ok_or_else(|| snap_err(StoreError::Corrupt("builder reused".into())))?;
+        rx.await.map_err(|e| snap_err(StoreError::Join(e.to_string())))?.map_err(snap_err)
+    }
+}
+
+/// Serialises the state machine column families as seen by `view`.
+fn dump(db: &DB, view: &rocksdb::Snapshot<'_>, meta: &SnapshotMeta) -> Result<Vec<u8>, StoreError> {
+    let mut writer = snapshot::Writer::new(meta)?;
+    for (index, name) in SM_CFS.iter().enumerate() {
+        for item in view.iterator_cf(cf(db, name)?, IteratorMode::Start) {
+            let (key, value) = item?;
+            writer.record(index as u8, &key, &value)?;
+        }
+    }
+    Ok(writer.finish())
+}
+
+/// Writes `bytes` as the current snapshot file: temp file, fsync, rename,
+/// fsync of the directory, so a crash leaves the old or the new file whole.
+fn persist_snapshot(dir: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    use std::io::Write;
+    let tmp = dir.join(SNAPSHOT_TMP);
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, dir.join(SNAPSHOT_FILE))?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let state = self.shared.read();
+        Ok((state.last_applied, state.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + openraft::OptionalSend,
+        I::IntoIter: openraft::OptionalSend,
+    {
+        // A failed apply must stop the node rather than let it diverge:
+        // openraft treats a storage error here as fatal.
+        self.apply_entries(entries.into_iter().collect()).map_err(sm_err)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.snapshot_count += 1;
+        let (meta_log_id, membership) = {
+            let state = self.shared.read();
+            (state.last_applied, state.membership.clone())
+        };
+        let snapshot_id = match meta_log_id {
+            Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, self.snapshot_count),
+            None => format!("0-0-{}", self.snapshot_count),
+        };
+        let meta =
+            SnapshotMeta { last_log_id: meta_log_id, last_membership: membership, snapshot_id };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (taken_tx, taken_rx) = std::sync::mpsc::channel();
+        let db = self.shared.db.clone();
+        let dir = self.snapshot_dir.clone();
+        // The view must be taken before this returns (no apply may slip in),
+        // but serialising it can take a while: a thread owns both the DB
+        // handle and the view borrowed from it.
+        std::thread::spawn(move || {
+            let view = db.snapshot();
+            let _ = taken_tx.send(());
+            let result = (|| {
+                let bytes = dump(&db, &view, &meta)?;
+                // The log behind this snapshot is about to be purged: make
+                // the state it summarises durable first.
+                db.flush_wal(true)?;
+                persist_snapshot(&dir, &bytes)?;
+                Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
+            })();
+            let _ = tx.send(result);
+        });
+        let _ = taken_rx.recv();
+        SnapshotBuilder { result: Some(rx) }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let bytes = snapshot.into_inner();
+        let install = || -> Result<(), StoreError> {
+            let parsed = snapshot::parse(&bytes)?;
+            if parsed.meta.last_log_id != meta.last_log_id {
+                return Err(StoreError::Corrupt(format!(
+                    "received snapshot holds {:?}, announced {:?}",
+                    parsed.meta.last_log_id, meta.last_log_id
+                )));
+            }
+            self.replace_state(&parsed)?;
+            persist_snapshot(&self.snapshot_dir, &bytes)
+        };
+        install().map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e).into())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        let Some(bytes) = self.read_snapshot_file().map_err(snap_err)? else {
+            return Ok(None);
+        };
+        let meta = snapshot::parse(&bytes).map_err(snap_err)?.meta;
+        Ok(Some(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) }))
+    }
+}

@@ -1,0 +1,83 @@
+//! The openraft type configuration: what a log entry carries and what applying
+//! it answers.
+
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+
+use crate::queue::{Command, Limits, Seq};
+
+/// A node id: a random u64 persisted in the data dir (see `node::identity`).
+pub type NodeId = u64;
+
+/// What the Raft membership stores per node: where to reach it.
+///
+/// Addresses are advertised `host:port` strings, never bind addresses, because
+/// `api_addr` ends up in the `Location` of every redirect.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    /// Node-to-node Raft RPC (mTLS).
+    pub raft_addr: String,
+    /// Public HTTPS API.
+    pub api_addr: String,
+}
+
+impl Node {
+    pub fn api_url(&self) -> String {
+        format!("https://{}", self.api_addr)
+    }
+
+    pub fn raft_url(&self) -> String {
+        format!("https://{}", self.raft_addr)
+    }
+}
+
+/// One replicated log entry's payload: a batch of commands that concurrent
+/// clients proposed together (one entry, one fsync, one replication message),
+/// with the limits the proposing leader applies to all of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub limits: Limits,
+    pub commands: Vec<Command>,
+}
+
+/// What applying one command answered, with the removed event's body for a
+/// dequeue (bodies live in storage, not in the pure queue core).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    Enqueued { seq: Seq, duplicate: bool },
+    Dequeued { seq: Seq, event: String },
+    Empty,
+    Conflict { front: Option<Seq> },
+    Allocated { first: u64, last: u64 },
+    Rejected(crate::queue::Rejection),
+}
+
+/// The response to one log entry: one [`Reply`] per command, in order.
+/// Blank and membership entries answer an empty list.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    pub replies: Vec<Reply>,
+}
+
+openraft::declare_raft_types!(
+    /// raftq's openraft type configuration.
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        NodeId = NodeId,
+        Node = Node,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type LogId = openraft::LogId<NodeId>;
+pub type Vote = openraft::Vote<NodeId>;
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, Node>;
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, Node>;
+pub type Snapshot = openraft::Snapshot<TypeConfig>;
+pub type StorageError = openraft::StorageError<NodeId>;
+pub type RaftMetrics = openraft::RaftMetrics<NodeId, Node>;

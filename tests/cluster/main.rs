@@ -1,0 +1,16 @@
+//! Tier-3 acceptance tests: real `raftq serve` processes on loopback, driven
+//! through the public HTTPS API (reqwest and the real `curl` binary).
+//!
+//! One test binary (`cargo test --test cluster`) to save link time; the
+//! harness lets one scenario run at a time (see `harness.rs`). Each scenario
+//! lives in its own module.
+
+mod harness;
+
+mod bad_input;
+mod concurrency;
+mod demo;
+mod failover;
+mod formation;
+mod snapshot_join;
+mod transcript;
