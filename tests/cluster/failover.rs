@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 
-use crate::harness::{id_of, id_set, status_brief, str_field, u64_field, wait_until, Cluster};
+use crate::harness::{
+    id_of, id_set, index_field, status_brief, str_field, u64_field, wait_until, Cluster,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_kill_rejoin_and_full_restart() {
@@ -65,7 +67,7 @@ async fn leader_kill_rejoin_and_full_restart() {
             let l = c.try_leader(None).await?;
             let ls = c.try_status(l).await?;
             let rs = c.try_status(l0).await?;
-            let caught_up = u64_field(&rs, "applied_index") >= u64_field(&ls, "applied_index");
+            let caught_up = index_field(&rs, "applied_index") >= index_field(&ls, "applied_index");
             // try_leader already checked that it agrees on the leader.
             let role = matches!(rs["role"].as_str(), Some("follower" | "leader"));
             if caught_up && role {

@@ -641,6 +641,22 @@ pub fn u64_field(status: &Value, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("/status field {field:?} is not a u64: {status}"))
 }
 
+/// A Raft log index field of `/status` (`last_log_index`, `commit_index`,
+/// `applied_index`, ...): a u64, or `null` before the node has any such entry,
+/// which counts as 0 here. Panics on anything else.
+pub fn index_field(status: &Value, field: &str) -> u64 {
+    opt_index(status, field).unwrap_or(0)
+}
+
+/// Like [`index_field`] but keeps `null` as `None`.
+pub fn opt_index(status: &Value, field: &str) -> Option<u64> {
+    match status.get(field) {
+        Some(Value::Null) => None,
+        Some(v) if v.is_u64() => v.as_u64(),
+        _ => panic!("/status field {field:?} is not a u64 or null: {status}"),
+    }
+}
+
 pub fn str_field<'a>(status: &'a Value, field: &str) -> &'a str {
     status
         .get(field)
@@ -652,7 +668,7 @@ pub fn str_field<'a>(status: &'a Value, field: &str) -> &'a str {
 pub fn status_brief(v: &Value) -> String {
     let f = |k: &str| v.get(k).map(|x| x.to_string()).unwrap_or_else(|| "-".into());
     format!(
-        "node_id={} role={} leader_id={} term={} voters={} learners={} last_log={} commit={} applied={} queue_len={} head_seq={}",
+        "node_id={} role={} leader_id={} term={} voters={} learners={} last_log={} commit={} applied={} snapshot={} purged={} queue_len={} head_seq={}",
         f("node_id"),
         f("role"),
         f("leader_id"),
@@ -662,6 +678,8 @@ pub fn status_brief(v: &Value) -> String {
         f("last_log_index"),
         f("commit_index"),
         f("applied_index"),
+        f("snapshot_index"),
+        f("purged_index"),
         f("queue_len"),
         f("head_seq")
     )

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use crate::harness::{id_of, id_set, post_many, status_brief, u64_field, wait_until, Cluster};
+use crate::harness::{
+    id_of, id_set, index_field, opt_index, post_many, status_brief, u64_field, wait_until, Cluster,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_joiner_catches_up_from_snapshot() {
@@ -28,7 +30,22 @@ async fn late_joiner_catches_up_from_snapshot() {
     }
     c.check_acked(l, &acked).await;
     let leader_status = c.status(l).await;
-    let target_applied = u64_field(&leader_status, "applied_index");
+    let target_applied = index_field(&leader_status, "applied_index");
+    // The leader compacted: its log no longer starts at index 1, so a new
+    // node can only be brought up to date with a snapshot. (`purged_index`
+    // is a /status field beyond SPEC §2: the last purged log index.)
+    let purged = wait_until(
+        Duration::from_secs(15),
+        "the leader to purge its log behind a snapshot",
+        async || {
+            let ls = c.try_status(l).await?;
+            match opt_index(&ls, "purged_index") {
+                Some(p) if p > 0 => Ok(p),
+                _ => Err(status_brief(&ls)),
+            }
+        },
+    )
+    .await;
 
     // A fourth node joins through gossip (it seeds node 1).
     let n4 = c.add_node(&[]).await;
@@ -43,7 +60,7 @@ async fn late_joiner_catches_up_from_snapshot() {
             let member =
                 id_set(&ls, "voters").contains(&id4) || id_set(&ls, "learners").contains(&id4);
             let role = matches!(ns["role"].as_str(), Some("follower" | "learner"));
-            let caught_up = u64_field(&ns, "applied_index") >= target_applied;
+            let caught_up = index_field(&ns, "applied_index") >= target_applied;
             if member && role && caught_up {
                 Ok(li)
             } else {
@@ -52,6 +69,15 @@ async fn late_joiner_catches_up_from_snapshot() {
         },
     )
     .await;
+
+    // It holds a snapshot covering the entries the leader had purged: the
+    // only way to get them was InstallSnapshot.
+    let ns = c.status(n4).await;
+    assert!(
+        opt_index(&ns, "snapshot_index").is_some_and(|s| s >= purged),
+        "the new node has no snapshot covering the leader's purged index {purged}: {}",
+        status_brief(&ns)
+    );
 
     // Its own state (no read-index round trip) equals the leader's.
     let (mine, my_head) = c.all_events(n4, "&consistency=local").await;
