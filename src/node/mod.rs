@@ -47,7 +47,7 @@ pub enum NodeError {
     #[error("storage: {0}")]
     Store(#[from] crate::raft::db::StoreError),
     #[error("raft config: {0}")]
-    RaftConfig(#[from] openraft::ConfigError),
+    RaftConfig(#[from] Box<openraft::ConfigError>),
     #[error("raft: {0}")]
     Raft(String),
     #[error("binding {what} {addr}: {source}")]

@@ -89,7 +89,7 @@ mod tests {
 
     #[test]
     fn event_keys_sort_by_queue_then_seq() {
-        let mut keys = vec![
+        let mut keys = [
             event_key("b", 1),
             event_key("a", 256),
             event_key("a", 2),

@@ -48,7 +48,7 @@ pub struct RaftSettings {
 pub fn config(
     cluster_id: &str,
     settings: &RaftSettings,
-) -> Result<Arc<openraft::Config>, openraft::ConfigError> {
+) -> Result<Arc<openraft::Config>, Box<openraft::ConfigError>> {
     let config = openraft::Config {
         cluster_name: cluster_id.to_string(),
         heartbeat_interval: settings.heartbeat_ms,
@@ -68,5 +68,5 @@ pub fn config(
         purge_batch_size: 64,
         ..Default::default()
     };
-    Ok(Arc::new(config.validate()?))
+    Ok(Arc::new(config.validate().map_err(Box::new)?))
 }
