@@ -80,7 +80,7 @@ pub struct ServeArgs {
     #[arg(long, env = "RAFTQ_HEARTBEAT_MS", default_value_t = 50)]
     pub heartbeat_ms: u64,
     /// Raft minimum election timeout; the maximum is twice this.
-    #[arg(long, env = "RAFTQ_ELECTION_TIMEOUT_MS", default_value_t = 250)]
+    #[arg(long, env = "RAFTQ_ELECTION_TIMEOUT_MS", default_value_t = 150)]
     pub election_timeout_ms: u64,
     /// When set, every public request except /healthz needs `Authorization: Bearer <token>`.
     #[arg(long, env = "RAFTQ_API_TOKEN")]

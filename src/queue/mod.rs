@@ -116,16 +116,18 @@ impl QueueMeta {
 
     /// Number of pending events.
     pub fn len(&self) -> u64 {
-        self.next - self.front
+        // Saturating: a meta restored from damaged storage must not turn a
+        // status read into a panic.
+        self.next.saturating_sub(self.front)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.next == self.front
+        self.next <= self.front
     }
 
     /// Latest assigned seq (0 before the first enqueue).
     pub fn head(&self) -> Seq {
-        self.next - 1
+        self.next.saturating_sub(1)
     }
 
     /// The front seq, if any event is pending.

@@ -12,5 +12,6 @@ mod concurrency;
 mod demo;
 mod failover;
 mod formation;
+mod resilience;
 mod snapshot_join;
 mod transcript;
