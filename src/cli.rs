@@ -27,6 +27,8 @@ pub enum Command {
     Event(EventArgs),
     /// Load generator used by `make bench` (raftq, or etcd for comparison).
     Bench(BenchArgs),
+    /// Follower-maze verification: the reference test program's behaviour.
+    MazeVerify(MazeVerifyArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -76,6 +78,12 @@ pub struct ServeArgs {
     /// Disable the follower-maze listeners.
     #[arg(long, env = "RAFTQ_NO_MAZE")]
     pub no_maze: bool,
+    /// How long the leader waits for a missing maze seq before skipping it.
+    #[arg(long, env = "RAFTQ_MAZE_GAP_TIMEOUT_MS", default_value_t = 2000)]
+    pub maze_gap_timeout_ms: u64,
+    /// Notifications buffered per maze user; a user that falls further behind is disconnected.
+    #[arg(long, env = "RAFTQ_MAZE_CLIENT_BUFFER", default_value_t = 100_000)]
+    pub maze_client_buffer: usize,
     /// Raft heartbeat interval.
     #[arg(long, env = "RAFTQ_HEARTBEAT_MS", default_value_t = 50)]
     pub heartbeat_ms: u64,
@@ -198,4 +206,34 @@ pub struct BenchArgs {
     /// reports the longest time without an acknowledged write.
     #[arg(long)]
     pub failover: bool,
+}
+
+/// Settings of the follower-maze verification program. Like the reference
+/// program, every setting is an environment variable with the reference's
+/// name; flags add where the source and clients connect.
+#[derive(Debug, Args)]
+pub struct MazeVerifyArgs {
+    /// Address of the event source port.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub source: String,
+    /// Addresses of client ports, comma-separated; clients are spread over them round-robin.
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:9099")]
+    pub clients: Vec<String>,
+    #[arg(long, env = "totalEvents", default_value_t = 10_000_000)]
+    pub total_events: u64,
+    #[arg(long, env = "concurrencyLevel", default_value_t = 100)]
+    pub concurrency_level: usize,
+    /// Default: 10 x concurrencyLevel.
+    #[arg(long, env = "numberOfUsers")]
+    pub number_of_users: Option<u64>,
+    #[arg(long, env = "randomSeed", default_value_t = 666)]
+    pub random_seed: u64,
+    /// Read timeout per client, in milliseconds.
+    #[arg(long, env = "timeout", default_value_t = 20_000)]
+    pub timeout: u64,
+    #[arg(long, env = "maxEventSourceBatchSize", default_value_t = 100)]
+    pub max_event_source_batch_size: usize,
+    /// Progress line every this many events.
+    #[arg(long, env = "logInterval", default_value_t = 1_000_000)]
+    pub log_interval: u64,
 }

@@ -18,6 +18,7 @@
 pub mod api;
 pub mod cli;
 pub mod client;
+pub mod maze;
 pub mod membership;
 pub mod node;
 pub mod queue;

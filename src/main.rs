@@ -24,6 +24,7 @@ fn main() -> anyhow::Result<()> {
             Command::Status(args) => cmd::status::run(args).await,
             Command::Event(args) => cmd::event::run(args).await,
             Command::Bench(args) => cmd::bench::run(args).await,
+            Command::MazeVerify(args) => cmd::maze_verify::run(args).await,
         }
     })
 }

@@ -3,5 +3,6 @@
 pub mod bench;
 pub mod certs;
 pub mod event;
+pub mod maze_verify;
 pub mod serve;
 pub mod status;

@@ -1,0 +1,68 @@
+//! Follower-maze (SPEC §3), served by every node from the replicated log.
+//!
+//! ```text
+//!  event source ──TCP 9090──▶ source.rs (any node) ──batches of raw lines──▶ leader
+//!        (forwarded over the Raft port when this node is a follower)     │ Raft log
+//!                                                                        ▼
+//!  every node: StateMachine::apply ─▶ MazeState (★ pure: reorder + follow graph)
+//!                                        │ ordered notifications
+//!                                        ▼
+//!              fanout.rs ─▶ this node's connected users (clients.rs, TCP 9099)
+//! ```
+//!
+//! Where each piece runs, and why:
+//! - Reordering and the follow graph are part of the replicated state
+//!   machine, so every node computes the same notifications in the same
+//!   order, and a leader kill loses no follow relationship.
+//! - Each node notifies only the users connected to it; a notification for a
+//!   user connected nowhere is dropped (the protocol says so).
+//! - Time never enters the state machine: when a seq never arrives, the
+//!   *leader* proposes a `Skip` after `--maze-gap-timeout-ms` (gap.rs), and
+//!   when the reorder buffer fills up the state machine skips forward on its
+//!   own, deterministically.
+//!
+//! The pure modules (★) import no I/O: `protocol`, `reorder`, `graph`,
+//! `route`, `state`.
+
+pub mod protocol;
+pub mod workload;
+pub mod state;
+
+pub use protocol::{parse_line, Event, EventKind, ParseError, UserId};
+pub use state::{MazeEffect, MazeOutcome, MazeState, Notification, Recipients};
+
+use serde::{Deserialize, Serialize};
+
+/// A maze sequence number: starts at 1 on every new source connection.
+pub type MazeSeq = u64;
+
+/// A replicated follower-maze command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MazeCommand {
+    /// A new event source connected: a new stream (epoch + 1), next expected
+    /// seq back to 1, reorder buffer and follow graph emptied.
+    Reset,
+    /// Raw source lines of stream `epoch`, each with its own line ending
+    /// (`\n` or `\r\n`), in any order. Lines of another epoch are ignored.
+    Lines { epoch: u64, lines: Vec<String> },
+    /// Give up waiting for `seq` of stream `epoch` (leader's gap timeout):
+    /// deliver everything buffered up to the next gap.
+    Skip { epoch: u64, seq: MazeSeq },
+}
+
+/// Bounds of the maze state, stamped into each entry like queue limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MazeLimits {
+    /// Most lines buffered out of order; beyond it the state machine skips
+    /// the missing seqs up to the oldest buffered one.
+    pub pending_max: u64,
+    /// Longest accepted line (bytes, line ending included); longer lines
+    /// count as malformed.
+    pub line_bytes_max: usize,
+}
+
+impl Default for MazeLimits {
+    fn default() -> Self {
+        MazeLimits { pending_max: 100_000, line_bytes_max: 1024 }
+    }
+}
