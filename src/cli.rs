@@ -84,11 +84,12 @@ pub struct ServeArgs {
     /// Notifications buffered per maze user; a user that falls further behind is disconnected.
     #[arg(long, env = "RAFTQ_MAZE_CLIENT_BUFFER", default_value_t = 100_000)]
     pub maze_client_buffer: usize,
-    /// Raft heartbeat interval.
-    #[arg(long, env = "RAFTQ_HEARTBEAT_MS", default_value_t = 50)]
+    /// Raft heartbeat interval. openraft 0.9 also gives each AppendEntries
+    /// this long to complete, so it must cover a loaded node's replication.
+    #[arg(long, env = "RAFTQ_HEARTBEAT_MS", default_value_t = 100)]
     pub heartbeat_ms: u64,
     /// Raft minimum election timeout; the maximum is twice this.
-    #[arg(long, env = "RAFTQ_ELECTION_TIMEOUT_MS", default_value_t = 150)]
+    #[arg(long, env = "RAFTQ_ELECTION_TIMEOUT_MS", default_value_t = 300)]
     pub election_timeout_ms: u64,
     /// When set, every public request except /healthz needs `Authorization: Bearer <token>`.
     #[arg(long, env = "RAFTQ_API_TOKEN")]

@@ -8,7 +8,9 @@ mod cmd;
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RAFTQ_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=error,chitchat=warn"));
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("info,openraft=error,chitchat=warn")
+        });
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 

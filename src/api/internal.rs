@@ -12,7 +12,8 @@ use openraft::raft::{AppendEntriesRequest, VoteRequest};
 
 use crate::membership::driver::{Identity, PATH_IDENTITY};
 use crate::raft::network::{decode_snapshot_chunk, PATH_APPEND, PATH_SNAPSHOT, PATH_VOTE};
-use crate::raft::types::{NodeId, Raft, TypeConfig};
+use crate::raft::submit::{Submitter, PATH_PROPOSE};
+use crate::raft::types::{NodeId, Op, Raft, TypeConfig};
 use crate::raft::ReadBarrier;
 
 /// Largest Raft RPC body: 32 entries of ~1 MiB batches, with headroom.
@@ -23,6 +24,7 @@ pub struct InternalState {
     pub raft: Raft,
     pub barrier: ReadBarrier,
     pub identity: Identity,
+    pub submitter: Submitter,
 }
 
 fn bad_rpc(e: impl std::fmt::Display) -> Response {
@@ -54,6 +56,13 @@ async fn identity(State(s): State<InternalState>) -> Json<Identity> {
     Json(s.identity.clone())
 }
 
+async fn propose(State(s): State<InternalState>, body: Bytes) -> Response {
+    match serde_json::from_slice::<Op>(&body) {
+        Ok(op) => Json(s.submitter.accept_forwarded(op).await).into_response(),
+        Err(e) => bad_rpc(e),
+    }
+}
+
 async fn read_index(State(s): State<InternalState>) -> Response {
     Json(s.barrier.read_index().await).into_response()
 }
@@ -65,6 +74,7 @@ pub fn router(state: InternalState) -> Router {
         .route(PATH_SNAPSHOT, post(snapshot))
         .route(PATH_IDENTITY, get(identity))
         .route(crate::raft::read::PATH_READ_INDEX, post(read_index))
+        .route(PATH_PROPOSE, post(propose))
         .layer(DefaultBodyLimit::max(RPC_BODY_MAX))
         .with_state(state)
 }

@@ -40,7 +40,7 @@ use self::extract::{Consistency, Params};
 use crate::membership::gossip::Gossip;
 use crate::queue::{Command, Seq};
 use crate::raft::state_machine::SmReader;
-use crate::raft::types::{NodeId, Raft, Reply};
+use crate::raft::types::{NodeId, Op, Raft, Reply};
 use crate::raft::{Proposer, ReadBarrier};
 
 /// How long a write may wait for commit before the client is told the
@@ -61,6 +61,15 @@ pub struct AppState {
     pub max_event_bytes: usize,
     pub api_token: Option<String>,
     pub last_membership_decision: Arc<Mutex<Option<String>>>,
+    pub maze: Option<MazeHandles>,
+}
+
+/// The maze's live counters, for `/status` (absent with `--no-maze`).
+#[derive(Clone)]
+pub struct MazeHandles {
+    pub registry: Arc<crate::maze::clients::Registry>,
+    pub source: Arc<crate::maze::source::SourceCounters>,
+    pub gap_skips: Arc<std::sync::atomic::AtomicU64>,
 }
 
 pub type Shared = Arc<AppState>;
@@ -85,7 +94,7 @@ impl AppState {
 
     async fn propose(&self, command: Command, uri: &Uri) -> Result<Reply, ApiError> {
         self.route_write(uri)?;
-        match tokio::time::timeout(WRITE_TIMEOUT, self.proposer.propose(command)).await {
+        match tokio::time::timeout(WRITE_TIMEOUT, self.proposer.propose(Op::Queue(command))).await {
             Ok(result) => result.map_err(|e| error::from_propose(e, path_and_query(uri))),
             Err(_) => {
                 Err(ApiError::Unavailable("timed out waiting for the write to commit".into()))

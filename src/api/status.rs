@@ -53,8 +53,30 @@ pub async fn status(State(state): State<Shared>) -> Json<Value> {
         "head_seq": queue.head(),
         "front_seq": queue.front_seq(),
         "membership_last_decision": last_decision,
+        "maze": maze_status(&state),
         "version": env!("CARGO_PKG_VERSION"),
     }))
+}
+
+fn maze_status(state: &Shared) -> Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let Some(maze) = &state.maze else { return Value::Null };
+    let c = &maze.registry.counters;
+    let s = &maze.source;
+    json!({
+        "stream": state.reader.maze_status(),
+        "clients_connected": c.connected.load(Relaxed),
+        "slow_disconnects": c.slow_disconnects.load(Relaxed),
+        "bad_hellos": c.bad_hellos.load(Relaxed),
+        "notifications_sent": c.notifications_sent.load(Relaxed),
+        "notifications_dropped": c.notifications_dropped.load(Relaxed),
+        "source_connections": s.connections.load(Relaxed),
+        "source_lines": s.lines.load(Relaxed),
+        "source_rejected_lines": s.rejected_lines.load(Relaxed),
+        "source_batches": s.batches.load(Relaxed),
+        "source_retries": s.retries.load(Relaxed),
+        "gap_skips": maze.gap_skips.load(Relaxed),
+    })
 }
 
 pub async fn healthz() -> &'static str {

@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -161,7 +161,12 @@ pub fn parse_user_id(line: &str) -> Option<UserId> {
     id.parse().ok()
 }
 
-async fn serve(stream: TcpStream, peer: SocketAddr, registry: Arc<Registry>, shutdown: CancellationToken) {
+async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    registry: Arc<Registry>,
+    shutdown: CancellationToken,
+) {
     let _ = stream.set_nodelay(true);
     let (read_half, write_half) = stream.into_split();
     let mut reader = BufReader::new(read_half);
@@ -170,7 +175,8 @@ async fn serve(stream: TcpStream, peer: SocketAddr, registry: Arc<Registry>, shu
         (&mut reader).take(HELLO_BYTES_MAX).read_line(&mut hello).await
     })
     .await;
-    let Some(user) = matches!(read, Ok(Ok(n)) if n > 0).then(|| parse_user_id(&hello)).flatten() else {
+    let Some(user) = matches!(read, Ok(Ok(n)) if n > 0).then(|| parse_user_id(&hello)).flatten()
+    else {
         registry.counters.bad_hellos.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(%peer, "maze client sent no valid user id; closing");
         return;
@@ -200,7 +206,7 @@ async fn serve(stream: TcpStream, peer: SocketAddr, registry: Arc<Registry>, shu
                 }
             }
             // Users send nothing after their id; reading notices a close.
-            n = tokio::io::AsyncReadExt::read(reader, &mut sink) => {
+            n = reader.read(&mut sink) => {
                 if matches!(n, Ok(0) | Err(_)) {
                     break;
                 }
@@ -219,7 +225,9 @@ mod tests {
         assert_eq!(parse_user_id("42\n"), Some(42));
         assert_eq!(parse_user_id("42\r\n"), Some(42));
         assert_eq!(parse_user_id("7"), Some(7));
-        for bad in ["", "\n", "abc\n", "-1\n", " 4\n", "4 \n", "99999999999999999999999\n", "4\r\r\n"] {
+        for bad in
+            ["", "\n", "abc\n", "-1\n", " 4\n", "4 \n", "99999999999999999999999\n", "4\r\r\n"]
+        {
             assert_eq!(parse_user_id(bad), None, "{bad:?}");
         }
     }

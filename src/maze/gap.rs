@@ -46,8 +46,16 @@ pub async fn run(
         match watched {
             Some((cursor, since)) if cursor == (epoch, next) => {
                 if since.elapsed() >= gap_timeout {
-                    tracing::warn!(epoch, seq = next, "maze seq missing past the gap timeout; skipping it");
-                    if submitter.submit(Op::Maze(MazeCommand::Skip { epoch, seq: next })).await.is_ok() {
+                    tracing::warn!(
+                        epoch,
+                        seq = next,
+                        "maze seq missing past the gap timeout; skipping it"
+                    );
+                    if submitter
+                        .submit(Op::Maze(MazeCommand::Skip { epoch, seq: next }))
+                        .await
+                        .is_ok()
+                    {
                         skips.fetch_add(1, Ordering::Relaxed);
                     }
                     watched = None;

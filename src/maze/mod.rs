@@ -24,12 +24,15 @@
 //! The pure modules (★) import no I/O: `protocol`, `reorder`, `graph`,
 //! `route`, `state`.
 
+pub mod clients;
+pub mod gap;
 pub mod protocol;
-pub mod workload;
+pub mod source;
 pub mod state;
+pub mod workload;
 
 pub use protocol::{parse_line, Event, EventKind, ParseError, UserId};
-pub use state::{MazeEffect, MazeOutcome, MazeState, Notification, Recipients};
+pub use state::{LinesStats, MazeEffect, MazeOutcome, MazeState, Notification, Recipients};
 
 use serde::{Deserialize, Serialize};
 

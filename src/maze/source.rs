@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Mutex, Semaphore};
 use tokio::task::JoinSet;
@@ -26,9 +26,9 @@ use crate::raft::submit::Submitter;
 use crate::raft::types::{Op, Reply};
 
 /// Lines per proposed batch, at most.
-const BATCH_LINES_MAX: usize = 4096;
+const BATCH_LINES_MAX: usize = 2048;
 /// Bytes per proposed batch, at most.
-const BATCH_BYTES_MAX: usize = 256 * 1024;
+const BATCH_BYTES_MAX: usize = 64 * 1024;
 /// Batches proposed and not yet known committed.
 const IN_FLIGHT_MAX: usize = 8;
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
@@ -81,7 +81,12 @@ pub async fn run(
 }
 
 /// Proposes `op` until it is committed or `cancel` fires.
-async fn submit_until_done(submitter: &Submitter, op: Op, counters: &SourceCounters, cancel: &CancellationToken) -> Option<Reply> {
+async fn submit_until_done(
+    submitter: &Submitter,
+    op: Op,
+    counters: &SourceCounters,
+    cancel: &CancellationToken,
+) -> Option<Reply> {
     loop {
         if cancel.is_cancelled() {
             return None;
@@ -139,7 +144,8 @@ async fn serve(
             let op = Op::Maze(MazeCommand::Lines { epoch, lines: std::mem::take(&mut batch) });
             batch_bytes = 0;
             counters.batches.fetch_add(1, Ordering::Relaxed);
-            let (submitter, counters, cancel) = (submitter.clone(), counters.clone(), cancel.clone());
+            let (submitter, counters, cancel) =
+                (submitter.clone(), counters.clone(), cancel.clone());
             tasks.spawn(async move {
                 submit_until_done(&submitter, op, &counters, &cancel).await;
                 drop(permit);
@@ -147,9 +153,10 @@ async fn serve(
             while tasks.try_join_next().is_some() {}
         }
         line.clear();
+        let mut limited = (&mut reader).take(line_max as u64 + 1);
         let n = tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
-            n = (&mut reader).take(line_max as u64 + 1).read_until(b'\n', &mut line) => n.map_err(|e| e.to_string())?,
+            n = limited.read_until(b'\n', &mut line) => n.map_err(|e| e.to_string())?,
         };
         if n == 0 {
             break;
@@ -159,7 +166,11 @@ async fn serve(
             counters.rejected_lines.fetch_add(1, Ordering::Relaxed);
             loop {
                 line.clear();
-                let n = (&mut reader).take(64 * 1024).read_until(b'\n', &mut line).await.map_err(|e| e.to_string())?;
+                let n = (&mut reader)
+                    .take(64 * 1024)
+                    .read_until(b'\n', &mut line)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 if n == 0 || line.last() == Some(&b'\n') {
                     break;
                 }

@@ -22,14 +22,18 @@ use axum_server::tls_rustls::RustlsConfig;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, internal, AppState};
+use crate::api::{self, internal, AppState, MazeHandles};
 use crate::cli::ServeArgs;
+use crate::maze::clients::Registry;
+use crate::maze::source::SourceCounters;
+use crate::maze::MazeLimits;
 use crate::membership::driver::{Driver, Identity};
 use crate::membership::gossip::{Gossip, GossipSettings};
 use crate::queue::Limits;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
 use crate::raft::state_machine::StateMachine;
+use crate::raft::submit::Submitter;
 use crate::raft::types::{Node, NodeId, Raft};
 use crate::raft::{self as raftmod, Proposer, RaftSettings, ReadBarrier};
 use crate::tls::TlsMaterial;
@@ -113,6 +117,8 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
     let log_store = LogStore::new(db.clone());
     let state_machine = StateMachine::open(db, &data_dir.join("snapshots"))?;
     let reader = state_machine.reader();
+    let maze_registry = Registry::new(args.maze_client_buffer);
+    state_machine.set_maze_sink(maze_registry.clone());
     let settings = RaftSettings {
         heartbeat_ms: args.heartbeat_ms,
         election_timeout_ms: args.election_timeout_ms,
@@ -126,11 +132,27 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
 
     let raft_listener = bind("raft port", args.raft_addr)?;
     let api_listener = bind("api port", args.api_addr)?;
+    let maze_listeners = if args.no_maze {
+        None
+    } else {
+        Some((
+            bind("maze source port", args.maze_source_addr)?,
+            bind("maze client port", args.maze_client_addr)?,
+        ))
+    };
 
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let barrier = ReadBarrier::new(raft.clone(), peer_client.clone());
     let identity = Identity { node_id, cluster_id: args.cluster_id.clone() };
+    let limits = Limits {
+        retention_events: args.retention_events,
+        queue_events_max: args.queue_events_max,
+        ..Limits::default()
+    };
+    let maze_limits = MazeLimits::default();
+    let proposer = Proposer::spawn(raft.clone(), limits, maze_limits, shutdown.clone());
+    let submitter = Submitter::new(node_id, raft.clone(), proposer.clone(), peer_client.clone());
 
     let raft_port = axum_server::Handle::new();
     {
@@ -138,6 +160,7 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
             raft: raft.clone(),
             barrier: barrier.clone(),
             identity: identity.clone(),
+            submitter: submitter.clone(),
         });
         let server = axum_server::from_tcp_rustls(
             raft_listener,
@@ -192,12 +215,51 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
     };
     tasks.spawn(driver.run(shutdown.clone()));
 
-    let limits = Limits {
-        retention_events: args.retention_events,
-        queue_events_max: args.queue_events_max,
-        ..Limits::default()
+    let maze = match maze_listeners {
+        None => None,
+        Some((source_listener, client_listener)) => {
+            let to_tokio =
+                |listener: std::net::TcpListener, what: &'static str, addr: SocketAddr| {
+                    tokio::net::TcpListener::from_std(listener).map_err(|source| NodeError::Bind {
+                        what,
+                        addr,
+                        source,
+                    })
+                };
+            let source_listener =
+                to_tokio(source_listener, "maze source port", args.maze_source_addr)?;
+            let client_listener =
+                to_tokio(client_listener, "maze client port", args.maze_client_addr)?;
+            let source_counters = Arc::new(SourceCounters::default());
+            let gap_skips = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            tasks.spawn(crate::maze::clients::run(
+                client_listener,
+                maze_registry.clone(),
+                shutdown.clone(),
+            ));
+            tasks.spawn(crate::maze::source::run(
+                source_listener,
+                submitter.clone(),
+                maze_limits,
+                source_counters.clone(),
+                shutdown.clone(),
+            ));
+            tasks.spawn(crate::maze::gap::run(
+                raft.clone(),
+                reader.clone(),
+                submitter.clone(),
+                Duration::from_millis(args.maze_gap_timeout_ms),
+                gap_skips.clone(),
+                shutdown.clone(),
+            ));
+            tracing::info!(source = %args.maze_source_addr, clients = %args.maze_client_addr, "follower-maze listening");
+            Some(MazeHandles {
+                registry: maze_registry.clone(),
+                source: source_counters,
+                gap_skips,
+            })
+        }
     };
-    let proposer = Proposer::spawn(raft.clone(), limits, shutdown.clone());
 
     let state = Arc::new(AppState {
         node_id,
@@ -210,6 +272,7 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
         max_event_bytes: args.max_event_bytes,
         api_token: args.api_token.clone().filter(|t| !t.is_empty()),
         last_membership_decision: last_decision,
+        maze,
     });
     let api = axum_server::Handle::new();
     {

@@ -11,6 +11,9 @@
 //! |          | `q/<queue>`                  | `QueueMeta` (JSON)            |
 //! |          | `s/<name>`                   | next id (u64 big-endian)      |
 //! |          | `i/<queue>\0<key>`           | `IdemEntry` (JSON)            |
+//! |          | `m/c`                        | maze cursor: epoch, next      |
+//! |          | `m/p/<seq u64 BE>`           | buffered maze line            |
+//! |          | `m/f/<followed BE><follower BE>` | follow edge (empty)       |
 //! | `events` | `<queue>\0<seq u64 BE>`      | event body (UTF-8)            |
 //!
 //! Big-endian integers make RocksDB's byte order the numeric order, so range
@@ -37,6 +40,33 @@ pub const SM_MEMBERSHIP: &[u8] = b"membership";
 pub const SM_QUEUE_PREFIX: &[u8] = b"q/";
 pub const SM_SEQUENCE_PREFIX: &[u8] = b"s/";
 pub const SM_IDEM_PREFIX: &[u8] = b"i/";
+
+pub const SM_MAZE_CURSOR: &[u8] = b"m/c";
+pub const SM_MAZE_PENDING_PREFIX: &[u8] = b"m/p/";
+pub const SM_MAZE_FOLLOW_PREFIX: &[u8] = b"m/f/";
+
+pub fn maze_pending_key(seq: u64) -> Vec<u8> {
+    let mut key = SM_MAZE_PENDING_PREFIX.to_vec();
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+pub fn maze_follow_key(followed: u64, follower: u64) -> Vec<u8> {
+    let mut key = SM_MAZE_FOLLOW_PREFIX.to_vec();
+    key.extend_from_slice(&followed.to_be_bytes());
+    key.extend_from_slice(&follower.to_be_bytes());
+    key
+}
+
+/// The exclusive end of every key starting with `prefix` (whose last byte
+/// is `/`, so `0`, the next byte value, bounds it).
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    end
+}
 
 pub fn log_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()

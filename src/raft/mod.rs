@@ -23,6 +23,7 @@ mod proposer;
 pub mod read;
 pub mod snapshot;
 pub mod state_machine;
+pub mod submit;
 pub mod types;
 
 #[cfg(test)]
@@ -58,8 +59,9 @@ pub fn config(
         // far more than the 200 ms default (renegade-fi/renegade#634).
         install_snapshot_timeout: 10_000,
         snapshot_max_chunk_size: 1 << 20,
-        // An entry is a batch of up to ~1 MiB of events: cap the RPC size.
-        max_payload_entries: 32,
+        // openraft gives each AppendEntries one heartbeat interval to
+        // complete; an entry carries up to ~256 KiB, so cap the RPC at ~1 MiB.
+        max_payload_entries: 4,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(settings.snapshot_logs.max(1)),
         // Keep some log behind the snapshot so a briefly lagging follower
         // catches up by log instead of by a new snapshot.

@@ -17,13 +17,16 @@ use openraft::error::ClientWriteError;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::types::{Node, NodeId, Raft, Reply, Request};
+use super::types::{Node, NodeId, Op, Raft, Reply, Request};
+use crate::maze::{MazeCommand, MazeLimits};
 use crate::queue::{Command, Limits};
 
 /// Most commands in one entry.
 const BATCH_COMMANDS_MAX: usize = 1024;
 /// Most event bytes in one entry (a larger single event still goes alone).
-const BATCH_BYTES_MAX: usize = 1 << 20;
+/// Kept well under what one AppendEntries can carry within openraft's
+/// deadline (the heartbeat interval).
+const BATCH_BYTES_MAX: usize = 256 * 1024;
 /// Entries proposed but not yet answered.
 const IN_FLIGHT_MAX: usize = 3;
 /// Commands waiting to be batched before callers are pushed back.
@@ -40,7 +43,7 @@ pub enum ProposeError {
 }
 
 struct Pending {
-    command: Command,
+    op: Op,
     reply: oneshot::Sender<Result<Reply, ProposeError>>,
 }
 
@@ -51,20 +54,33 @@ pub struct Proposer {
 
 impl Proposer {
     /// Starts the batching task; `limits` is stamped into every entry.
-    pub fn spawn(raft: Raft, limits: Limits, shutdown: CancellationToken) -> Self {
+    pub fn spawn(
+        raft: Raft,
+        limits: Limits,
+        maze_limits: MazeLimits,
+        shutdown: CancellationToken,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE_MAX);
-        tokio::spawn(run(raft, limits, rx, shutdown));
+        tokio::spawn(run(raft, limits, maze_limits, rx, shutdown));
         Proposer { tx }
     }
 
-    /// Proposes one command and waits until it is committed and applied.
-    pub async fn propose(&self, command: Command) -> Result<Reply, ProposeError> {
+    /// Proposes one operation and waits until it is committed and applied.
+    pub async fn propose(&self, op: Op) -> Result<Reply, ProposeError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Pending { command, reply })
+            .send(Pending { op, reply })
             .await
             .map_err(|_| ProposeError::Unavailable("proposer stopped".into()))?;
         rx.await.map_err(|_| ProposeError::Unavailable("proposal dropped".into()))?
+    }
+}
+
+fn op_bytes(op: &Op) -> usize {
+    match op {
+        Op::Queue(command) => command_bytes(command),
+        Op::Maze(MazeCommand::Lines { lines, .. }) => lines.iter().map(String::len).sum(),
+        Op::Maze(_) => 16,
     }
 }
 
@@ -81,6 +97,7 @@ fn command_bytes(command: &Command) -> usize {
 async fn run(
     raft: Raft,
     limits: Limits,
+    maze_limits: MazeLimits,
     mut rx: mpsc::Receiver<Pending>,
     shutdown: CancellationToken,
 ) {
@@ -102,20 +119,20 @@ async fn run(
                 None => return,
             },
         };
-        let mut bytes = command_bytes(&first.command);
+        let mut bytes = op_bytes(&first.op);
         let mut batch = vec![first];
         while batch.len() < BATCH_COMMANDS_MAX && bytes < BATCH_BYTES_MAX {
             match rx.try_recv() {
                 Ok(p) => {
-                    bytes += command_bytes(&p.command);
+                    bytes += op_bytes(&p.op);
                     batch.push(p);
                 }
                 Err(_) => break,
             }
         }
         let (commands, waiters): (Vec<_>, Vec<_>) =
-            batch.into_iter().map(|p| (p.command, p.reply)).unzip();
-        let request = Request { limits, commands };
+            batch.into_iter().map(|p| (p.op, p.reply)).unzip();
+        let request = Request { limits, maze_limits, ops: commands };
         match raft.client_write_ff(request).await {
             Ok(response) => {
                 tokio::spawn(async move {

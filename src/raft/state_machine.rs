@@ -14,7 +14,8 @@
 use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
@@ -24,9 +25,11 @@ use super::db::{cf, StoreError};
 use super::keys::{self, CF_EVENTS, CF_SM, SM_CFS};
 use super::snapshot;
 use super::types::{
-    Entry, LogId, Reply, Response, Snapshot, SnapshotMeta, StorageError, StoredMembership,
+    Entry, LogId, Op, Reply, Response, Snapshot, SnapshotMeta, StorageError, StoredMembership,
     TypeConfig,
 };
+use crate::maze::clients::Registry;
+use crate::maze::{LinesStats, MazeEffect, MazeOutcome, MazeState, Notification};
 use crate::queue::{Effect, IdemEntry, Outcome, QueueMeta, QueueState, Seq};
 
 const SNAPSHOT_FILE: &str = "current.snap";
@@ -36,6 +39,7 @@ const SNAPSHOT_TMP: &str = "snapshot.tmp";
 #[derive(Default)]
 struct SmState {
     queues: QueueState,
+    maze: MazeState,
     last_applied: Option<LogId>,
     membership: StoredMembership,
 }
@@ -43,6 +47,112 @@ struct SmState {
 pub struct Shared {
     db: Arc<DB>,
     state: RwLock<SmState>,
+    /// Where applied maze notifications go: this node's connected users.
+    maze_sink: OnceLock<Arc<Registry>>,
+    maze_counters: MazeCounters,
+}
+
+/// Cumulative maze apply statistics of this node (not replicated state:
+/// they restart from zero with the process).
+#[derive(Debug, Default)]
+pub struct MazeCounters {
+    pub accepted: AtomicU64,
+    pub duplicate: AtomicU64,
+    pub malformed: AtomicU64,
+    pub stale: AtomicU64,
+    pub delivered: AtomicU64,
+    pub skipped: AtomicU64,
+}
+
+impl MazeCounters {
+    fn record(&self, stats: &LinesStats) {
+        self.accepted.fetch_add(stats.accepted, Ordering::Relaxed);
+        self.duplicate.fetch_add(stats.duplicate, Ordering::Relaxed);
+        self.malformed.fetch_add(stats.malformed, Ordering::Relaxed);
+        self.stale.fetch_add(stats.stale, Ordering::Relaxed);
+        self.delivered.fetch_add(stats.delivered, Ordering::Relaxed);
+        self.skipped.fetch_add(stats.skipped, Ordering::Relaxed);
+    }
+}
+
+/// The maze part of `/status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MazeStatus {
+    pub epoch: u64,
+    pub next_seq: u64,
+    pub pending: usize,
+    pub follow_edges: usize,
+    pub accepted: u64,
+    pub duplicate: u64,
+    pub malformed: u64,
+    pub stale: u64,
+    pub delivered: u64,
+    pub skipped: u64,
+}
+
+/// Storage changes of the maze within one apply, coalesced: a line
+/// buffered and delivered in the same batch never touches RocksDB.
+#[derive(Default)]
+struct MazeWrites {
+    cleared: bool,
+    pending: BTreeMap<u64, Option<String>>,
+    follows: BTreeMap<(u64, u64), bool>,
+    cursor: Option<(u64, u64)>,
+}
+
+impl MazeWrites {
+    fn add(&mut self, effect: MazeEffect) {
+        match effect {
+            MazeEffect::ClearAll => {
+                self.cleared = true;
+                self.pending.clear();
+                self.follows.clear();
+            }
+            MazeEffect::PutCursor { epoch, next } => self.cursor = Some((epoch, next)),
+            MazeEffect::PutPending { seq, line } => {
+                self.pending.insert(seq, Some(line));
+            }
+            MazeEffect::DelPending { seq } => {
+                self.pending.insert(seq, None);
+            }
+            MazeEffect::PutFollow { followed, follower } => {
+                self.follows.insert((followed, follower), true);
+            }
+            MazeEffect::DelFollow { followed, follower } => {
+                self.follows.insert((followed, follower), false);
+            }
+        }
+    }
+
+    fn write(
+        self,
+        batch: &mut WriteBatch,
+        sm_cf: &rocksdb::ColumnFamily,
+    ) -> Result<(), StoreError> {
+        if self.cleared {
+            for prefix in [keys::SM_MAZE_PENDING_PREFIX, keys::SM_MAZE_FOLLOW_PREFIX] {
+                batch.delete_range_cf(sm_cf, prefix, keys::prefix_end(prefix).as_slice());
+            }
+        }
+        for (seq, line) in self.pending {
+            match line {
+                Some(line) => batch.put_cf(sm_cf, keys::maze_pending_key(seq), line.as_bytes()),
+                None => batch.delete_cf(sm_cf, keys::maze_pending_key(seq)),
+            }
+        }
+        for ((followed, follower), present) in self.follows {
+            let key = keys::maze_follow_key(followed, follower);
+            if present {
+                batch.put_cf(sm_cf, key, []);
+            } else {
+                batch.delete_cf(sm_cf, key);
+            }
+        }
+        if let Some(cursor) = self.cursor {
+            batch.put_cf(sm_cf, keys::SM_MAZE_CURSOR, serde_json::to_vec(&cursor)?);
+        }
+        Ok(())
+    }
 }
 
 impl Shared {
@@ -131,6 +241,37 @@ impl SmReader {
     pub fn membership(&self) -> StoredMembership {
         self.shared.read().membership.clone()
     }
+
+    /// The maze stream's (epoch, next expected seq, oldest buffered seq).
+    pub fn maze_cursor(&self) -> (u64, u64, Option<u64>) {
+        let state = self.shared.read();
+        (state.maze.epoch(), state.maze.next(), state.maze.oldest_pending())
+    }
+
+    pub fn maze_status(&self) -> MazeStatus {
+        let (epoch, next_seq, pending, follow_edges) = {
+            let state = self.shared.read();
+            (
+                state.maze.epoch(),
+                state.maze.next(),
+                state.maze.pending_len(),
+                state.maze.follower_count(),
+            )
+        };
+        let c = &self.shared.maze_counters;
+        MazeStatus {
+            epoch,
+            next_seq,
+            pending,
+            follow_edges,
+            accepted: c.accepted.load(Ordering::Relaxed),
+            duplicate: c.duplicate.load(Ordering::Relaxed),
+            malformed: c.malformed.load(Ordering::Relaxed),
+            stale: c.stale.load(Ordering::Relaxed),
+            delivered: c.delivered.load(Ordering::Relaxed),
+            skipped: c.skipped.load(Ordering::Relaxed),
+        }
+    }
 }
 
 fn get_event(db: &DB, queue: &str, seq: Seq) -> Result<Option<String>, StoreError> {
@@ -156,7 +297,12 @@ impl StateMachine {
         std::fs::create_dir_all(snapshot_dir)?;
         let _ = std::fs::remove_file(snapshot_dir.join(SNAPSHOT_TMP));
         let state = load_state(&db)?;
-        let shared = Arc::new(Shared { db, state: RwLock::new(state) });
+        let shared = Arc::new(Shared {
+            db,
+            state: RwLock::new(state),
+            maze_sink: OnceLock::new(),
+            maze_counters: MazeCounters::default(),
+        });
         let sm =
             StateMachine { shared, snapshot_dir: snapshot_dir.to_path_buf(), snapshot_count: 0 };
         if let Some(bytes) = sm.read_snapshot_file()? {
@@ -167,6 +313,12 @@ impl StateMachine {
             }
         }
         Ok(sm)
+    }
+
+    /// Routes applied maze notifications to this node's users (set once,
+    /// before Raft starts applying).
+    pub fn set_maze_sink(&self, registry: Arc<Registry>) {
+        let _ = self.shared.maze_sink.set(registry);
     }
 
     pub fn reader(&self) -> SmReader {
@@ -214,6 +366,9 @@ impl StateMachine {
         // Bodies enqueued earlier in this same batch are not in RocksDB yet.
         let mut pending: BTreeMap<(String, Seq), String> = BTreeMap::new();
         let mut effects = Vec::new();
+        let mut maze_effects = Vec::new();
+        let mut maze_writes = MazeWrites::default();
+        let mut notifications: Vec<Notification> = Vec::new();
         let mut responses = Vec::with_capacity(entries.len());
         let mut membership_changed = false;
 
@@ -226,7 +381,29 @@ impl StateMachine {
                     membership_changed = true;
                 }
                 EntryPayload::Normal(request) => {
-                    for command in &request.commands {
+                    for op in &request.ops {
+                        let command = match op {
+                            Op::Queue(command) => command,
+                            Op::Maze(command) => {
+                                maze_effects.clear();
+                                let outcome = state.maze.apply(
+                                    command,
+                                    &request.maze_limits,
+                                    &mut maze_effects,
+                                    &mut notifications,
+                                );
+                                if let MazeOutcome::Lines(stats) | MazeOutcome::Skipped(stats) =
+                                    &outcome
+                                {
+                                    self.shared.maze_counters.record(stats);
+                                }
+                                for effect in maze_effects.drain(..) {
+                                    maze_writes.add(effect);
+                                }
+                                replies.push(Reply::Maze(outcome));
+                                continue;
+                            }
+                        };
                         effects.clear();
                         let outcome = state.queues.apply(command, &request.limits, &mut effects);
                         let reply = match outcome {
@@ -264,11 +441,19 @@ impl StateMachine {
             responses.push(Response { replies });
         }
 
+        maze_writes.write(&mut batch, sm_cf)?;
         batch.put_cf(sm_cf, keys::SM_APPLIED, serde_json::to_vec(&state.last_applied)?);
         if membership_changed {
             batch.put_cf(sm_cf, keys::SM_MEMBERSHIP, serde_json::to_vec(&state.membership)?);
         }
         db.write(batch)?;
+        // Deliver only what is stored: a crash right here re-applies these
+        // entries and notifies again, never the other way round.
+        if let Some(sink) = self.shared.maze_sink.get() {
+            for notification in &notifications {
+                sink.deliver(notification);
+            }
+        }
         Ok(responses)
     }
 }
@@ -343,6 +528,25 @@ fn load_state(db: &DB) -> Result<SmState, StoreError> {
                 .try_into()
                 .map_err(|_| StoreError::Corrupt(format!("bad sequence value for {key:?}")))?;
             state.queues.restore_sequence(utf8(name)?, u64::from_be_bytes(next));
+        } else if *key == *keys::SM_MAZE_CURSOR {
+            let (epoch, next): (u64, u64) = serde_json::from_slice(&value)?;
+            state.maze.restore_cursor(epoch, next);
+        } else if let Some(seq) = key.strip_prefix(keys::SM_MAZE_PENDING_PREFIX) {
+            let seq: [u8; 8] =
+                seq.try_into().map_err(|_| StoreError::Corrupt(format!("bad maze key {key:?}")))?;
+            let line = utf8(&value)?;
+            state
+                .maze
+                .restore_pending(u64::from_be_bytes(seq), line)
+                .map_err(|e| StoreError::Corrupt(format!("stored maze line: {e}")))?;
+        } else if let Some(edge) = key.strip_prefix(keys::SM_MAZE_FOLLOW_PREFIX) {
+            let (followed, follower) = edge.split_at(edge.len().min(8));
+            let (Ok(followed), Ok(follower)) =
+                (<[u8; 8]>::try_from(followed), <[u8; 8]>::try_from(follower))
+            else {
+                return Err(StoreError::Corrupt(format!("bad maze follow key {key:?}")));
+            };
+            state.maze.restore_follow(u64::from_be_bytes(followed), u64::from_be_bytes(follower));
         } else if let Some(rest) = key.strip_prefix(keys::SM_IDEM_PREFIX) {
             let entry: IdemEntry = serde_json::from_slice(&value)?;
             let idem = rest

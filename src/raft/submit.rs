@@ -34,7 +34,12 @@ pub struct Submitter {
 }
 
 impl Submitter {
-    pub fn new(node_id: NodeId, raft: Raft, proposer: Proposer, peer_client: reqwest::Client) -> Self {
+    pub fn new(
+        node_id: NodeId,
+        raft: Raft,
+        proposer: Proposer,
+        peer_client: reqwest::Client,
+    ) -> Self {
         Submitter { node_id, raft, proposer, peer_client }
     }
 

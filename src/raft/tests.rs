@@ -33,7 +33,7 @@ mod state_machine {
 
     use super::super::db;
     use super::super::state_machine::StateMachine;
-    use super::super::types::{Entry, LogId, Reply, Request, Response};
+    use super::super::types::{Entry, LogId, Op, Reply, Request, Response};
     use crate::queue::{Command, Limits};
 
     fn open(dir: &Path) -> StateMachine {
@@ -46,7 +46,8 @@ mod state_machine {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
             payload: EntryPayload::Normal(Request {
                 limits: Limits { retention_events: 2, ..Limits::default() },
-                commands,
+                maze_limits: Default::default(),
+                ops: commands.into_iter().map(Op::Queue).collect(),
             }),
         }
     }

@@ -5,6 +5,7 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
+use crate::maze::{MazeCommand, MazeLimits, MazeOutcome};
 use crate::queue::{Command, Limits, Seq};
 
 /// A node id: a random u64 persisted in the data dir (see `node::identity`).
@@ -32,13 +33,21 @@ impl Node {
     }
 }
 
-/// One replicated log entry's payload: a batch of commands that concurrent
+/// One state-changing operation: on a queue, or on the follower-maze stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    Queue(Command),
+    Maze(MazeCommand),
+}
+
+/// One replicated log entry's payload: a batch of operations that concurrent
 /// clients proposed together (one entry, one fsync, one replication message),
 /// with the limits the proposing leader applies to all of them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
     pub limits: Limits,
-    pub commands: Vec<Command>,
+    pub maze_limits: MazeLimits,
+    pub ops: Vec<Op>,
 }
 
 /// What applying one command answered, with the removed event's body for a
@@ -51,9 +60,10 @@ pub enum Reply {
     Conflict { front: Option<Seq> },
     Allocated { first: u64, last: u64 },
     Rejected(crate::queue::Rejection),
+    Maze(MazeOutcome),
 }
 
-/// The response to one log entry: one [`Reply`] per command, in order.
+/// The response to one log entry: one [`Reply`] per operation, in order.
 /// Blank and membership entries answer an empty list.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Response {

@@ -12,6 +12,7 @@ mod concurrency;
 mod demo;
 mod failover;
 mod formation;
+mod maze;
 mod resilience;
 mod snapshot_join;
 mod transcript;
