@@ -122,4 +122,5 @@ E=$(etcd_leader)
 echo "etcd leader: e$E"
 "$RAFTQ" bench --target etcd --insecure --url "http://127.0.0.1:$((22370 + E))" --clients "$CLIENTS" --seconds "$SECONDS_PER_RUN" | tee -a "$OUT"
 
+if [ "${BENCH_MAZE:-1}" = 1 ]; then RAFTQ="$RAFTQ" OUT="$OUT" bash scripts/bench-maze.sh; fi
 echo "== results in $OUT"

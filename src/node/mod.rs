@@ -18,7 +18,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum_server::tls_rustls::RustlsConfig;
+use axum_server::accept::NoDelayAcceptor;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -79,6 +80,18 @@ fn bind(what: &'static str, addr: SocketAddr) -> Result<std::net::TcpListener, N
     })?;
     listener.set_nonblocking(true).map_err(|source| NodeError::Bind { what, addr, source })?;
     Ok(listener)
+}
+
+/// An HTTPS server on an already bound listener. TCP_NODELAY matters: a
+/// response written in several TLS records would otherwise wait for the
+/// peer's delayed ACK (~40 ms on Linux) behind Nagle's algorithm.
+fn tls_server(
+    listener: std::net::TcpListener,
+    config: Arc<rustls::ServerConfig>,
+) -> std::io::Result<axum_server::Server<SocketAddr, RustlsAcceptor<NoDelayAcceptor>>> {
+    let acceptor =
+        RustlsAcceptor::new(RustlsConfig::from_config(config)).acceptor(NoDelayAcceptor::new());
+    Ok(axum_server::from_tcp(listener)?.acceptor(acceptor))
 }
 
 /// Seeds naming this node itself do not count: the same command line can
@@ -162,12 +175,9 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
             identity: identity.clone(),
             submitter: submitter.clone(),
         });
-        let server = axum_server::from_tcp_rustls(
-            raft_listener,
-            RustlsConfig::from_config(tls.raft_server_config()?),
-        )
-        .map_err(|source| NodeError::Bind { what: "raft port", addr: args.raft_addr, source })?
-        .handle(raft_port.clone());
+        let server = tls_server(raft_listener, tls.raft_server_config()?)
+            .map_err(|source| NodeError::Bind { what: "raft port", addr: args.raft_addr, source })?
+            .handle(raft_port.clone());
         tasks.spawn(async move {
             if let Err(e) = server.serve(router.into_make_service()).await {
                 tracing::error!(error = %e, "raft port server stopped");
@@ -277,14 +287,9 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
     let api = axum_server::Handle::new();
     {
         let tls_config = tls.api_server_config(args.api_client_ca.as_deref())?;
-        let server =
-            axum_server::from_tcp_rustls(api_listener, RustlsConfig::from_config(tls_config))
-                .map_err(|source| NodeError::Bind {
-                    what: "api port",
-                    addr: args.api_addr,
-                    source,
-                })?
-                .handle(api.clone());
+        let server = tls_server(api_listener, tls_config)
+            .map_err(|source| NodeError::Bind { what: "api port", addr: args.api_addr, source })?
+            .handle(api.clone());
         let router = api::public_router(state);
         tasks.spawn(async move {
             if let Err(e) = server.serve(router.into_make_service()).await {

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Follower-maze benchmark (part of make bench): the reference workload
+# (default 10M events, 100 clients) against a single raftq node and against
+# a 3-node cluster, measured in the same run. Prints one JSON line per run
+# with the wall time and each node's peak RSS (VmHWM).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/raftq/target}"
+RAFTQ="${RAFTQ:-$CARGO_TARGET_DIR/release/raftq}"
+EVENTS="${BENCH_MAZE_EVENTS:-10000000}"
+OUT="${OUT:-bench-results.jsonl}"
+WORK="$(mktemp -d /tmp/raftq-bench-maze.XXXXXX)"
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+[ -x "$RAFTQ" ] || cargo build --release --bin raftq
+"$RAFTQ" certs --out "$WORK/certs" --hosts 127.0.0.1,localhost >/dev/null
+
+declare -a NODE_PID
+start() { # name index seeds
+    local name=$1 i=$2 seeds=$3
+    "$RAFTQ" serve --data-dir "$WORK/$name$i" \
+        --api-addr "127.0.0.1:$((38080 + i))" --raft-addr "127.0.0.1:$((31210 + i))" \
+        --gossip-addr "127.0.0.1:$((31310 + i))" --advertise-host 127.0.0.1 \
+        --maze-source-addr "127.0.0.1:$((39090 + i))" --maze-client-addr "127.0.0.1:$((39190 + i))" \
+        --tls-cert "$WORK/certs/node.pem" --tls-key "$WORK/certs/node-key.pem" --tls-ca "$WORK/certs/ca.pem" \
+        ${seeds:+--seeds "$seeds"} >"$WORK/$name$i.log" 2>&1 &
+    NODE_PID[$i]=$!
+    PIDS+=($!)
+}
+voters_ok() { # n expected
+    curl -sk --max-time 2 "https://127.0.0.1:$((38080 + 1))/status" \
+        | python3 -c 'import json,sys; d=json.load(sys.stdin); sys.exit(0 if len(d["voters"])==int(sys.argv[1]) and d["role"]=="leader" else 1)' "$1" 2>/dev/null
+}
+peak_rss_mib() { awk '/VmHWM/ {printf "%d", $2/1024}' "/proc/$1/status"; }
+
+run() { # label nodes
+    local label=$1 n=$2
+    local t0 t1 result
+    t0=$(date +%s.%N)
+    result=$(totalEvents="$EVENTS" "$RAFTQ" maze-verify --source 127.0.0.1:39091 --clients 127.0.0.1:39191 2>"$WORK/verify-$label.log" || true)
+    t1=$(date +%s.%N)
+    local rss=()
+    for i in $(seq 1 "$n"); do rss+=("$(peak_rss_mib "${NODE_PID[$i]}")"); done
+    python3 - "$label" "$n" "$t0" "$t1" "$result" "${rss[@]}" <<'PY' | tee -a "$OUT"
+import json, sys
+label, n, t0, t1, result = sys.argv[1:6]
+rss = [int(x) for x in sys.argv[6:]]
+r = json.loads(result) if result.strip().startswith("{") else {"result": "fail", "error": result}
+print(json.dumps({"target": "maze", "nodes": int(n), "label": label, "result": r.get("result"),
+                  "events": r.get("events"), "wall_seconds": round(float(t1) - float(t0), 1),
+                  "events_per_sec": r.get("events_per_sec"), "peak_rss_mib": rss, "error": r.get("error")}))
+PY
+}
+
+echo "== maze: single node, $EVENTS events"
+start single 1 ""
+for _ in $(seq 1 100); do voters_ok 1 && break; sleep 0.2; done
+run single 1
+kill -9 "${NODE_PID[1]}"
+
+echo "== maze: 3 nodes, $EVENTS events (source and clients on the leader)"
+start cluster 1 ""
+start cluster 2 127.0.0.1:31311
+start cluster 3 127.0.0.1:31311
+for _ in $(seq 1 150); do voters_ok 3 && break; sleep 0.2; done
+run cluster 3
