@@ -38,7 +38,7 @@ voters_ok() { # n expected
     curl -sk --max-time 2 "https://127.0.0.1:$((38080 + 1))/status" \
         | python3 -c 'import json,sys; d=json.load(sys.stdin); sys.exit(0 if len(d["voters"])==int(sys.argv[1]) and d["role"]=="leader" else 1)' "$1" 2>/dev/null
 }
-peak_rss_mib() { awk '/VmHWM/ {printf "%d", $2/1024}' "/proc/$1/status"; }
+peak_rss_mib() { awk '/VmHWM/ {printf "%d", $2/1024}' "/proc/$1/status" 2>/dev/null || echo -1; }
 
 run() { # label nodes
     local label=$1 n=$2
@@ -64,6 +64,8 @@ start single 1 ""
 for _ in $(seq 1 100); do voters_ok 1 && break; sleep 0.2; done
 run single 1
 kill -9 "${NODE_PID[1]}"
+# The cluster reuses node 1's ports: wait until the old process is gone.
+wait "${NODE_PID[1]}" 2>/dev/null || true
 
 echo "== maze: 3 nodes, $EVENTS events (source and clients on the leader)"
 start cluster 1 ""
