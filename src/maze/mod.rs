@@ -62,10 +62,15 @@ pub struct MazeLimits {
     /// Longest accepted line (bytes, line ending included); longer lines
     /// count as malformed.
     pub line_bytes_max: usize,
+    /// Most follow edges remembered. Beyond it a follow is still notified
+    /// but not recorded (counted as `follows_refused`): user ids are
+    /// arbitrary u64s, so without a bound a source could grow the graph
+    /// without end. ~50 bytes per edge: the default is ~50 MiB at most.
+    pub follow_edges_max: u64,
 }
 
 impl Default for MazeLimits {
     fn default() -> Self {
-        MazeLimits { pending_max: 100_000, line_bytes_max: 1024 }
+        MazeLimits { pending_max: 100_000, line_bytes_max: 1024, follow_edges_max: 1_000_000 }
     }
 }

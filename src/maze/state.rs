@@ -103,6 +103,9 @@ pub struct LinesStats {
     pub delivered: u64,
     /// Seqs given up on (never delivered; a late line for one is a duplicate).
     pub skipped: u64,
+    /// Follows delivered but not recorded because the graph holds
+    /// `follow_edges_max` edges (memory bound; see `MazeLimits`).
+    pub follows_refused: u64,
 }
 
 /// The result of one [`MazeCommand`].
@@ -150,6 +153,7 @@ struct Sink<'a> {
     effects: &'a mut Vec<MazeEffect>,
     notifications: &'a mut Vec<Notification>,
     stats: LinesStats,
+    follow_edges_max: u64,
 }
 
 impl MazeState {
@@ -167,7 +171,12 @@ impl MazeState {
         effects: &mut Vec<MazeEffect>,
         notifications: &mut Vec<Notification>,
     ) -> MazeOutcome {
-        let mut sink = Sink { effects, notifications, stats: LinesStats::default() };
+        let mut sink = Sink {
+            effects,
+            notifications,
+            stats: LinesStats::default(),
+            follow_edges_max: limits.follow_edges_max,
+        };
         match cmd {
             MazeCommand::Reset => {
                 self.reset(sink.effects);
@@ -338,7 +347,11 @@ impl MazeState {
     fn route(&mut self, event: Event, line: String, sink: &mut Sink<'_>) {
         let recipients = match event.kind {
             EventKind::Follow { from, to } => {
-                if self.add_follow(to, from) {
+                let known = self.followers.get(&to).is_some_and(|set| set.contains(&from));
+                if !known && count_u64(self.edges) >= sink.follow_edges_max {
+                    // The graph is full: still notify, but do not remember.
+                    sink.stats.follows_refused += 1;
+                } else if self.add_follow(to, from) {
                     sink.effects.push(MazeEffect::PutFollow { followed: to, follower: from });
                 }
                 Some(Recipients::One(to))
@@ -415,7 +428,8 @@ mod tests {
     // ---------------------------------------------------------------------
 
     /// Large enough that nothing in a unit test hits it unless it means to.
-    const ROOMY: MazeLimits = MazeLimits { pending_max: 1000, line_bytes_max: 64 };
+    const ROOMY: MazeLimits =
+        MazeLimits { pending_max: 1000, line_bytes_max: 64, follow_edges_max: u64::MAX };
 
     fn limits(pending_max: u64) -> MazeLimits {
         MazeLimits { pending_max, ..ROOMY }
@@ -677,6 +691,26 @@ mod tests {
     // ---------------------------------------------------------------------
     // Routing
     // ---------------------------------------------------------------------
+
+    #[test]
+    fn a_full_follow_graph_still_notifies_but_stops_growing() {
+        let mut state = MazeState::new();
+        let limits = MazeLimits { follow_edges_max: 1, ..ROOMY };
+        let (mut fx, mut notes) = (Vec::new(), Vec::new());
+        state.apply(&MazeCommand::Reset, &limits, &mut fx, &mut notes);
+        let lines = ["1|F|1|2\n", "2|F|3|2\n", "3|F|1|2\n", "4|S|2\n"];
+        let cmd =
+            MazeCommand::Lines { epoch: 1, lines: lines.iter().map(|l| l.to_string()).collect() };
+        let outcome = state.apply(&cmd, &limits, &mut fx, &mut notes);
+        let MazeOutcome::Lines(stats) = outcome else { panic!("{outcome:?}") };
+        assert_eq!(stats.follows_refused, 1, "3 -> 2 did not fit; 1 -> 2 again is no new edge");
+        assert_eq!(state.follower_count(), 1);
+        let to_two = notes.iter().filter(|n| n.recipients == Recipients::One(2)).count();
+        assert_eq!(to_two, 3, "every follow is still notified");
+        // 2's status reaches its recorded follower 1 only, not the refused 3.
+        let status = notes.iter().find(|n| n.seq == 4).expect("status notification");
+        assert_eq!(status.recipients, Recipients::Many(vec![1]));
+    }
 
     #[test]
     fn follow_notifies_the_followed_user_and_stores_the_edge() {
@@ -1421,8 +1455,13 @@ mod tests {
     }
 
     fn any_limits() -> impl Strategy<Value = MazeLimits> {
-        (prop_oneof![0u64..4, any::<u64>()], prop_oneof![0usize..12, any::<usize>()])
-            .prop_map(|(pending_max, line_bytes_max)| MazeLimits { pending_max, line_bytes_max })
+        (prop_oneof![0u64..4, any::<u64>()], prop_oneof![0usize..12, any::<usize>()]).prop_map(
+            |(pending_max, line_bytes_max)| MazeLimits {
+                pending_max,
+                line_bytes_max,
+                follow_edges_max: u64::MAX,
+            },
+        )
     }
 
     proptest! {

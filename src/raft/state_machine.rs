@@ -62,6 +62,7 @@ pub struct MazeCounters {
     pub stale: AtomicU64,
     pub delivered: AtomicU64,
     pub skipped: AtomicU64,
+    pub follows_refused: AtomicU64,
 }
 
 impl MazeCounters {
@@ -72,6 +73,7 @@ impl MazeCounters {
         self.stale.fetch_add(stats.stale, Ordering::Relaxed);
         self.delivered.fetch_add(stats.delivered, Ordering::Relaxed);
         self.skipped.fetch_add(stats.skipped, Ordering::Relaxed);
+        self.follows_refused.fetch_add(stats.follows_refused, Ordering::Relaxed);
     }
 }
 
@@ -88,6 +90,7 @@ pub struct MazeStatus {
     pub stale: u64,
     pub delivered: u64,
     pub skipped: u64,
+    pub follows_refused: u64,
 }
 
 /// Storage changes of the maze within one apply, coalesced: a line
@@ -270,6 +273,7 @@ impl SmReader {
             stale: c.stale.load(Ordering::Relaxed),
             delivered: c.delivered.load(Ordering::Relaxed),
             skipped: c.skipped.load(Ordering::Relaxed),
+            follows_refused: c.follows_refused.load(Ordering::Relaxed),
         }
     }
 }
