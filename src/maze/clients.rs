@@ -135,16 +135,8 @@ impl Registry {
 /// Accepts user clients until `shutdown`.
 pub async fn run(listener: TcpListener, registry: Arc<Registry>, shutdown: CancellationToken) {
     loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "maze client accept");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let Some((stream, peer)) = super::accept(&listener, &shutdown, "maze clients").await else {
+            return;
         };
         let registry = registry.clone();
         let shutdown = shutdown.clone();

@@ -31,6 +31,28 @@ pub mod source;
 pub mod state;
 pub mod workload;
 
+/// Accepts the next connection, or `None` once `shutdown` fires. Accept
+/// errors (e.g. out of file descriptors) are logged and retried after a
+/// pause rather than ending the listener.
+pub(crate) async fn accept(
+    listener: &tokio::net::TcpListener,
+    shutdown: &tokio_util::sync::CancellationToken,
+    what: &'static str,
+) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => return Some(a),
+                Err(e) => {
+                    tracing::warn!(error = %e, listener = what, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
 pub use protocol::{parse_line, Event, EventKind, ParseError, UserId};
 pub use state::{LinesStats, MazeEffect, MazeOutcome, MazeState, Notification, Recipients};
 

@@ -54,16 +54,8 @@ pub async fn run(
 ) {
     let current: Arc<Mutex<Option<CancellationToken>>> = Arc::new(Mutex::new(None));
     loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "maze source accept");
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                    continue;
-                }
-            },
+        let Some((stream, peer)) = super::accept(&listener, &shutdown, "maze source").await else {
+            return;
         };
         tracing::info!(%peer, "maze event source connected: new stream");
         counters.connections.fetch_add(1, Ordering::Relaxed);

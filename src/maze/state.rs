@@ -108,6 +108,19 @@ pub struct LinesStats {
     pub follows_refused: u64,
 }
 
+impl LinesStats {
+    /// Adds `other` to these totals (saturating: counters never wrap).
+    pub fn add(&mut self, other: &LinesStats) {
+        self.accepted = self.accepted.saturating_add(other.accepted);
+        self.duplicate = self.duplicate.saturating_add(other.duplicate);
+        self.malformed = self.malformed.saturating_add(other.malformed);
+        self.stale = self.stale.saturating_add(other.stale);
+        self.delivered = self.delivered.saturating_add(other.delivered);
+        self.skipped = self.skipped.saturating_add(other.skipped);
+        self.follows_refused = self.follows_refused.saturating_add(other.follows_refused);
+    }
+}
+
 /// The result of one [`MazeCommand`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MazeOutcome {

@@ -14,7 +14,6 @@
 use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use openraft::storage::RaftStateMachine;
@@ -49,48 +48,20 @@ pub struct Shared {
     state: RwLock<SmState>,
     /// Where applied maze notifications go: this node's connected users.
     maze_sink: OnceLock<Arc<Registry>>,
-    maze_counters: MazeCounters,
+    maze_totals: std::sync::Mutex<LinesStats>,
 }
 
-/// Cumulative maze apply statistics of this node (not replicated state:
-/// they restart from zero with the process).
-#[derive(Debug, Default)]
-pub struct MazeCounters {
-    pub accepted: AtomicU64,
-    pub duplicate: AtomicU64,
-    pub malformed: AtomicU64,
-    pub stale: AtomicU64,
-    pub delivered: AtomicU64,
-    pub skipped: AtomicU64,
-    pub follows_refused: AtomicU64,
-}
-
-impl MazeCounters {
-    fn record(&self, stats: &LinesStats) {
-        self.accepted.fetch_add(stats.accepted, Ordering::Relaxed);
-        self.duplicate.fetch_add(stats.duplicate, Ordering::Relaxed);
-        self.malformed.fetch_add(stats.malformed, Ordering::Relaxed);
-        self.stale.fetch_add(stats.stale, Ordering::Relaxed);
-        self.delivered.fetch_add(stats.delivered, Ordering::Relaxed);
-        self.skipped.fetch_add(stats.skipped, Ordering::Relaxed);
-        self.follows_refused.fetch_add(stats.follows_refused, Ordering::Relaxed);
-    }
-}
-
-/// The maze part of `/status`.
+/// The maze part of `/status`: the stream's position, and the totals of
+/// what this node's applies did (not replicated state: they restart from
+/// zero with the process).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct MazeStatus {
     pub epoch: u64,
     pub next_seq: u64,
     pub pending: usize,
     pub follow_edges: usize,
-    pub accepted: u64,
-    pub duplicate: u64,
-    pub malformed: u64,
-    pub stale: u64,
-    pub delivered: u64,
-    pub skipped: u64,
-    pub follows_refused: u64,
+    #[serde(flatten)]
+    pub totals: LinesStats,
 }
 
 /// Storage changes of the maze within one apply, coalesced: a line
@@ -261,20 +232,8 @@ impl SmReader {
                 state.maze.follower_count(),
             )
         };
-        let c = &self.shared.maze_counters;
-        MazeStatus {
-            epoch,
-            next_seq,
-            pending,
-            follow_edges,
-            accepted: c.accepted.load(Ordering::Relaxed),
-            duplicate: c.duplicate.load(Ordering::Relaxed),
-            malformed: c.malformed.load(Ordering::Relaxed),
-            stale: c.stale.load(Ordering::Relaxed),
-            delivered: c.delivered.load(Ordering::Relaxed),
-            skipped: c.skipped.load(Ordering::Relaxed),
-            follows_refused: c.follows_refused.load(Ordering::Relaxed),
-        }
+        let totals = self.shared.maze_totals.lock().map(|t| *t).unwrap_or_default();
+        MazeStatus { epoch, next_seq, pending, follow_edges, totals }
     }
 }
 
@@ -305,7 +264,7 @@ impl StateMachine {
             db,
             state: RwLock::new(state),
             maze_sink: OnceLock::new(),
-            maze_counters: MazeCounters::default(),
+            maze_totals: std::sync::Mutex::new(LinesStats::default()),
         });
         let sm =
             StateMachine { shared, snapshot_dir: snapshot_dir.to_path_buf(), snapshot_count: 0 };
@@ -399,7 +358,9 @@ impl StateMachine {
                                 if let MazeOutcome::Lines(stats) | MazeOutcome::Skipped(stats) =
                                     &outcome
                                 {
-                                    self.shared.maze_counters.record(stats);
+                                    if let Ok(mut totals) = self.shared.maze_totals.lock() {
+                                        totals.add(stats);
+                                    }
                                 }
                                 for effect in maze_effects.drain(..) {
                                     maze_writes.add(effect);
