@@ -378,7 +378,11 @@ impl StateMachine {
                             Outcome::Dequeued { seq } => {
                                 let queue = match command {
                                     crate::queue::Command::Dequeue { queue, .. } => queue.as_str(),
-                                    _ => unreachable!("only Dequeue dequeues"),
+                                    other => {
+                                        return Err(StoreError::Corrupt(format!(
+                                            "queue core answered Dequeued to {other:?}"
+                                        )))
+                                    }
                                 };
                                 let event = match pending.get(&(queue.to_string(), seq)) {
                                     Some(body) => body.clone(),
