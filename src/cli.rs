@@ -29,6 +29,19 @@ pub enum Command {
     Bench(BenchArgs),
     /// Follower-maze verification: the reference test program's behaviour.
     MazeVerify(MazeVerifyArgs),
+    /// Seed a new cluster's first node from a backup (`GET /cluster/backup`).
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup file.
+    pub file: PathBuf,
+    /// The data dir to create (must not hold a node yet). Then run
+    /// `raftq serve --data-dir` on it without --seeds: it bootstraps a new
+    /// cluster holding the backup's data.
+    #[arg(long, env = "RAFTQ_DATA_DIR")]
+    pub data_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -140,6 +140,20 @@ impl Client {
         }
     }
 
+    /// `/status` of exactly the node at `base` (no failover, no redirect),
+    /// with a short timeout: for surveying every member.
+    pub async fn status_of(&self, base: &str) -> Result<Value, ClientError> {
+        let url = format!("{}/status", base.trim_end_matches('/'));
+        let mut request = self.http.get(&url).timeout(Duration::from_secs(3));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response =
+            request.send().await.map_err(|e| ClientError::Unreachable(format!("{url}: {e}")))?;
+        let response = Self::expect_ok(response).await?;
+        response.json().await.map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
     pub async fn status(&self) -> Result<Value, ClientError> {
         let response = Self::expect_ok(self.send(Method::GET, "/status", None, &[]).await?).await?;
         response.json().await.map_err(|e| ClientError::Protocol(e.to_string()))

@@ -20,6 +20,7 @@ pub mod cli;
 pub mod client;
 pub mod maze;
 pub mod membership;
+pub mod metrics;
 pub mod node;
 pub mod queue;
 pub mod raft;

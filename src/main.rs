@@ -27,6 +27,7 @@ fn main() -> anyhow::Result<()> {
             Command::Event(args) => cmd::event::run(args).await,
             Command::Bench(args) => cmd::bench::run(args).await,
             Command::MazeVerify(args) => cmd::maze_verify::run(args).await,
+            Command::Restore(args) => cmd::restore::run(args),
         }
     })
 }

@@ -37,6 +37,12 @@ pub enum ApiError {
     NoLeader,
     #[error("{0}; the outcome of a write is unknown, retry it with the same Idempotency-Key")]
     Unavailable(String),
+    /// The request is valid but the cluster's state forbids it now.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    /// A named thing (e.g. a node id) that does not exist.
+    #[error("{message}")]
+    Unknown { code: &'static str, message: String },
     #[error("missing or wrong bearer token")]
     Unauthorized,
     #[error("internal error: {0}")]
@@ -63,6 +69,8 @@ impl ApiError {
             ApiError::Redirect { .. } => (StatusCode::TEMPORARY_REDIRECT, "not_leader"),
             ApiError::NoLeader => (StatusCode::SERVICE_UNAVAILABLE, "no_leader"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
+            ApiError::Unknown { code, .. } => (StatusCode::NOT_FOUND, code),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }

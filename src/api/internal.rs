@@ -63,6 +63,15 @@ async fn propose(State(s): State<InternalState>, body: Bytes) -> Response {
     }
 }
 
+/// A leadership transfer's last step (see `api::admin::transfer_leader`):
+/// campaign now. openraft ignores it on a leader or a learner.
+async fn elect(State(s): State<InternalState>) -> Response {
+    match s.raft.trigger().elect().await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    }
+}
+
 async fn read_index(State(s): State<InternalState>) -> Response {
     Json(s.barrier.read_index().await).into_response()
 }
@@ -75,6 +84,7 @@ pub fn router(state: InternalState) -> Router {
         .route(PATH_IDENTITY, get(identity))
         .route(crate::raft::read::PATH_READ_INDEX, post(read_index))
         .route(PATH_PROPOSE, post(propose))
+        .route(super::admin::PATH_ELECT, post(elect))
         .layer(DefaultBodyLimit::max(RPC_BODY_MAX))
         .with_state(state)
 }

@@ -19,6 +19,7 @@
 //!                    └──────────────────────────────────────────────┴▶ SmReader
 //! ```
 
+pub mod admin;
 pub mod error;
 pub mod events;
 pub mod extract;
@@ -62,6 +63,17 @@ pub struct AppState {
     pub api_token: Option<String>,
     pub last_membership_decision: Arc<Mutex<Option<String>>>,
     pub maze: Option<MazeHandles>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// API writes hold it shared; a leadership transfer holds it exclusively
+    /// to pause them (see `admin::transfer_leader`).
+    pub write_gate: tokio::sync::RwLock<()>,
+    /// mTLS client for node-to-node calls.
+    pub peer_client: reqwest::Client,
+    /// How long followers refuse votes after the leader's last message
+    /// (openraft: `election_timeout_max`).
+    pub leader_lease: Duration,
+    /// Where `GET /cluster/backup` stages its (unlinked) file.
+    pub backup_dir: std::path::PathBuf,
 }
 
 /// The maze's live counters, for `/status` (absent with `--no-maze`).
@@ -93,8 +105,13 @@ impl AppState {
     }
 
     async fn propose(&self, command: Command, uri: &Uri) -> Result<Reply, ApiError> {
+        self.propose_op(Op::Queue(command), uri).await
+    }
+
+    async fn propose_op(&self, op: Op, uri: &Uri) -> Result<Reply, ApiError> {
         self.route_write(uri)?;
-        match tokio::time::timeout(WRITE_TIMEOUT, self.proposer.propose(Op::Queue(command))).await {
+        let _gate = self.write_gate.read().await;
+        match tokio::time::timeout(WRITE_TIMEOUT, self.proposer.propose(op)).await {
             Ok(result) => result.map_err(|e| error::from_propose(e, path_and_query(uri))),
             Err(_) => {
                 Err(ApiError::Unavailable("timed out waiting for the write to commit".into()))
@@ -141,6 +158,60 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
+/// The route template a request matched, filled in by [`mark_route`] (which
+/// runs after routing) for [`count_request`] (which runs before it).
+#[derive(Clone, Default)]
+struct RouteSlot(Arc<Mutex<Option<String>>>);
+
+async fn mark_route(
+    matched: Option<axum::extract::MatchedPath>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let (Some(matched), Some(slot)) = (matched, request.extensions().get::<RouteSlot>()) {
+        if let Ok(mut route) = slot.0.lock() {
+            *route = Some(matched.as_str().to_owned());
+        }
+    }
+    next.run(request).await
+}
+
+/// Counts and times every public request by route template (never the raw
+/// path: label cardinality must not depend on what clients send).
+async fn count_request(State(state): State<Shared>, mut request: Request, next: Next) -> Response {
+    let slot = RouteSlot::default();
+    request.extensions_mut().insert(slot.clone());
+    let method = request.method().clone();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let route = slot.0.lock().ok().and_then(|r| r.clone());
+    let route = route.as_deref().unwrap_or("unmatched");
+    // Methods outside the standard set would be client-chosen label values.
+    let method = match method {
+        m if [
+            http::Method::GET,
+            http::Method::POST,
+            http::Method::PUT,
+            http::Method::DELETE,
+            http::Method::HEAD,
+            http::Method::OPTIONS,
+            http::Method::PATCH,
+        ]
+        .contains(&m) =>
+        {
+            m.to_string()
+        }
+        _ => "other".to_owned(),
+    };
+    let metrics = &state.metrics;
+    metrics
+        .http_seconds
+        .with_label_values(&[route, &method])
+        .observe(started.elapsed().as_secs_f64());
+    metrics.http_requests.with_label_values(&[route, &method, response.status().as_str()]).inc();
+    response
+}
+
 /// `--api-token`: every route but `/healthz` needs the bearer token.
 async fn require_token(
     State(state): State<Shared>,
@@ -155,6 +226,16 @@ async fn require_token(
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "));
             if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
+                // Read (and drop) the body before refusing: an HTTP/2 answer
+                // that leaves the request body unread ends the stream with
+                // RST_STREAM, which curl reports as a transport error (exit
+                // 92) instead of showing the 401. Bounded like any body.
+                let limit = state.max_event_bytes.saturating_add(64 << 10);
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    axum::body::to_bytes(request.into_body(), limit),
+                )
+                .await;
                 return Err(ApiError::Unauthorized);
             }
         }
@@ -186,8 +267,14 @@ pub fn public_router(state: Shared) -> Router {
         .route("/healthz", get(status::healthz))
         .route("/readyz", get(status::readyz))
         .route("/cluster/nodes", get(status::nodes))
+        .route("/cluster/nodes/{id}", axum::routing::delete(admin::remove_node))
+        .route("/cluster/leader/transfer", post(admin::transfer_leader))
+        .route("/cluster/backup", get(admin::backup))
+        .route("/metrics", get(status::metrics))
+        .route_layer(middleware::from_fn(mark_route))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(middleware::from_fn_with_state(state.clone(), count_request))
         .with_state(state)
 }

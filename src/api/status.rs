@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use openraft::ServerState;
@@ -22,7 +22,7 @@ pub fn role_name(state: ServerState) -> &'static str {
     }
 }
 
-async fn commit_index(state: &Shared) -> Option<u64> {
+pub(crate) async fn commit_index(state: &Shared) -> Option<u64> {
     state.raft.with_raft_state(|s| s.committed.map(|c| c.index)).await.ok().flatten()
 }
 
@@ -58,7 +58,7 @@ pub async fn status(State(state): State<Shared>) -> Json<Value> {
     }))
 }
 
-fn maze_status(state: &Shared) -> Value {
+pub(crate) fn maze_status(state: &Shared) -> Value {
     use std::sync::atomic::Ordering::Relaxed;
     let Some(maze) = &state.maze else { return Value::Null };
     let c = &maze.registry.counters;
@@ -132,4 +132,57 @@ pub async fn nodes(State(state): State<Shared>) -> Json<Value> {
         })
         .collect();
     Json(json!({ "leader_id": metrics.current_leader, "nodes": nodes }))
+}
+
+/// `GET /metrics`: Prometheus text. State gauges are refreshed from their
+/// owners here (see `crate::metrics`).
+pub async fn metrics(State(state): State<Shared>) -> Response {
+    let m = &state.metrics;
+    let raft = state.raft.metrics().borrow().clone();
+    let membership = raft.membership_config.membership();
+    let index = |i: Option<u64>| i64::try_from(i.unwrap_or(0)).unwrap_or(i64::MAX);
+    m.raft.term.set(index(Some(raft.current_term)));
+    m.raft.is_leader.set(i64::from(raft.current_leader == Some(state.node_id)));
+    m.raft.last_log_index.set(index(raft.last_log_index));
+    m.raft.commit_index.set(index(commit_index(&state).await));
+    m.raft.applied_index.set(index(raft.last_applied.map(|l| l.index)));
+    m.raft.snapshot_index.set(index(raft.snapshot.map(|l| l.index)));
+    m.raft.purged_index.set(index(raft.purged.map(|l| l.index)));
+    m.raft.voters.set(index(Some(membership.voter_ids().count() as u64)));
+    m.raft.learners.set(index(Some(membership.learner_ids().count() as u64)));
+    for (name, meta) in state.reader.queues() {
+        m.queue_pending.with_label_values(&[&name]).set(index(Some(meta.len())));
+        m.queue_head.with_label_values(&[&name]).set(index(Some(meta.head())));
+        m.queue_retained
+            .with_label_values(&[&name])
+            .set(index(Some(meta.front.saturating_sub(meta.oldest))));
+    }
+    // The same counters `/status` shows, flattened: `stream.pending` becomes
+    // `raftq_maze{counter="stream_pending"}`.
+    if let Value::Object(fields) = maze_status(&state) {
+        for (key, value) in fields {
+            match value {
+                Value::Object(inner) => {
+                    for (k, v) in inner {
+                        if let Some(n) = v.as_u64() {
+                            m.maze.with_label_values(&[&format!("{key}_{k}")]).set(index(Some(n)));
+                        }
+                    }
+                }
+                v => {
+                    if let Some(n) = v.as_u64() {
+                        m.maze.with_label_values(&[&key]).set(index(Some(n)));
+                    }
+                }
+            }
+        }
+    }
+    match m.render() {
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "rendering metrics");
+            super::error::ApiError::Internal(e.to_string()).into_response()
+        }
+    }
 }

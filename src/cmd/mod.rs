@@ -4,5 +4,6 @@ pub mod bench;
 pub mod certs;
 pub mod event;
 pub mod maze_verify;
+pub mod restore;
 pub mod serve;
 pub mod status;

@@ -1,16 +1,37 @@
-//! `raftq status`: a node's view of the cluster, for people.
+//! `raftq status`: the cluster as one node sees it, then every member's own
+//! view (role, term, applied index, lag behind the leader), for people.
+
+use std::collections::BTreeMap;
 
 use raftq::cli::StatusArgs;
 use raftq::client::Client;
 use serde_json::Value;
 
 pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
-    let status = Client::new(&args.client)?.status().await?;
+    let client = Client::new(&args.client)?;
+    let status = client.status().await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
         return Ok(());
     }
-    print!("{}", render(&status));
+    // Ask every member for its own view, concurrently: a dead or partitioned
+    // member shows as unreachable instead of stalling the table.
+    let members = members(&status);
+    let surveys = futures_util::future::join_all(members.iter().map(|(_, api_addr)| {
+        let client = &client;
+        async move {
+            match api_addr {
+                Some(addr) => {
+                    client.status_of(&format!("https://{addr}")).await.map_err(|e| e.to_string())
+                }
+                None => Err("no address known".to_string()),
+            }
+        }
+    }))
+    .await;
+    let views: BTreeMap<u64, Result<Value, String>> =
+        members.iter().map(|(id, _)| *id).zip(surveys).collect();
+    print!("{}", render(&status, &views));
     Ok(())
 }
 
@@ -22,28 +43,41 @@ fn field(v: &Value, key: &str) -> String {
     }
 }
 
-/// The human form of `/status`: a summary, then one row per gossip member.
-pub fn render(status: &Value) -> String {
+fn ids(status: &Value, key: &str) -> Vec<u64> {
+    status[key].as_array().map(|a| a.iter().filter_map(Value::as_u64).collect()).unwrap_or_default()
+}
+
+/// Every node the answering node knows of (Raft members and gossip
+/// members), with the API address gossip reports for it.
+fn members(status: &Value) -> Vec<(u64, Option<String>)> {
+    let mut out: BTreeMap<u64, Option<String>> = BTreeMap::new();
+    for id in ids(status, "voters").into_iter().chain(ids(status, "learners")) {
+        out.entry(id).or_default();
+    }
+    for m in status["members"].as_array().into_iter().flatten() {
+        if let Some(id) = m["node_id"].as_u64() {
+            out.insert(id, m["api_addr"].as_str().map(String::from));
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// The human form: a summary of the answering node, then one row per
+/// member from that member's own `/status`.
+pub fn render(status: &Value, views: &BTreeMap<u64, Result<Value, String>>) -> String {
     let mut out = String::new();
     let line = |out: &mut String, k: &str, v: String| out.push_str(&format!("{k:<16} {v}\n"));
-    line(&mut out, "node", field(status, "node_id"));
-    line(&mut out, "role", field(status, "role"));
+    line(
+        &mut out,
+        "asked node",
+        format!("{} ({})", field(status, "node_id"), field(status, "role")),
+    );
     line(
         &mut out,
         "leader",
         format!("{} ({})", field(status, "leader_id"), field(status, "leader_api_url")),
     );
     line(&mut out, "term", field(status, "term"));
-    line(
-        &mut out,
-        "log",
-        format!(
-            "last {} / committed {} / applied {}",
-            field(status, "last_log_index"),
-            field(status, "commit_index"),
-            field(status, "applied_index")
-        ),
-    );
     line(
         &mut out,
         "queue default",
@@ -54,35 +88,110 @@ pub fn render(status: &Value) -> String {
             field(status, "head_seq")
         ),
     );
-    let ids = |key: &str| -> Vec<u64> {
-        status[key]
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_u64).collect())
-            .unwrap_or_default()
-    };
-    let (voters, learners) = (ids("voters"), ids("learners"));
+    let (voters, learners) = (ids(status, "voters"), ids(status, "learners"));
+    let gossip: BTreeMap<u64, bool> = status["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| Some((m["node_id"].as_u64()?, m["live"].as_bool().unwrap_or(false))))
+        .collect();
+    let api: BTreeMap<u64, String> =
+        members(status).into_iter().filter_map(|(id, addr)| Some((id, addr?))).collect();
+    let leader_applied = status["leader_id"]
+        .as_u64()
+        .and_then(|l| views.get(&l))
+        .and_then(|v| v.as_ref().ok())
+        .and_then(|v| v["applied_index"].as_u64());
     out.push_str(&format!(
-        "\n{:<22} {:<8} {:<8} {:<24} {}\n",
-        "NODE", "RAFT", "GOSSIP", "API", "RAFT ADDR"
+        "\n{:<22} {:<8} {:<10} {:>6} {:>10} {:>7} {:<7} {}\n",
+        "NODE", "MEMBER", "ROLE", "TERM", "APPLIED", "LAG", "GOSSIP", "API"
     ));
-    for m in status["members"].as_array().into_iter().flatten() {
-        let id = m["node_id"].as_u64().unwrap_or(0);
-        let role = if voters.contains(&id) {
+    for (id, view) in views {
+        let member = if voters.contains(id) {
             "voter"
-        } else if learners.contains(&id) {
+        } else if learners.contains(id) {
             "learner"
         } else {
             "-"
         };
-        let live = if m["live"].as_bool().unwrap_or(false) { "live" } else { "dead" };
-        out.push_str(&format!(
-            "{:<22} {:<8} {:<8} {:<24} {}\n",
-            id,
-            role,
-            live,
-            field(m, "api_addr"),
-            field(m, "raft_addr")
-        ));
+        let live = match gossip.get(id) {
+            Some(true) => "live",
+            Some(false) => "dead",
+            None => "-",
+        };
+        match view {
+            Ok(v) => {
+                let applied = v["applied_index"].as_u64();
+                let lag = match (leader_applied, applied) {
+                    (Some(l), Some(a)) => l.saturating_sub(a).to_string(),
+                    _ => "-".into(),
+                };
+                out.push_str(&format!(
+                    "{:<22} {:<8} {:<10} {:>6} {:>10} {:>7} {:<7} {}\n",
+                    id,
+                    member,
+                    field(v, "role"),
+                    field(v, "term"),
+                    field(v, "applied_index"),
+                    lag,
+                    live,
+                    api.get(id).map_or("-", String::as_str)
+                ));
+            }
+            Err(e) => out.push_str(&format!(
+                "{:<22} {:<8} {:<10} {:>6} {:>10} {:>7} {:<7} {} (unreachable: {})\n",
+                id,
+                member,
+                "-",
+                "-",
+                "-",
+                "-",
+                live,
+                api.get(id).map_or("-", String::as_str),
+                e
+            )),
+        }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn table_shows_each_members_own_view_and_lag() {
+        let status = json!({
+            "node_id": 1, "role": "leader", "leader_id": 1,
+            "leader_api_url": "https://10.0.0.1:8080", "term": 3,
+            "queue_len": 2, "front_seq": 5, "head_seq": 6,
+            "voters": [1, 2], "learners": [3],
+            "members": [
+                {"node_id": 1, "live": true, "api_addr": "10.0.0.1:8080"},
+                {"node_id": 2, "live": true, "api_addr": "10.0.0.2:8080"},
+                {"node_id": 3, "live": false, "api_addr": "10.0.0.3:8080"},
+            ],
+        });
+        assert_eq!(members(&status).iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![1, 2, 3]);
+        let views = BTreeMap::from([
+            (1, Ok(json!({"role": "leader", "term": 3, "applied_index": 40}))),
+            (2, Ok(json!({"role": "follower", "term": 3, "applied_index": 37}))),
+            (3, Err("connection refused".to_string())),
+        ]);
+        let table = render(&status, &views);
+        let row = |id: &str| {
+            table
+                .lines()
+                .find(|l| l.starts_with(id))
+                .unwrap_or_else(|| panic!("{table}"))
+                .to_string()
+        };
+        let two = row("2 ");
+        let two: Vec<&str> = two.split_whitespace().collect();
+        assert_eq!(two[..7], ["2", "voter", "follower", "3", "37", "3", "live"], "{table}");
+        let three = row("3 ");
+        assert!(three.contains("learner") && three.contains("unreachable: connection refused"));
+        assert!(table.contains("front 5, head 6"), "{table}");
+    }
 }

@@ -37,6 +37,8 @@ pub struct Driver {
     pub peer_client: reqwest::Client,
     pub identity: Identity,
     pub dead_grace: Duration,
+    /// Replicated state: which nodes an operator retired.
+    pub reader: crate::raft::state_machine::SmReader,
     /// Last decision and its outcome, for `/status`.
     pub last_decision: Arc<std::sync::Mutex<Option<String>>>,
 }
@@ -83,6 +85,7 @@ impl Driver {
                 dead_grace_ms: self.dead_grace.as_millis() as u64,
                 catchup_lag_max: 64,
                 quarantined: quarantined.keys().copied().collect(),
+                retired: self.reader.retired(),
             };
             let Some(action) = reconcile::decide(&view) else { continue };
             tracing::info!(?action, "membership change");

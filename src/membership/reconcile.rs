@@ -8,6 +8,7 @@
 //!  voter/learner address changed in gossip ──UpdateNode──▶ same id, new address
 //!  voter down longer than grace, > 3 voters ──RemoveVoter──▶ gone
 //!  learner down longer than grace ──RemoveLearner──▶ gone
+//!  retired by an operator (any role) ──RemoveVoter/RemoveLearner──▶ gone, never re-added
 //! ```
 //!
 //! One action per call: openraft accepts one membership change at a time, and
@@ -45,6 +46,8 @@ pub struct View {
     pub catchup_lag_max: u64,
     /// Nodes not to add for now (their identity check failed recently).
     pub quarantined: BTreeSet<NodeId>,
+    /// Nodes an operator removed (replicated tombstones): out for good.
+    pub retired: BTreeSet<NodeId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +86,20 @@ impl View {
 /// The next membership change, most urgent first, or `None` when the
 /// membership already matches what gossip sees.
 pub fn decide(view: &View) -> Option<Action> {
+    // An operator's removal finishes first (it may have been cut short by a
+    // leader change between the tombstone and the membership change). The
+    // voter floor does not apply: the operator asked for it.
+    for &id in &view.retired {
+        if id == view.self_id {
+            continue;
+        }
+        if view.voters.contains(&id) {
+            return Some(Action::RemoveVoter { id });
+        }
+        if view.learners.contains(&id) {
+            return Some(Action::RemoveLearner { id });
+        }
+    }
     // Wrong addresses make a member unreachable: fix them first.
     for (&id, node) in &view.live {
         if let Some(stored) = view.nodes.get(&id) {
@@ -105,7 +122,11 @@ pub fn decide(view: &View) -> Option<Action> {
         }
     }
     for (&id, node) in &view.live {
-        if id != view.self_id && !view.nodes.contains_key(&id) && !view.quarantined.contains(&id) {
+        if id != view.self_id
+            && !view.nodes.contains_key(&id)
+            && !view.quarantined.contains(&id)
+            && !view.retired.contains(&id)
+        {
             return Some(Action::AddLearner { id, node: node.clone() });
         }
     }
@@ -160,7 +181,41 @@ mod tests {
             dead_grace_ms: 60_000,
             catchup_lag_max: 10,
             quarantined: BTreeSet::new(),
+            retired: BTreeSet::new(),
         }
+    }
+
+    #[test]
+    fn a_retired_voter_is_removed_even_at_the_floor_and_first() {
+        let mut v = view(&[1, 2, 3], &[4]);
+        v.matched.insert(4, 0);
+        v.live.insert(
+            2,
+            Node { raft_addr: "10.9.9.9:1112".into(), api_addr: "10.9.9.9:8080".into() },
+        );
+        v.retired.insert(2);
+        assert_eq!(decide(&v), Some(Action::RemoveVoter { id: 2 }));
+        v.voters.remove(&2);
+        v.nodes.remove(&2);
+        assert_eq!(decide(&v), None, "live but retired: never added back");
+    }
+
+    #[test]
+    fn a_retired_learner_is_removed_and_a_retired_leader_is_left_alone() {
+        let mut v = view(&[1, 2, 3], &[4]);
+        v.retired.insert(4);
+        assert_eq!(decide(&v), Some(Action::RemoveLearner { id: 4 }));
+        let mut v = view(&[1, 2, 3], &[]);
+        v.retired.insert(1);
+        assert_eq!(decide(&v), None, "the leader hands over leadership first");
+    }
+
+    #[test]
+    fn a_retired_stranger_is_never_added() {
+        let mut v = view(&[1], &[]);
+        v.live.insert(2, node(2));
+        v.retired.insert(2);
+        assert_eq!(decide(&v), None);
     }
 
     #[test]

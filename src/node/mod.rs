@@ -59,6 +59,8 @@ pub enum NodeError {
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
     Gossip(#[from] crate::membership::gossip::GossipError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
 }
 
 /// A running node.
@@ -127,7 +129,9 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
     let peer_client = tls.raft_client()?;
 
     let db = crate::raft::db::open(&data_dir.join("db"))?;
-    let log_store = LogStore::new(db.clone());
+    let fsync_seconds = crate::metrics::fsync_histogram()?;
+    let log_store = LogStore::new(db.clone()).with_fsync_histogram(fsync_seconds.clone());
+    let metrics = Arc::new(crate::metrics::Metrics::new(fsync_seconds)?);
     let state_machine = StateMachine::open(db, &data_dir.join("snapshots"))?;
     let reader = state_machine.reader();
     let maze_registry = Registry::new(args.maze_client_buffer);
@@ -218,9 +222,10 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
     let driver = Driver {
         raft: raft.clone(),
         gossip: gossip.clone(),
-        peer_client,
+        peer_client: peer_client.clone(),
         identity,
         dead_grace: Duration::from_secs(args.dead_node_grace_secs),
+        reader: reader.clone(),
         last_decision: last_decision.clone(),
     };
     tasks.spawn(driver.run(shutdown.clone()));
@@ -283,7 +288,17 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
         api_token: args.api_token.clone().filter(|t| !t.is_empty()),
         last_membership_decision: last_decision,
         maze,
+        metrics: metrics.clone(),
+        write_gate: tokio::sync::RwLock::new(()),
+        peer_client: peer_client.clone(),
+        leader_lease: Duration::from_millis(args.election_timeout_ms * 2),
+        backup_dir: data_dir.join("tmp"),
     });
+    tasks.spawn(count_leader_changes(
+        raft.clone(),
+        metrics.leader_changes.clone(),
+        shutdown.clone(),
+    ));
     let api = axum_server::Handle::new();
     {
         let tls_config = tls.api_server_config(args.api_client_ca.as_deref())?;
@@ -299,6 +314,28 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
     }
     tracing::info!(node_id, api = %node.api_url(), raft = %node.raft_url(), gossip = %gossip_advertise, "node started");
     Ok(NodeHandle { node_id, raft, shutdown, tasks, api, raft_port, gossip })
+}
+
+/// Counts changes of the leader this node knows
+/// (`raftq_raft_leader_changes_total`); the first leader it learns of counts.
+async fn count_leader_changes(
+    raft: Raft,
+    counter: prometheus::IntCounter,
+    shutdown: CancellationToken,
+) {
+    let mut metrics = raft.metrics();
+    let mut leader = None;
+    loop {
+        let now = metrics.borrow_and_update().current_leader;
+        if now != leader {
+            counter.inc();
+            leader = now;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = metrics.changed() => if changed.is_err() { return },
+        }
+    }
 }
 
 impl NodeHandle {

@@ -14,6 +14,7 @@
 //! |          | `m/c`                        | maze cursor: epoch, next      |
 //! |          | `m/p/<seq u64 BE>`           | buffered maze line            |
 //! |          | `m/f/<followed BE><follower BE>` | follow edge (empty)       |
+//! |          | `r/<node id BE>`             | retired node (empty)          |
 //! | `events` | `<queue>\0<seq u64 BE>`      | event body (UTF-8)            |
 //!
 //! Big-endian integers make RocksDB's byte order the numeric order, so range
@@ -44,6 +45,14 @@ pub const SM_IDEM_PREFIX: &[u8] = b"i/";
 pub const SM_MAZE_CURSOR: &[u8] = b"m/c";
 pub const SM_MAZE_PENDING_PREFIX: &[u8] = b"m/p/";
 pub const SM_MAZE_FOLLOW_PREFIX: &[u8] = b"m/f/";
+
+pub const SM_RETIRED_PREFIX: &[u8] = b"r/";
+
+pub fn retired_key(id: u64) -> Vec<u8> {
+    let mut key = SM_RETIRED_PREFIX.to_vec();
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
 
 pub fn maze_pending_key(seq: u64) -> Vec<u8> {
     let mut key = SM_MAZE_PENDING_PREFIX.to_vec();

@@ -27,11 +27,20 @@ use super::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
+    /// Synced writes are timed here when set (exported as
+    /// `raftq_log_fsync_seconds`).
+    fsync_seconds: Option<prometheus::Histogram>,
 }
 
 impl LogStore {
     pub fn new(db: Arc<DB>) -> Self {
-        LogStore { db }
+        LogStore { db, fsync_seconds: None }
+    }
+
+    /// Times every synced write into `histogram`.
+    pub fn with_fsync_histogram(mut self, histogram: prometheus::Histogram) -> Self {
+        self.fsync_seconds = Some(histogram);
+        self
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(
@@ -52,12 +61,17 @@ impl LogStore {
         build: impl FnOnce(&DB, &mut WriteBatch) -> Result<(), StoreError> + Send + 'static,
     ) -> Result<(), StoreError> {
         let db = self.db.clone();
+        let timer = if sync { self.fsync_seconds.clone() } else { None };
         tokio::task::spawn_blocking(move || {
             let mut batch = WriteBatch::default();
             build(&db, &mut batch)?;
             let mut opts = WriteOptions::default();
             opts.set_sync(sync);
+            let started = std::time::Instant::now();
             db.write_opt(batch, &opts)?;
+            if let Some(histogram) = timer {
+                histogram.observe(started.elapsed().as_secs_f64());
+            }
             Ok(())
         })
         .await

@@ -15,6 +15,7 @@
 //!   `client_write`, so concurrent writes are gathered into one entry.
 //! - [`ReadBarrier`]: linearizable reads on leader and followers.
 
+pub mod backup;
 pub mod db;
 pub mod keys;
 pub mod log_store;

@@ -80,7 +80,7 @@ fn op_bytes(op: &Op) -> usize {
     match op {
         Op::Queue(command) => command_bytes(command),
         Op::Maze(MazeCommand::Lines { lines, .. }) => lines.iter().map(String::len).sum(),
-        Op::Maze(_) => 16,
+        Op::Maze(_) | Op::RetireNode { .. } => 16,
     }
 }
 

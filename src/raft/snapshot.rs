@@ -14,6 +14,8 @@
 //! file (a crash mid-write, a cut transfer) into a clear error instead of a
 //! silently partial state.
 
+use std::io::Write;
+
 use super::db::StoreError;
 use super::keys::SM_CFS;
 use super::types::SnapshotMeta;
@@ -21,44 +23,52 @@ use super::types::SnapshotMeta;
 const MAGIC: &[u8] = b"RAFTQSNAP1\n";
 const END: u8 = 0xFF;
 
-/// Accumulates a snapshot into a byte buffer.
-pub struct Writer {
-    buf: Vec<u8>,
+/// Writes a snapshot to `out` (a buffer for Raft, a file for backups),
+/// checksumming as it goes.
+pub struct Writer<W: Write> {
+    out: W,
+    crc: crc32fast::Hasher,
 }
 
-impl Writer {
-    pub fn new(meta: &SnapshotMeta) -> Result<Self, StoreError> {
+impl<W: Write> Writer<W> {
+    pub fn new(out: W, meta: &SnapshotMeta) -> Result<Self, StoreError> {
         let meta = serde_json::to_vec(meta)?;
-        let mut buf = Vec::with_capacity(1024);
-        buf.extend_from_slice(MAGIC);
-        put_len(&mut buf, meta.len())?;
-        buf.extend_from_slice(&meta);
-        Ok(Writer { buf })
+        let mut writer = Writer { out, crc: crc32fast::Hasher::new() };
+        writer.put(MAGIC)?;
+        writer.put_len(meta.len())?;
+        writer.put(&meta)?;
+        Ok(writer)
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        self.crc.update(bytes);
+        self.out.write_all(bytes)?;
+        Ok(())
+    }
+
+    fn put_len(&mut self, len: usize) -> Result<(), StoreError> {
+        let len = u32::try_from(len)
+            .map_err(|_| StoreError::Corrupt("snapshot record over 4 GiB".into()))?;
+        self.put(&len.to_be_bytes())
     }
 
     pub fn record(&mut self, cf_index: u8, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         debug_assert!((cf_index as usize) < SM_CFS.len());
-        self.buf.push(cf_index);
-        put_len(&mut self.buf, key.len())?;
-        self.buf.extend_from_slice(key);
-        put_len(&mut self.buf, value.len())?;
-        self.buf.extend_from_slice(value);
-        Ok(())
+        self.put(&[cf_index])?;
+        self.put_len(key.len())?;
+        self.put(key)?;
+        self.put_len(value.len())?;
+        self.put(value)
     }
 
-    pub fn finish(mut self) -> Vec<u8> {
-        self.buf.push(END);
-        let crc = crc32fast::hash(&self.buf);
-        self.buf.extend_from_slice(&crc.to_be_bytes());
-        self.buf
+    /// Writes the end marker and checksum; returns the output.
+    pub fn finish(mut self) -> Result<W, StoreError> {
+        self.put(&[END])?;
+        let crc = self.crc.clone().finalize();
+        self.out.write_all(&crc.to_be_bytes())?;
+        self.out.flush()?;
+        Ok(self.out)
     }
-}
-
-fn put_len(buf: &mut Vec<u8>, len: usize) -> Result<(), StoreError> {
-    let len =
-        u32::try_from(len).map_err(|_| StoreError::Corrupt("snapshot record over 4 GiB".into()))?;
-    buf.extend_from_slice(&len.to_be_bytes());
-    Ok(())
 }
 
 /// A validated snapshot: the checksum matched and every record is well formed.
@@ -131,10 +141,10 @@ mod tests {
 
     fn sample() -> Vec<u8> {
         let meta = SnapshotMeta::default();
-        let mut w = Writer::new(&meta).unwrap();
+        let mut w = Writer::new(Vec::new(), &meta).unwrap();
         w.record(0, b"applied", b"null").unwrap();
         w.record(1, b"q\0\0\0\0\0\0\0\x01", b"hello").unwrap();
-        w.finish()
+        w.finish().unwrap()
     }
 
     #[test]

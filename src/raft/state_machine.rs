@@ -24,8 +24,8 @@ use super::db::{cf, StoreError};
 use super::keys::{self, CF_EVENTS, CF_SM, SM_CFS};
 use super::snapshot;
 use super::types::{
-    Entry, LogId, Op, Reply, Response, Snapshot, SnapshotMeta, StorageError, StoredMembership,
-    TypeConfig,
+    Entry, LogId, NodeId, Op, Reply, Response, Snapshot, SnapshotMeta, StorageError,
+    StoredMembership, TypeConfig,
 };
 use crate::maze::clients::Registry;
 use crate::maze::{LinesStats, MazeEffect, MazeOutcome, MazeState, Notification};
@@ -41,6 +41,8 @@ struct SmState {
     maze: MazeState,
     last_applied: Option<LogId>,
     membership: StoredMembership,
+    /// Nodes an operator removed (see `Op::RetireNode`).
+    retired: std::collections::BTreeSet<NodeId>,
 }
 
 pub struct Shared {
@@ -160,6 +162,35 @@ pub struct SmReader {
 impl SmReader {
     pub fn queue(&self, queue: &str) -> Option<QueueMeta> {
         self.shared.read().queues.queue(queue).copied()
+    }
+
+    /// Writes a backup of the applied state to `out`: the snapshot format,
+    /// from a RocksDB point-in-time view taken under the state lock, so the
+    /// data and the log id in its meta agree. Blocking: call it from
+    /// `spawn_blocking`.
+    pub fn backup<W: std::io::Write>(&self, out: W) -> Result<(W, SnapshotMeta), StoreError> {
+        let db = &self.shared.db;
+        let (view, meta) = {
+            let state = self.shared.read();
+            let meta = SnapshotMeta {
+                last_log_id: state.last_applied,
+                last_membership: state.membership.clone(),
+                snapshot_id: format!("backup-{}", state.last_applied.map_or(0, |l| l.index)),
+            };
+            (db.snapshot(), meta)
+        };
+        let out = dump(db, &view, &meta, out)?;
+        Ok((out, meta))
+    }
+
+    /// Nodes an operator removed; autopilot never adds them back.
+    pub fn retired(&self) -> std::collections::BTreeSet<NodeId> {
+        self.shared.read().retired.clone()
+    }
+
+    /// Every queue's pointers, by name.
+    pub fn queues(&self) -> Vec<(String, QueueMeta)> {
+        self.shared.read().queues.queues().map(|(name, meta)| (name.to_owned(), *meta)).collect()
     }
 
     /// The event at the front of `queue`, if any.
@@ -347,6 +378,12 @@ impl StateMachine {
                     for op in &request.ops {
                         let command = match op {
                             Op::Queue(command) => command,
+                            Op::RetireNode { id } => {
+                                state.retired.insert(*id);
+                                batch.put_cf(sm_cf, keys::retired_key(*id), []);
+                                replies.push(Reply::Retired);
+                                continue;
+                            }
                             Op::Maze(command) => {
                                 maze_effects.clear();
                                 let outcome = state.maze.apply(
@@ -516,6 +553,10 @@ fn load_state(db: &DB) -> Result<SmState, StoreError> {
                 return Err(StoreError::Corrupt(format!("bad maze follow key {key:?}")));
             };
             state.maze.restore_follow(u64::from_be_bytes(followed), u64::from_be_bytes(follower));
+        } else if let Some(id) = key.strip_prefix(keys::SM_RETIRED_PREFIX) {
+            let id: [u8; 8] =
+                id.try_into().map_err(|_| StoreError::Corrupt(format!("bad node key {key:?}")))?;
+            state.retired.insert(u64::from_be_bytes(id));
         } else if let Some(rest) = key.strip_prefix(keys::SM_IDEM_PREFIX) {
             let entry: IdemEntry = serde_json::from_slice(&value)?;
             let idem = rest
@@ -555,16 +596,21 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     }
 }
 
-/// Serialises the state machine column families as seen by `view`.
-fn dump(db: &DB, view: &rocksdb::Snapshot<'_>, meta: &SnapshotMeta) -> Result<Vec<u8>, StoreError> {
-    let mut writer = snapshot::Writer::new(meta)?;
+/// Serialises the state machine column families as seen by `view` to `out`.
+fn dump<W: std::io::Write>(
+    db: &DB,
+    view: &rocksdb::Snapshot<'_>,
+    meta: &SnapshotMeta,
+    out: W,
+) -> Result<W, StoreError> {
+    let mut writer = snapshot::Writer::new(out, meta)?;
     for (index, name) in SM_CFS.iter().enumerate() {
         for item in view.iterator_cf(cf(db, name)?, IteratorMode::Start) {
             let (key, value) = item?;
             writer.record(index as u8, &key, &value)?;
         }
     }
-    Ok(writer.finish())
+    writer.finish()
 }
 
 /// Writes `bytes` as the current snapshot file: temp file, fsync, rename,
@@ -621,7 +667,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let view = db.snapshot();
             let _ = taken_tx.send(());
             let result = (|| {
-                let bytes = dump(&db, &view, &meta)?;
+                let bytes = dump(&db, &view, &meta, Vec::new())?;
                 // The log behind this snapshot is about to be purged: make
                 // the state it summarises durable first.
                 db.flush_wal(true)?;

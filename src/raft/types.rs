@@ -38,6 +38,12 @@ impl Node {
 pub enum Op {
     Queue(Command),
     Maze(MazeCommand),
+    /// An operator removed this node (`DELETE /cluster/nodes/{id}`): it is
+    /// taken out of the membership and never added back by autopilot. A
+    /// replicated tombstone, so every future leader knows it too.
+    RetireNode {
+        id: NodeId,
+    },
 }
 
 /// One replicated log entry's payload: a batch of operations that concurrent
@@ -54,13 +60,26 @@ pub struct Request {
 /// dequeue (bodies live in storage, not in the pure queue core).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {
-    Enqueued { seq: Seq, duplicate: bool },
-    Dequeued { seq: Seq, event: String },
+    Enqueued {
+        seq: Seq,
+        duplicate: bool,
+    },
+    Dequeued {
+        seq: Seq,
+        event: String,
+    },
     Empty,
-    Conflict { front: Option<Seq> },
-    Allocated { first: u64, last: u64 },
+    Conflict {
+        front: Option<Seq>,
+    },
+    Allocated {
+        first: u64,
+        last: u64,
+    },
     Rejected(crate::queue::Rejection),
     Maze(MazeOutcome),
+    /// The tombstone is stored (also when it already was).
+    Retired,
 }
 
 /// The response to one log entry: one [`Reply`] per operation, in order.

@@ -363,6 +363,23 @@ fn tail_lines(path: &Path, n: usize) -> String {
 /// follow up to 5 redirects (307 re-sends method and body); otherwise
 /// redirects are returned to the caller.
 pub fn http_client(ca_pem: &[u8], follow_redirects: bool, timeout: Duration) -> reqwest::Client {
+    http_client_auth(ca_pem, follow_redirects, timeout, &ClientAuth::default())
+}
+
+/// Credentials the harness clients present (see [`ClusterBuilder::api_token`]).
+#[derive(Default, Clone)]
+pub struct ClientAuth {
+    pub token: Option<String>,
+    /// Client certificate and key, PEM, concatenated.
+    pub identity_pem: Option<Vec<u8>>,
+}
+
+pub fn http_client_auth(
+    ca_pem: &[u8],
+    follow_redirects: bool,
+    timeout: Duration,
+    auth: &ClientAuth,
+) -> reqwest::Client {
     install_crypto_provider();
     let ca = reqwest::Certificate::from_pem(ca_pem).expect("parse the cluster ca.pem");
     let policy = if follow_redirects {
@@ -370,13 +387,21 @@ pub fn http_client(ca_pem: &[u8], follow_redirects: bool, timeout: Duration) -> 
     } else {
         reqwest::redirect::Policy::none()
     };
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .tls_certs_only([ca])
         .redirect(policy)
         .timeout(timeout)
-        .connect_timeout(Duration::from_secs(3))
-        .build()
-        .expect("build reqwest client")
+        .connect_timeout(Duration::from_secs(3));
+    if let Some(token) = &auth.token {
+        let mut headers = HeaderMap::new();
+        let value = format!("Bearer {token}").parse().expect("token is a valid header value");
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+        builder = builder.default_headers(headers);
+    }
+    if let Some(pem) = &auth.identity_pem {
+        builder = builder.identity(reqwest::Identity::from_pem(pem).expect("client identity"));
+    }
+    builder.build().expect("build reqwest client")
 }
 
 /// One HTTP response, fully read.
@@ -782,6 +807,14 @@ pub fn tls_probe(
 pub struct ClusterBuilder {
     nodes: usize,
     extra_args: Vec<String>,
+    /// `--api-token` for every node; the harness clients send it.
+    token: Option<String>,
+    /// `--api-client-ca ca.pem` for every node; the harness clients present
+    /// the node certificate.
+    client_certs: bool,
+    /// A backup file that `raftq restore` writes into node 1's data dir
+    /// before it first starts.
+    restore_from: Option<PathBuf>,
 }
 
 impl ClusterBuilder {
@@ -800,6 +833,26 @@ impl ClusterBuilder {
         self
     }
 
+    /// Node 1 starts on a data dir made by `raftq restore <backup>`.
+    pub fn restore_from(mut self, backup: &Path) -> Self {
+        self.restore_from = Some(backup.to_path_buf());
+        self
+    }
+
+    /// Every node requires this bearer token (`--api-token`); the harness's
+    /// own clients send it, so tests probe the refusals with curl.
+    pub fn api_token(mut self, token: &str) -> Self {
+        self.token = Some(token.to_string());
+        self
+    }
+
+    /// Every node requires a client certificate of the cluster CA
+    /// (`--api-client-ca`); the harness's own clients present node.pem.
+    pub fn api_client_certs(mut self) -> Self {
+        self.client_certs = true;
+        self
+    }
+
     /// Make certs, spawn every node and wait until each answers `/healthz`.
     /// Does not wait for the cluster to form (see [`Cluster::wait_for_voters`]).
     pub async fn start(self) -> Cluster {
@@ -811,13 +864,28 @@ impl ClusterBuilder {
         let certs = dir.path().join("certs");
         make_certs(&certs);
         let ca_pem = fs::read(certs.join("ca.pem")).expect("read ca.pem");
+        let mut extra_args = self.extra_args;
+        let mut auth = ClientAuth::default();
+        if let Some(token) = &self.token {
+            extra_args.extend(["--api-token".to_string(), token.clone()]);
+            auth.token = Some(token.clone());
+        }
+        if self.client_certs {
+            extra_args.extend([
+                "--api-client-ca".to_string(),
+                certs.join("ca.pem").display().to_string(),
+            ]);
+            let mut identity = fs::read(certs.join("node.pem")).expect("read node.pem");
+            identity.extend(fs::read(certs.join("node-key.pem")).expect("read node-key.pem"));
+            auth.identity_pem = Some(identity);
+        }
         let mut cluster = Cluster {
             nodes: Vec::new(),
-            client: http_client(&ca_pem, false, REQUEST_TIMEOUT),
-            follow: http_client(&ca_pem, true, REQUEST_TIMEOUT),
+            client: http_client_auth(&ca_pem, false, REQUEST_TIMEOUT, &auth),
+            follow: http_client_auth(&ca_pem, true, REQUEST_TIMEOUT, &auth),
             ca_pem,
             certs,
-            extra_args: self.extra_args,
+            extra_args,
             dir: Some(dir),
             _slot: slot,
         };
@@ -825,6 +893,22 @@ impl ClusterBuilder {
         // port, and nobody should be handed a port we are about to use.
         for _ in 0..self.nodes {
             cluster.prepare_node(&[]);
+        }
+        if let Some(backup) = &self.restore_from {
+            let output = Command::new(BIN)
+                .arg("restore")
+                .arg(backup)
+                .arg("--data-dir")
+                .arg(&cluster.nodes[0].data_dir)
+                .output()
+                .expect("run raftq restore");
+            assert!(
+                output.status.success(),
+                "raftq restore failed ({}):\nstdout: {}\nstderr: {}",
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
         }
         for i in 0..self.nodes {
             cluster.nodes[i].spawn();
@@ -874,7 +958,13 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn builder() -> ClusterBuilder {
-        ClusterBuilder { nodes: 3, extra_args: Vec::new() }
+        ClusterBuilder {
+            nodes: 3,
+            extra_args: Vec::new(),
+            token: None,
+            client_certs: false,
+            restore_from: None,
+        }
     }
 
     /// `n` nodes with the default arguments; see [`ClusterBuilder::start`].

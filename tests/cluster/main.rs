@@ -13,6 +13,7 @@ mod demo;
 mod failover;
 mod formation;
 mod maze;
+mod ops;
 mod resilience;
 mod snapshot_join;
 mod transcript;

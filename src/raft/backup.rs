@@ -1,0 +1,73 @@
+//! Backups: `GET /cluster/backup` writes the applied state in the snapshot
+//! format (see [`super::snapshot`]); `raftq restore` turns such a file into
+//! the data dir of a new cluster's first node.
+//!
+//! A restore keeps the data (queues, retained events, named sequences, the
+//! idempotency window, the follower-maze stream) and drops what belongs to
+//! the old cluster: its Raft membership, its applied log id and its retired
+//! node ids. The node started on the restored dir then bootstraps a new
+//! single-voter cluster whose log starts at index 0 on top of that data, and
+//! other nodes join it as usual (they receive the data by snapshot).
+
+use std::path::Path;
+
+use rocksdb::WriteOptions;
+
+use super::db::{self, cf, StoreError};
+use super::keys::{self, SM_CFS};
+use super::snapshot;
+use super::types::SnapshotMeta;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("{0} already holds a node's data; restore needs an empty data dir")]
+    NotEmpty(String),
+    #[error("reading {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a restore wrote.
+#[derive(Debug, Clone)]
+pub struct Restored {
+    /// The backup's own meta (the old cluster's applied log id).
+    pub meta: SnapshotMeta,
+    pub records: usize,
+}
+
+/// State keys that describe the old cluster rather than the data.
+fn belongs_to_old_cluster(cf_index: u8, key: &[u8]) -> bool {
+    SM_CFS[cf_index as usize] == keys::CF_SM
+        && (key == keys::SM_APPLIED
+            || key == keys::SM_MEMBERSHIP
+            || key.starts_with(keys::SM_RETIRED_PREFIX))
+}
+
+/// Validates `backup` (checksum, framing) and writes its data into a new
+/// RocksDB under `data_dir/db`. Refuses a data dir that already has one.
+pub fn restore(backup: &Path, data_dir: &Path) -> Result<Restored, RestoreError> {
+    let db_path = data_dir.join("db");
+    if db_path.exists() || data_dir.join("node_id").exists() {
+        return Err(RestoreError::NotEmpty(data_dir.display().to_string()));
+    }
+    let bytes = std::fs::read(backup)
+        .map_err(|source| RestoreError::Read { path: backup.display().to_string(), source })?;
+    // Parse (and so verify) everything before creating anything.
+    let parsed = snapshot::parse(&bytes)?;
+    std::fs::create_dir_all(data_dir).map_err(StoreError::from)?;
+    let db = db::open(&db_path)?;
+    let mut batch = rocksdb::WriteBatch::default();
+    let mut records = 0;
+    for (cf_index, key, value) in &parsed.records {
+        if belongs_to_old_cluster(*cf_index, key) {
+            continue;
+        }
+        batch.put_cf(cf(&db, SM_CFS[*cf_index as usize])?, key, value);
+        records += 1;
+    }
+    let mut opts = WriteOptions::default();
+    opts.set_sync(true);
+    db.write_opt(batch, &opts).map_err(StoreError::from)?;
+    Ok(Restored { meta: parsed.meta, records })
+}
