@@ -41,6 +41,8 @@ pub enum ApiError {
     Unauthorized,
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("this node already serves its maximum of {max} watches; retry shortly or watch another node")]
+    TooManyWatches { max: usize },
 }
 
 impl ApiError {
@@ -65,6 +67,9 @@ impl ApiError {
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::TooManyWatches { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "too_many_watches")
+            }
         }
     }
 }
@@ -90,7 +95,7 @@ impl IntoResponse for ApiError {
                     headers.insert(header::LOCATION, value);
                 }
             }
-            ApiError::NoLeader | ApiError::Unavailable(_) => {
+            ApiError::NoLeader | ApiError::Unavailable(_) | ApiError::TooManyWatches { .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::Unauthorized => {

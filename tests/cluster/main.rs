@@ -16,3 +16,4 @@ mod maze;
 mod resilience;
 mod snapshot_join;
 mod transcript;
+mod watch;
