@@ -135,6 +135,7 @@ async fn watch(
         tx,
         shutdown: state.watches.shutdown.clone(),
         page: PAGE,
+        slow_client: SLOW_CLIENT_TIMEOUT,
         _permit: permit,
     };
     tokio::spawn(watcher.run());
@@ -197,6 +198,7 @@ struct Watcher {
     tx: mpsc::Sender<Bytes>,
     shutdown: CancellationToken,
     page: PageLimits,
+    slow_client: Duration,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -315,7 +317,7 @@ impl Watcher {
         tokio::select! {
             biased;
             _ = self.shutdown.cancelled() => Err(Stop::Shutdown),
-            sent = tokio::time::timeout(SLOW_CLIENT_TIMEOUT, self.tx.send(chunk)) => match sent {
+            sent = tokio::time::timeout(self.slow_client, self.tx.send(chunk)) => match sent {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(_)) => Err(Stop::ClientGone),
                 Err(_) => Err(Stop::SlowClient),
@@ -424,6 +426,7 @@ mod tests {
                 tx,
                 shutdown,
                 page: PageLimits { events: page_events, bytes: usize::MAX },
+                slow_client: Duration::from_millis(300),
                 _permit: permit,
             };
             (tokio::spawn(watcher.run()), rx)
@@ -509,6 +512,21 @@ mod tests {
         shutdown.cancel();
         assert_eq!(next_chunk(&mut rx).await, None);
         tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_client_that_reads_nothing_is_cut_off() {
+        let mut f = Fixture::new();
+        f.apply((1..=10).map(|i| enqueue(&format!("e{i}"))).collect()).await;
+        // One chunk fits the channel; the next page waits for the client,
+        // which never reads, until the (test-sized) slow-client timeout.
+        let (task, mut rx) = f.watch(0, 1, CancellationToken::new());
+        tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap();
+        assert!(next_chunk(&mut rx).await.unwrap().starts_with("retry: 1000"));
+        // The task is gone; what it had queued ends the stream.
+        while let Some(chunk) = next_chunk(&mut rx).await {
+            assert!(chunk.starts_with("id: "), "{chunk}");
+        }
     }
 
     #[test]

@@ -155,6 +155,12 @@ mod state_machine {
         let page = fresh.reader().events_after("default", 0, 10).unwrap();
         assert_eq!(page.events, vec![(1, "a".to_string()), (2, "b".to_string())]);
         assert_eq!(fresh.reader().front("default").unwrap(), Some((2, "b".to_string())));
+        // Retention stamps travel with the events.
+        assert_eq!(
+            fresh.reader().stamp("default", 2).unwrap(),
+            sm.reader().stamp("default", 2).unwrap()
+        );
+        assert!(fresh.reader().stamp("default", 2).unwrap().is_some());
 
         // The persisted snapshot is served after a restart.
         drop(sm);

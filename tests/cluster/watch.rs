@@ -11,7 +11,9 @@ use serde_json::Value;
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 
-use crate::harness::{assert_json_error_body, curl, post_many, wait_until, Cluster, Resp, FORM};
+use crate::harness::{
+    assert_json_error_body, curl, post_many, u64_field, wait_until, Cluster, Resp, FORM,
+};
 
 /// One SSE frame as curl printed it.
 #[derive(Debug, Clone, PartialEq)]
@@ -229,6 +231,7 @@ async fn watch_streams_sse_frames_to_curl_on_every_node() {
     r.assert_json_error(StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(r.json()["code"], "too_many_watches", "{r:?}");
     assert_eq!(r.header("retry-after").as_deref(), Some("1"), "{r:?}");
+    assert_eq!(u64_field(&c.status(f).await, "watches"), 2);
     // A client that goes away frees its slot.
     resumed.kill().await;
     let (client, url) = (c.client.clone(), c.url(f, "/events/watch"));
