@@ -125,6 +125,15 @@ pub struct ServeArgs {
     /// Seconds a voter may stay dead in gossip before it is removed (never below 3 voters).
     #[arg(long, env = "RAFTQ_DEAD_NODE_GRACE_SECS", default_value_t = 300)]
     pub dead_node_grace_secs: u64,
+    /// Body bytes of dequeued events kept per queue (e.g. 1GiB, 500MB, 4096).
+    #[arg(long, env = "RAFTQ_RETENTION_BYTES", default_value = "1GiB", value_parser = crate::units::parse_bytes)]
+    pub retention_bytes: u64,
+    /// Dequeued events enqueued longer ago than this are dropped (e.g. 30s, 10m, 24h, 7d).
+    #[arg(long, env = "RAFTQ_RETENTION_AGE", default_value = "7d", value_parser = crate::units::parse_duration)]
+    pub retention_age: std::time::Duration,
+    /// Concurrent `/events/watch` streams this node serves; more get 503.
+    #[arg(long, env = "RAFTQ_MAX_WATCHES", default_value_t = 1000)]
+    pub max_watches: usize,
 }
 
 #[derive(Debug, Args)]

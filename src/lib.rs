@@ -11,6 +11,7 @@
 //!                   proposer (group commit), read barrier
 //! queue ★           the queue state machine's logic
 //! tls               certificates and rustls configs
+//! units             humane sizes and durations for flags
 //! ```
 //!
 //! See `docs/ARCHITECTURE.md` for the data flow.
@@ -25,3 +26,4 @@ pub mod node;
 pub mod queue;
 pub mod raft;
 pub mod tls;
+pub mod units;

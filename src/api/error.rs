@@ -47,6 +47,8 @@ pub enum ApiError {
     Unauthorized,
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("this node already serves its maximum of {max} watches; retry shortly or watch another node")]
+    TooManyWatches { max: usize },
 }
 
 impl ApiError {
@@ -73,6 +75,9 @@ impl ApiError {
             ApiError::Unknown { code, .. } => (StatusCode::NOT_FOUND, code),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::TooManyWatches { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "too_many_watches")
+            }
         }
     }
 }
@@ -98,7 +103,7 @@ impl IntoResponse for ApiError {
                     headers.insert(header::LOCATION, value);
                 }
             }
-            ApiError::NoLeader | ApiError::Unavailable(_) => {
+            ApiError::NoLeader | ApiError::Unavailable(_) | ApiError::TooManyWatches { .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::Unauthorized => {

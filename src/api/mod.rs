@@ -1,7 +1,7 @@
 //! HTTP surfaces of a node.
 //!
 //! - The public API (`--api-addr`, HTTPS): queue routes ([`events`]),
-//!   status and health ([`status`]). Handlers parse, call the proposer or
+//!   watch streams ([`watch`]), status and health ([`status`]). Handlers parse, call the proposer or
 //!   the state-machine reader, and map; nothing here touches RocksDB or
 //!   decides Raft matters.
 //! - The internal API (`--raft-addr`, HTTPS with required client
@@ -25,6 +25,7 @@ pub mod events;
 pub mod extract;
 pub mod internal;
 pub mod status;
+pub mod watch;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -74,6 +75,7 @@ pub struct AppState {
     pub leader_lease: Duration,
     /// Where `GET /cluster/backup` stages its (unlinked) file.
     pub backup_dir: std::path::PathBuf,
+    pub watches: watch::WatchHub,
 }
 
 /// The maze's live counters, for `/status` (absent with `--no-maze`).
@@ -263,6 +265,8 @@ pub fn public_router(state: Shared) -> Router {
         .route("/queues/{queue}/events", get(events::list_named))
         .route("/queues/{queue}/events/{seq}", get(events::by_seq_named))
         .route("/sequences/{name}", post(events::alloc_sequence))
+        .route("/events/watch", get(watch::watch_default))
+        .route("/queues/{queue}/events/watch", get(watch::watch_named))
         .route("/status", get(status::status))
         .route("/healthz", get(status::healthz))
         .route("/readyz", get(status::readyz))

@@ -54,6 +54,7 @@ pub async fn status(State(state): State<Shared>) -> Json<Value> {
         "front_seq": queue.front_seq(),
         "membership_last_decision": last_decision,
         "maze": maze_status(&state),
+        "watches": state.watches.active(),
         "version": env!("CARGO_PKG_VERSION"),
     }))
 }

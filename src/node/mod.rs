@@ -30,7 +30,7 @@ use crate::maze::source::SourceCounters;
 use crate::maze::MazeLimits;
 use crate::membership::driver::{Driver, Identity};
 use crate::membership::gossip::{Gossip, GossipSettings};
-use crate::queue::Limits;
+use crate::queue::{Limits, RetentionPolicy};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
 use crate::raft::state_machine::StateMachine;
@@ -170,6 +170,16 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
     let maze_limits = MazeLimits::default();
     let proposer = Proposer::spawn(raft.clone(), limits, maze_limits, shutdown.clone());
     let submitter = Submitter::new(node_id, raft.clone(), proposer.clone(), peer_client.clone());
+    tasks.spawn(crate::raft::compactor::run(
+        raft.clone(),
+        reader.clone(),
+        proposer.clone(),
+        RetentionPolicy {
+            max_bytes: args.retention_bytes,
+            max_age_ms: u64::try_from(args.retention_age.as_millis()).unwrap_or(u64::MAX),
+        },
+        shutdown.clone(),
+    ));
 
     let raft_port = axum_server::Handle::new();
     {
@@ -293,6 +303,7 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
         peer_client: peer_client.clone(),
         leader_lease: Duration::from_millis(args.election_timeout_ms * 2),
         backup_dir: data_dir.join("tmp"),
+        watches: api::watch::WatchHub::new(args.max_watches, shutdown.clone()),
     });
     tasks.spawn(count_leader_changes(
         raft.clone(),

@@ -22,8 +22,10 @@
 //! This module must not import tokio, axum, rocksdb, openraft or anything that
 //! does I/O (checked by `make lint`).
 
+pub mod retention;
 mod state;
 
+pub use retention::{EventStamp, RetentionPolicy};
 pub use state::QueueState;
 
 use serde::{Deserialize, Serialize};
@@ -69,6 +71,11 @@ pub enum Command {
     /// Allocate `count` (>= 1) consecutive ids from the named sequence, which
     /// starts at 1.
     AllocSeq { name: String, count: u64 },
+    /// Drop `queue`'s retained (dequeued) events below `upto`, which is
+    /// clamped to `[oldest, front]`: pending events are never dropped. The
+    /// leader decides `upto` from the byte and age limits (see
+    /// [`retention`]); applying it needs no clock.
+    Compact { queue: String, upto: Seq },
 }
 
 /// What applying one [`Command`] did, as the client sees it.
@@ -87,6 +94,9 @@ pub enum Outcome {
     Allocated { first: u64, last: u64 },
     /// The command was refused and changed nothing.
     Rejected(Rejection),
+    /// `dropped` retained events were removed; `oldest` is the queue's
+    /// oldest retained seq now.
+    Compacted { oldest: Seq, dropped: u64 },
 }
 
 /// Why a command was refused. Deterministic: every node refuses alike.

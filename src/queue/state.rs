@@ -59,6 +59,7 @@ impl QueueState {
                 self.dequeue(queue, *expect_seq, limits, effects)
             }
             Command::AllocSeq { name, count } => self.alloc_seq(name, *count, limits, effects),
+            Command::Compact { queue, upto } => self.compact(queue, *upto, effects),
         }
     }
 
@@ -245,6 +246,27 @@ impl QueueState {
         self.queues.insert(queue.to_owned(), meta);
         effects.push(Effect::PutQueue { queue: queue.to_owned(), meta });
         Outcome::Dequeued { seq }
+    }
+
+    fn compact(&mut self, queue: &str, upto: Seq, effects: &mut Vec<Effect>) -> Outcome {
+        // An unknown queue has nothing retained; compacting must not create it.
+        let Some(meta) = self.queues.get(queue).copied() else {
+            return Outcome::Compacted { oldest: QueueMeta::NEW.oldest, dropped: 0 };
+        };
+        // The leader decided `upto` on an older state; since then only more
+        // events can have been dequeued, so clamping keeps the decision safe:
+        // never past `front` (pending events stay), never backwards.
+        let upto = upto.clamp(meta.oldest, meta.front.max(meta.oldest));
+        if upto == meta.oldest {
+            return Outcome::Compacted { oldest: meta.oldest, dropped: 0 };
+        }
+        effects.push(Effect::DeleteEvents { queue: queue.to_owned(), from: meta.oldest, to: upto });
+        let dropped = upto - meta.oldest;
+        let meta = QueueMeta { oldest: upto, ..meta };
+        debug_assert_meta(&meta);
+        self.queues.insert(queue.to_owned(), meta);
+        effects.push(Effect::PutQueue { queue: queue.to_owned(), meta });
+        Outcome::Compacted { oldest: upto, dropped }
     }
 
     fn alloc_seq(
@@ -1015,6 +1037,78 @@ mod tests {
     }
 
     // ---------------------------------------------------------------------
+    // Compact
+    // ---------------------------------------------------------------------
+
+    fn compact(queue: &str, upto: Seq) -> Command {
+        Command::Compact { queue: queue.into(), upto }
+    }
+
+    fn compacted(oldest: Seq, dropped: u64) -> Outcome {
+        Outcome::Compacted { oldest, dropped }
+    }
+
+    #[test]
+    fn compact_drops_dequeued_events_below_upto() {
+        let mut s = QueueState::new();
+        for _ in 0..6 {
+            run(&mut s, &enq("q", "e"), &ROOMY);
+        }
+        for _ in 0..4 {
+            run(&mut s, &deq("q"), &ROOMY);
+        }
+        assert_eq!(s.queue("q"), Some(&meta(1, 5, 7)));
+        let (o, e) = run(&mut s, &compact("q", 3), &ROOMY);
+        assert_eq!(o, compacted(3, 2));
+        assert_eq!(e, vec![delete_events("q", 1, 3), put_queue("q", meta(3, 5, 7))]);
+    }
+
+    #[test]
+    fn compact_never_drops_pending_events() {
+        let mut s = QueueState::new();
+        for _ in 0..6 {
+            run(&mut s, &enq("q", "e"), &ROOMY);
+        }
+        run(&mut s, &deq("q"), &ROOMY);
+        run(&mut s, &deq("q"), &ROOMY);
+        // Asked for everything: clamped to the front (seq 3 is pending).
+        let (o, e) = run(&mut s, &compact("q", u64::MAX), &ROOMY);
+        assert_eq!(o, compacted(3, 2));
+        assert_eq!(e, vec![delete_events("q", 1, 3), put_queue("q", meta(3, 3, 7))]);
+        // Nothing dequeued is left: a second compaction is a no-op.
+        assert_eq!(run_noop(&mut s, &compact("q", u64::MAX), &ROOMY), compacted(3, 0));
+    }
+
+    #[test]
+    fn compact_below_oldest_or_of_an_unknown_queue_changes_nothing() {
+        let mut s = QueueState::new();
+        for _ in 0..4 {
+            run(&mut s, &enq("q", "e"), &ROOMY);
+        }
+        for _ in 0..3 {
+            run(&mut s, &deq("q"), &ROOMY);
+        }
+        run(&mut s, &compact("q", 3), &ROOMY);
+        for upto in [0, 1, 3] {
+            assert_eq!(run_noop(&mut s, &compact("q", upto), &ROOMY), compacted(3, 0));
+        }
+        assert_eq!(run_noop(&mut s, &compact("nope", 10), &ROOMY), compacted(1, 0));
+        assert_eq!(s.queue("nope"), None);
+    }
+
+    #[test]
+    fn compact_of_pointers_out_of_order_does_not_panic() {
+        // Pointers restored from damaged storage (front < oldest) must not
+        // turn an apply into a panic.
+        let mut s = QueueState::new();
+        s.restore_queue("q".into(), meta(5, 3, 9));
+        let mut effects = Vec::new();
+        let o = s.apply(&compact("q", 7), &ROOMY, &mut effects);
+        assert_eq!(o, compacted(5, 0));
+        assert!(effects.is_empty());
+    }
+
+    // ---------------------------------------------------------------------
     // AllocSeq
     // ---------------------------------------------------------------------
 
@@ -1295,6 +1389,10 @@ mod tests {
             name: usize,
             count: u64,
         },
+        Compact {
+            queue: usize,
+            upto: Seq,
+        },
         /// Replace the state with one rebuilt from storage.
         Restart,
     }
@@ -1368,6 +1466,19 @@ mod tests {
                         }
                     }
                 }
+                Command::Compact { queue, upto } => {
+                    let Some(q) = self.queues.get_mut(queue) else {
+                        return Outcome::Compacted { oldest: 1, dropped: 0 };
+                    };
+                    let mut dropped = 0;
+                    while q.retained.front().is_some_and(|(seq, _)| seq < upto) {
+                        q.retained.pop_front();
+                        dropped += 1;
+                    }
+                    let oldest =
+                        q.retained.front().or(q.pending.front()).map_or(q.next, |(seq, _)| *seq);
+                    Outcome::Compacted { oldest, dropped }
+                }
                 Command::AllocSeq { name, count } => {
                     let known = self.sequences.get(name).copied();
                     let first = known.unwrap_or(1);
@@ -1414,6 +1525,8 @@ mod tests {
                 .prop_map(|(queue, expect)| Op::Dequeue { queue, expect }),
             2 => (0..QUEUES.len()).prop_map(|queue| Op::DequeueFront { queue }),
             2 => (0..NAMES.len(), count()).prop_map(|(name, count)| Op::Alloc { name, count }),
+            1 => (0..QUEUES.len(), prop_oneof![0u64..10, Just(u64::MAX)])
+                .prop_map(|(queue, upto)| Op::Compact { queue, upto }),
             1 => Just(Op::Restart),
         ]
     }
@@ -1494,6 +1607,9 @@ mod tests {
                     expect_seq: model.front(QUEUES[queue]),
                 },
                 Op::Alloc { name, count } => Command::AllocSeq { name: NAMES[name].into(), count },
+                Op::Compact { queue, upto } => {
+                    Command::Compact { queue: QUEUES[queue].into(), upto }
+                }
                 Op::Restart => {
                     restarts += 1;
                     let restored = storage.restore(restarts % 2 == 0);
@@ -1514,7 +1630,7 @@ mod tests {
                 Outcome::Enqueued { duplicate: false, .. }
                     | Outcome::Dequeued { .. }
                     | Outcome::Allocated { .. }
-            );
+            ) || matches!(outcome, Outcome::Compacted { dropped, .. } if dropped > 0);
             if changed {
                 prop_assert!(state != before);
                 prop_assert!(!effects.is_empty());
@@ -1553,6 +1669,7 @@ mod tests {
                 .prop_map(|(queue, expect_seq)| Command::Dequeue { queue, expect_seq }),
             (name, prop_oneof![0u64..3, any::<u64>()])
                 .prop_map(|(name, count)| Command::AllocSeq { name, count }),
+            (name, any::<u64>()).prop_map(|(queue, upto)| Command::Compact { queue, upto }),
         ]
     }
 

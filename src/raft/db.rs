@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use rocksdb::{ColumnFamilyDescriptor, Options, DB};
 
-use super::keys::{CF_EVENTS, CF_LOGS, CF_META, CF_SM};
+use super::keys::{CF_EVENTS, CF_LOGS, CF_META, CF_SM, CF_STAMPS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -32,7 +32,7 @@ pub fn open(path: &Path) -> Result<Arc<DB>, StoreError> {
     opts.set_max_background_jobs(2);
     // Bound the WAL: old log files are recycled once their memtables flushed.
     opts.set_max_total_wal_size(64 << 20);
-    let cfs = [CF_LOGS, CF_META, CF_SM, CF_EVENTS]
+    let cfs = [CF_LOGS, CF_META, CF_SM, CF_EVENTS, CF_STAMPS]
         .into_iter()
         .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
     Ok(Arc::new(DB::open_cf_descriptors(&opts, path, cfs)?))

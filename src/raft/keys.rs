@@ -16,6 +16,7 @@
 //! |          | `m/f/<followed BE><follower BE>` | follow edge (empty)       |
 //! |          | `r/<node id BE>`             | retired node (empty)          |
 //! | `events` | `<queue>\0<seq u64 BE>`      | event body (UTF-8)            |
+//! | `stamps` | `<queue>\0<seq u64 BE>`      | `EventStamp` (24 bytes)       |
 //!
 //! Big-endian integers make RocksDB's byte order the numeric order, so range
 //! scans and `delete_range` follow seqs and log indexes. Queue names cannot
@@ -28,9 +29,12 @@ pub const CF_LOGS: &str = "logs";
 pub const CF_META: &str = "meta";
 pub const CF_SM: &str = "sm";
 pub const CF_EVENTS: &str = "events";
+/// Per-event retention facts (enqueue time, byte offsets), keyed like `events`.
+pub const CF_STAMPS: &str = "stamps";
 
-/// The column families of the state machine: what a snapshot contains.
-pub const SM_CFS: [&str; 2] = [CF_SM, CF_EVENTS];
+/// The column families of the state machine: what a snapshot contains (a
+/// snapshot record names its family by index here, so only append).
+pub const SM_CFS: [&str; 3] = [CF_SM, CF_EVENTS, CF_STAMPS];
 
 pub const META_VOTE: &[u8] = b"vote";
 pub const META_COMMITTED: &[u8] = b"committed";

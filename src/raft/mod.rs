@@ -14,8 +14,10 @@
 //! - [`Proposer`]: group commit. openraft 0.9 awaits one fsync per
 //!   `client_write`, so concurrent writes are gathered into one entry.
 //! - [`ReadBarrier`]: linearizable reads on leader and followers.
+//! - [`compactor`]: the leader's retention task (bytes and age).
 
 pub mod backup;
+pub mod compactor;
 pub mod db;
 pub mod keys;
 pub mod log_store;

@@ -91,6 +91,7 @@ fn command_bytes(command: &Command) -> usize {
         }
         Command::Dequeue { queue, .. } => queue.len(),
         Command::AllocSeq { name, .. } => name.len(),
+        Command::Compact { queue, .. } => queue.len(),
     }
 }
 
@@ -132,7 +133,7 @@ async fn run(
         }
         let (commands, waiters): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|p| (p.op, p.reply)).unzip();
-        let request = Request { limits, maze_limits, ops: commands };
+        let request = Request { limits, maze_limits, ops: commands, time_ms: unix_ms() };
         match raft.client_write_ff(request).await {
             Ok(response) => {
                 tokio::spawn(async move {
@@ -148,6 +149,13 @@ async fn run(
             Err(fatal) => answer(waiters, Err(ProposeError::Unavailable(fatal.to_string()))),
         }
     }
+}
+
+/// Wall-clock Unix milliseconds (0 if the clock is before 1970).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn answer(

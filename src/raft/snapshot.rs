@@ -4,7 +4,7 @@
 //! ```text
 //! "RAFTQSNAP1\n"
 //! u32 meta_len, meta (SnapshotMeta as JSON)
-//! { u8 cf (0 = sm, 1 = events), u32 key_len, key, u32 value_len, value }*
+//! { u8 cf (0 = sm, 1 = events, 2 = stamps), u32 key_len, key, u32 value_len, value }*
 //! u8 0xFF (end marker)
 //! u32 crc32 of every byte before it
 //! ```

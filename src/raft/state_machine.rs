@@ -21,7 +21,7 @@ use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 
 use super::db::{cf, StoreError};
-use super::keys::{self, CF_EVENTS, CF_SM, SM_CFS};
+use super::keys::{self, CF_EVENTS, CF_SM, CF_STAMPS, SM_CFS};
 use super::snapshot;
 use super::types::{
     Entry, LogId, NodeId, Op, Reply, Response, Snapshot, SnapshotMeta, StorageError,
@@ -29,7 +29,7 @@ use super::types::{
 };
 use crate::maze::clients::Registry;
 use crate::maze::{LinesStats, MazeEffect, MazeOutcome, MazeState, Notification};
-use crate::queue::{Effect, IdemEntry, Outcome, QueueMeta, QueueState, Seq};
+use crate::queue::{Effect, EventStamp, IdemEntry, Outcome, QueueMeta, QueueState, Seq};
 
 const SNAPSHOT_FILE: &str = "current.snap";
 const SNAPSHOT_TMP: &str = "snapshot.tmp";
@@ -51,6 +51,9 @@ pub struct Shared {
     /// Where applied maze notifications go: this node's connected users.
     maze_sink: OnceLock<Arc<Registry>>,
     maze_totals: std::sync::Mutex<LinesStats>,
+    /// Bumped after every apply and snapshot install, once the new state is
+    /// readable: what watch streams wait on.
+    applied_tx: tokio::sync::watch::Sender<Option<LogId>>,
 }
 
 /// The maze part of `/status`: the stream's position, and the totals of
@@ -211,10 +214,24 @@ impl SmReader {
         after: Seq,
         limit: usize,
     ) -> Result<EventsPage, StoreError> {
+        self.events_page(queue, after, limit, usize::MAX)
+    }
+
+    /// Like [`SmReader::events_after`], but the page also stops once its
+    /// bodies reach `max_bytes` (it always holds at least one event if any
+    /// is due), so a reader's memory does not scale with event sizes.
+    pub fn events_page(
+        &self,
+        queue: &str,
+        after: Seq,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<EventsPage, StoreError> {
         let state = self.shared.read();
         let meta = state.queues.queue(queue).copied().unwrap_or(QueueMeta::NEW);
         let from = after.saturating_add(1).max(meta.oldest);
         let mut events = Vec::new();
+        let mut bytes = 0usize;
         if from < meta.next && limit > 0 {
             let db = &self.shared.db;
             let start = keys::event_key(queue, from);
@@ -230,8 +247,9 @@ impl SmReader {
                     .ok_or_else(|| StoreError::Corrupt(format!("bad event key {key:?}")))?;
                 let body = String::from_utf8(value.into_vec())
                     .map_err(|_| StoreError::Corrupt(format!("event {seq} is not UTF-8")))?;
+                bytes = bytes.saturating_add(body.len());
                 events.push((seq, body));
-                if events.len() >= limit {
+                if events.len() >= limit || bytes >= max_bytes {
                     break;
                 }
             }
@@ -241,6 +259,23 @@ impl SmReader {
 
     pub fn last_applied(&self) -> Option<LogId> {
         self.shared.read().last_applied
+    }
+
+    /// A receiver that changes whenever newly applied state is readable.
+    pub fn subscribe_applied(&self) -> tokio::sync::watch::Receiver<Option<LogId>> {
+        self.shared.applied_tx.subscribe()
+    }
+
+    /// Every queue's pointers, by name.
+    pub fn queue_metas(&self) -> Vec<(String, QueueMeta)> {
+        self.shared.read().queues.queues().map(|(name, meta)| (name.to_string(), *meta)).collect()
+    }
+
+    /// The retention stamp of a stored event (`None`: not stored, or stored
+    /// before stamps existed).
+    pub fn stamp(&self, queue: &str, seq: Seq) -> Result<Option<EventStamp>, StoreError> {
+        let _state = self.shared.read();
+        get_stamp(&self.shared.db, queue, seq)
     }
 
     pub fn membership(&self) -> StoredMembership {
@@ -265,6 +300,15 @@ impl SmReader {
         };
         let totals = self.shared.maze_totals.lock().map(|t| *t).unwrap_or_default();
         MazeStatus { epoch, next_seq, pending, follow_edges, totals }
+    }
+}
+
+fn get_stamp(db: &DB, queue: &str, seq: Seq) -> Result<Option<EventStamp>, StoreError> {
+    match db.get_pinned_cf(cf(db, CF_STAMPS)?, keys::event_key(queue, seq))? {
+        Some(bytes) => EventStamp::decode(&bytes)
+            .map(Some)
+            .ok_or_else(|| StoreError::Corrupt(format!("stamp of {queue}/{seq} is malformed"))),
+        None => Ok(None),
     }
 }
 
@@ -296,6 +340,7 @@ impl StateMachine {
             state: RwLock::new(state),
             maze_sink: OnceLock::new(),
             maze_totals: std::sync::Mutex::new(LinesStats::default()),
+            applied_tx: tokio::sync::watch::Sender::new(None),
         });
         let sm =
             StateMachine { shared, snapshot_dir: snapshot_dir.to_path_buf(), snapshot_count: 0 };
@@ -349,16 +394,18 @@ impl StateMachine {
                 parsed.meta.last_log_id, state.last_applied
             )));
         }
+        let applied = state.last_applied;
+        drop(state);
+        self.shared.applied_tx.send_replace(applied);
         Ok(())
     }
 
     fn apply_entries(&self, entries: Vec<Entry>) -> Result<Vec<Response>, StoreError> {
         let db = &self.shared.db;
-        let (sm_cf, events_cf) = (cf(db, CF_SM)?, cf(db, CF_EVENTS)?);
+        let sm_cf = cf(db, CF_SM)?;
         let mut state = self.shared.write();
         let mut batch = WriteBatch::default();
-        // Bodies enqueued earlier in this same batch are not in RocksDB yet.
-        let mut pending: BTreeMap<(String, Seq), String> = BTreeMap::new();
+        let mut event_writes = EventWrites::new(db)?;
         let mut effects = Vec::new();
         let mut maze_effects = Vec::new();
         let mut maze_writes = MazeWrites::default();
@@ -368,6 +415,10 @@ impl StateMachine {
 
         for entry in entries {
             let mut replies = Vec::new();
+            let time_ms = match &entry.payload {
+                EntryPayload::Normal(request) => request.time_ms,
+                _ => 0,
+            };
             match entry.payload {
                 EntryPayload::Blank => {}
                 EntryPayload::Membership(m) => {
@@ -421,7 +472,8 @@ impl StateMachine {
                                         )))
                                     }
                                 };
-                                let event = match pending.get(&(queue.to_string(), seq)) {
+                                let event = match event_writes.bodies.get(&(queue.to_string(), seq))
+                                {
                                     Some(body) => body.clone(),
                                     None => get_event(db, queue, seq)?.ok_or_else(|| {
                                         StoreError::Corrupt(format!(
@@ -435,10 +487,24 @@ impl StateMachine {
                             Outcome::Conflict { front } => Reply::Conflict { front },
                             Outcome::Allocated { first, last } => Reply::Allocated { first, last },
                             Outcome::Rejected(r) => Reply::Rejected(r),
+                            Outcome::Compacted { oldest, dropped } => {
+                                Reply::Compacted { oldest, dropped }
+                            }
                         };
                         replies.push(reply);
                         for effect in effects.drain(..) {
-                            write_effect(&mut batch, sm_cf, events_cf, &mut pending, effect)?;
+                            if let Effect::PutEvent { queue, seq, event } = &effect {
+                                let oldest = state.queues.queue(queue).map_or(1, |m| m.oldest);
+                                event_writes.stamp(
+                                    &mut batch,
+                                    queue,
+                                    *seq,
+                                    oldest,
+                                    time_ms,
+                                    event.len(),
+                                )?;
+                            }
+                            write_effect(&mut batch, sm_cf, &mut event_writes, effect)?;
                         }
                     }
                 }
@@ -460,34 +526,94 @@ impl StateMachine {
                 sink.deliver(notification);
             }
         }
+        let applied = state.last_applied;
+        drop(state);
+        self.shared.applied_tx.send_replace(applied);
         Ok(responses)
+    }
+}
+
+/// Event bodies and stamps written within one apply batch: they are not
+/// in RocksDB until the batch is written, yet later commands of the same
+/// batch may need them.
+struct EventWrites<'a> {
+    db: &'a DB,
+    events_cf: &'a rocksdb::ColumnFamily,
+    stamps_cf: &'a rocksdb::ColumnFamily,
+    bodies: BTreeMap<(String, Seq), String>,
+    stamps: BTreeMap<(String, Seq), EventStamp>,
+}
+
+impl<'a> EventWrites<'a> {
+    fn new(db: &'a DB) -> Result<Self, StoreError> {
+        Ok(EventWrites {
+            db,
+            events_cf: cf(db, CF_EVENTS)?,
+            stamps_cf: cf(db, CF_STAMPS)?,
+            bodies: BTreeMap::new(),
+            stamps: BTreeMap::new(),
+        })
+    }
+
+    /// Stores the retention stamp of `queue`'s new event `seq` (`len` body
+    /// bytes, proposed at `time_ms`). The predecessor counts only while the
+    /// queue still retains it (`oldest <= seq - 1`): that is replicated
+    /// state, whereas whether RocksDB still has it depends on how this node
+    /// happened to batch its applies.
+    fn stamp(
+        &mut self,
+        batch: &mut WriteBatch,
+        queue: &str,
+        seq: Seq,
+        oldest: Seq,
+        time_ms: u64,
+        len: usize,
+    ) -> Result<(), StoreError> {
+        let prev = match seq.checked_sub(1).filter(|&p| p >= oldest && p >= 1) {
+            Some(p) => match self.stamps.get(&(queue.to_string(), p)) {
+                Some(stamp) => Some(*stamp),
+                None => get_stamp(self.db, queue, p)?,
+            },
+            None => None,
+        };
+        let len = u64::try_from(len).unwrap_or(u64::MAX);
+        let stamp = EventStamp::next(prev, time_ms, len);
+        batch.put_cf(self.stamps_cf, keys::event_key(queue, seq), stamp.encode());
+        self.stamps.insert((queue.to_string(), seq), stamp);
+        Ok(())
+    }
+
+    fn delete(&mut self, batch: &mut WriteBatch, queue: String, from: Seq, to: Seq) {
+        if from >= to {
+            return;
+        }
+        let (start, end) = (keys::event_key(&queue, from), keys::event_key(&queue, to));
+        batch.delete_range_cf(self.events_cf, &start, &end);
+        batch.delete_range_cf(self.stamps_cf, &start, &end);
+        let range = (queue.clone(), from)..(queue, to);
+        let doomed: Vec<_> = self.bodies.range(range.clone()).map(|(k, _)| k.clone()).collect();
+        for key in doomed {
+            self.bodies.remove(&key);
+        }
+        let doomed: Vec<_> = self.stamps.range(range).map(|(k, _)| k.clone()).collect();
+        for key in doomed {
+            self.stamps.remove(&key);
+        }
     }
 }
 
 fn write_effect(
     batch: &mut WriteBatch,
     sm_cf: &rocksdb::ColumnFamily,
-    events_cf: &rocksdb::ColumnFamily,
-    pending: &mut BTreeMap<(String, Seq), String>,
+    events: &mut EventWrites<'_>,
     effect: Effect,
 ) -> Result<(), StoreError> {
     match effect {
         Effect::PutEvent { queue, seq, event } => {
-            batch.put_cf(events_cf, keys::event_key(&queue, seq), event.as_bytes());
-            pending.insert((queue, seq), event);
+            batch.put_cf(events.events_cf, keys::event_key(&queue, seq), event.as_bytes());
+            events.bodies.insert((queue, seq), event);
         }
-        Effect::DeleteEvents { queue, from, to } => {
-            batch.delete_range_cf(
-                events_cf,
-                keys::event_key(&queue, from),
-                keys::event_key(&queue, to),
-            );
-            let doomed: Vec<_> =
-                pending.range((queue.clone(), from)..(queue, to)).map(|(k, _)| k.clone()).collect();
-            for key in doomed {
-                pending.remove(&key);
-            }
-        }
+        Effect::DeleteEvents { queue, from, to } => events.delete(batch, queue, from, to),
         Effect::PutQueue { queue, meta } => {
             batch.put_cf(
                 sm_cf,

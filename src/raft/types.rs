@@ -54,6 +54,12 @@ pub struct Request {
     pub limits: Limits,
     pub maze_limits: MazeLimits,
     pub ops: Vec<Op>,
+    /// The proposing leader's wall clock (Unix ms), recorded as the enqueue
+    /// time of the events in this entry; retention by age is judged against
+    /// it, so no node ever reads its own clock while applying. 0 in entries
+    /// written before it existed.
+    #[serde(default)]
+    pub time_ms: u64,
 }
 
 /// What applying one command answered, with the removed event's body for a
@@ -80,6 +86,10 @@ pub enum Reply {
     Maze(MazeOutcome),
     /// The tombstone is stored (also when it already was).
     Retired,
+    Compacted {
+        oldest: Seq,
+        dropped: u64,
+    },
 }
 
 /// The response to one log entry: one [`Reply`] per operation, in order.

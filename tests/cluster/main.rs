@@ -17,3 +17,4 @@ mod ops;
 mod resilience;
 mod snapshot_join;
 mod transcript;
+mod watch;

@@ -1,0 +1,95 @@
+//! The leader's retention task: drop dequeued events beyond
+//! `--retention-bytes` or older than `--retention-age`.
+//!
+//! Like the maze gap timer, time stays out of the state machine: once a
+//! second the leader reads each queue's pointers and the stamps of a few
+//! events (a binary search, see [`crate::queue::retention`]) and proposes
+//! `Compact { queue, upto }`. Every node applies that command identically,
+//! clamped to the pending front, so retention is deterministic and never
+//! drops a pending event. Followers only apply.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use openraft::ServerState;
+use tokio_util::sync::CancellationToken;
+
+use super::proposer::unix_ms;
+use super::state_machine::SmReader;
+use super::types::{Op, Raft, Reply};
+use super::Proposer;
+use crate::queue::retention::compact_upto;
+use crate::queue::{Command, RetentionPolicy};
+
+const TICK: Duration = Duration::from_secs(1);
+/// Queues compacted per tick at most; the rest wait a second. Keeps one
+/// tick's proposals (and their batch) small however many queues exist.
+const COMPACTS_PER_TICK: usize = 256;
+/// A compaction that has not committed by then is abandoned; the next tick
+/// decides afresh.
+const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub async fn run(
+    raft: Raft,
+    reader: SmReader,
+    proposer: Proposer,
+    policy: RetentionPolicy,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        if raft.metrics().borrow().state != ServerState::Leader {
+            continue;
+        }
+        let due = plan(&reader, &policy, unix_ms());
+        if due.is_empty() {
+            continue;
+        }
+        // Proposed together, so the proposer packs them into one entry.
+        let proposals = due.into_iter().map(|(queue, upto)| {
+            let command = Command::Compact { queue: queue.clone(), upto };
+            let propose =
+                tokio::time::timeout(PROPOSE_TIMEOUT, proposer.propose(Op::Queue(command)));
+            async move { (queue, propose.await) }
+        });
+        let results = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            results = join_all(proposals) => results,
+        };
+        for (queue, result) in results {
+            match result {
+                Ok(Ok(Reply::Compacted { oldest, dropped })) => {
+                    tracing::debug!(%queue, oldest, dropped, "retention compacted a queue");
+                }
+                Ok(Ok(other)) => tracing::warn!(%queue, ?other, "unexpected reply to a compaction"),
+                // Leadership lost or no quorum: the next leader decides again.
+                Ok(Err(e)) => tracing::debug!(%queue, error = %e, "compaction not committed"),
+                Err(_) => tracing::debug!(%queue, "compaction timed out"),
+            }
+        }
+    }
+}
+
+/// The compactions due now as (queue, upto), at most [`COMPACTS_PER_TICK`].
+fn plan(reader: &SmReader, policy: &RetentionPolicy, now_ms: u64) -> Vec<(String, u64)> {
+    let mut due = Vec::new();
+    for (queue, meta) in reader.queue_metas() {
+        if meta.front <= meta.oldest {
+            continue;
+        }
+        match compact_upto(&meta, policy, now_ms, |seq| reader.stamp(&queue, seq)) {
+            Ok(upto) if upto > meta.oldest => due.push((queue, upto)),
+            Ok(_) => {}
+            Err(e) => tracing::error!(%queue, error = %e, "reading retention stamps"),
+        }
+        if due.len() >= COMPACTS_PER_TICK {
+            break;
+        }
+    }
+    due
+}
