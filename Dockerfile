@@ -42,6 +42,7 @@ COPY --from=builder /usr/local/bin/raftq /usr/local/bin/raftq
 # Every `serve` flag reads RAFTQ_<FLAG> (src/cli.rs). The advertised address
 # is eth0's, which is what other containers on the network reach. One node
 # certificate for the whole cluster is mounted at /certs (make certs).
+# NO_COLOR: docker logs is no terminal, keep escape codes out of the logs.
 ENV RAFTQ_DATA_DIR=/data \
     RAFTQ_BIND_INTERFACE=eth0 \
     RAFTQ_API_ADDR=0.0.0.0:8080 \
@@ -51,7 +52,8 @@ ENV RAFTQ_DATA_DIR=/data \
     RAFTQ_MAZE_CLIENT_ADDR=0.0.0.0:9099 \
     RAFTQ_TLS_CERT=/certs/node.pem \
     RAFTQ_TLS_KEY=/certs/node-key.pem \
-    RAFTQ_TLS_CA=/certs/ca.pem
+    RAFTQ_TLS_CA=/certs/ca.pem \
+    NO_COLOR=1
 VOLUME ["/data"]
 WORKDIR /data
 EXPOSE 8080/tcp 1111/udp 1112/tcp 9090/tcp 9099/tcp

@@ -25,6 +25,15 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
+# The two Dockerfiles share their runtime stage (from the "--- runtime"
+# marker on) except for where the binary comes from; checked even without
+# Docker, so that one cannot drift from the other unnoticed.
+runtime_stage() { sed -n '/^# --- runtime/,$p' "$ROOT/$1" | grep -v -e '^# --- runtime' -e '^COPY '; }
+if ! diff <(runtime_stage Dockerfile) <(runtime_stage docker/Dockerfile.local) >&2; then
+    echo "docker test: the runtime stages of Dockerfile and docker/Dockerfile.local differ (above)" >&2
+    exit 1
+fi
+
 if ! command -v docker >/dev/null 2>&1 || ! docker info >/dev/null 2>&1; then
     echo "SKIPPED: no Docker engine (docker info does not answer); the Docker test did not run"
     exit 0
