@@ -152,6 +152,9 @@ build_local() {
     fi
     say "docker build -t $IMAGE (docker/Dockerfile.local FROM $BASE_IMAGE, binary $BINARY)"
     docker build -q --build-arg "BASE=$BASE_IMAGE" -t "$IMAGE" "$context" >/dev/null
+    # A host newer than bookworm links against a newer glibc than the base has.
+    docker run --rm --entrypoint raftq "$IMAGE" --version >/dev/null \
+        || die "the host binary does not run on the $SUITE base (built on a newer system?)"
 }
 
 main() {
