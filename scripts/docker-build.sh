@@ -27,6 +27,7 @@
 #                      builds and after `docker system prune`
 #                      (default ~/.cache/raftq/docker/raftq-base-bookworm.tar.gz)
 #   DEBIAN_MIRROR      for debootstrap (default http://deb.debian.org/debian)
+#   PULL_TIMEOUT       seconds a pull of a base image may take (default 900)
 #
 # Making the base needs root (debootstrap, chroot) and, if debootstrap is
 # missing, apt-get; it runs once per machine (about 2-4 minutes), later builds
@@ -64,7 +65,8 @@ bases_available() {
     for image in $(dockerfile_bases); do
         docker image inspect "$image" >/dev/null 2>&1 && continue
         say "pulling $image"
-        if ! docker pull -q "$image" >/dev/null 2>"$WORK/pull.err"; then
+        # A registry that answers slowly must not hang make test forever.
+        if ! timeout "${PULL_TIMEOUT:-900}" docker pull -q "$image" >/dev/null 2>"$WORK/pull.err"; then
             say "cannot pull $image: $(tail -n 1 "$WORK/pull.err")"
             return 1
         fi

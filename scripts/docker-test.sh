@@ -2,7 +2,9 @@
 # The Docker acceptance test (issue 4, acceptance 1), run by `make test` and
 # `make docker-test`.
 #
-# Builds raftq:latest (scripts/docker-build.sh, as `make docker` does), makes a
+# Builds raftq:latest (scripts/docker-build.sh, as `make docker` does, but the
+# local path by default: it packs the binary the cargo tests just ran, in
+# seconds, where the Dockerfile path would compile RocksDB again), makes a
 # user-defined network with fixed container IPs (the node certificate must
 # name them: Raft peers verify each other's address), writes the certificates
 # into a Docker volume with the image itself, starts three containers (the
@@ -19,6 +21,7 @@
 # Environment:
 #   IMAGE        image to build and run (default raftq:latest)
 #   NO_BUILD=1   use IMAGE as it is
+#   RAFTQ_DOCKER_MODE  how to build it (default here: local; auto, dockerfile)
 #   WAIT_SECS    deadline for the cluster to form or re-form (default 60)
 #   everything scripts/docker-build.sh reads (RAFTQ, RAFTQ_DOCKER_MODE, ...)
 set -euo pipefail
@@ -147,7 +150,8 @@ main() {
     command -v python3 >/dev/null 2>&1 || die "python3 is required to read /status JSON"
     local t0=$SECONDS
     if [[ ${NO_BUILD:-0} != 1 ]]; then
-        IMAGE=$IMAGE bash "$ROOT/scripts/docker-build.sh" || fail "building $IMAGE failed"
+        IMAGE=$IMAGE RAFTQ_DOCKER_MODE=${RAFTQ_DOCKER_MODE:-local} bash "$ROOT/scripts/docker-build.sh" \
+            || fail "building $IMAGE failed"
     fi
     echo "docker test: image $IMAGE ready after $((SECONDS - t0))s"
     local user
