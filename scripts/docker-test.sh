@@ -45,8 +45,9 @@ fi
 : "${IMAGE:=raftq:latest}"
 : "${WAIT_SECS:=60}"
 
-# run, run_read, check, others, show_status (demo.sh) and status_fields,
-# wait_for_leader (cluster.sh), pointed at containers by the overrides below.
+# The demo's narrated, checked steps (seed_transcript, survivors_carry_on,
+# wait_for_rejoin, run, run_read, show_status from demo.sh; wait_for_leader
+# from cluster.sh), pointed at the containers by the overrides below.
 # shellcheck source=scripts/demo.sh
 source "$ROOT/scripts/demo.sh"
 
