@@ -135,6 +135,59 @@ show_status() {
     echo "  node_id=$id role=$role leader_id=$leader voters=$voters"
 }
 
+# The SPEC §2 transcript on a formed cluster: node LEADER leads, the other
+# two follow. Leaves event2 in the queue.
+seed_transcript() {
+    local leader=$LEADER f1 f2
+    read -r f1 f2 <<<"$(others "$leader")"
+    local L F1 F2
+    L=$(api_url "$leader") F1=$(api_url "$f1") F2=$(api_url "$f2")
+
+    say "The seed transcript. n$leader ($L) is the leader; n$f1 and n$f2 follow."
+    say "POST to the leader: 201, prints nothing."
+    run "" "curl -sk -X POST -d event=\"event1\" $L/event"
+    say "GET on a follower: a linearizable read, prints event1."
+    run "event1" "curl -sk $F1/event"
+    say "POST to a follower: 307 to the leader; -L re-sends method and body."
+    run "" "curl -skL -X POST -d event=\"event2\" $F1/event"
+    say "DELETE on the leader: an atomic pop, prints the event it removed."
+    run "event1" "curl -sk -X DELETE $L/event"
+    say "GET on the other follower: prints event2."
+    run "event2" "curl -sk $F2/event"
+}
+
+# After node DOWN (the old leader) went away with event2 queued: waits for a
+# leader among the other two, sets LEADER and FOLLOWER, and checks that
+# event2 survived and that the survivors take a write. Leaves event3 queued.
+survivors_carry_on() {
+    local down=$1 s1 s2 started=$SECONDS
+    read -r s1 s2 <<<"$(others "$down")"
+    wait_for_leader "$WAIT_SECS" "$s1" "$s2" || fail "no new leader among n$s1 and n$s2"
+    FOLLOWER=$s1
+    ((FOLLOWER == LEADER)) && FOLLOWER=$s2
+    echo "n$LEADER was elected within $((SECONDS - started))s; n$FOLLOWER follows"
+    local L F1
+    L=$(api_url "$LEADER") F1=$(api_url "$FOLLOWER")
+
+    say "Nothing acknowledged was lost: GET on a survivor prints event2."
+    run_read "event2" "curl -sk $F1/event"
+    say "POST through the follower, redirected to the new leader."
+    run "" "curl -skL -X POST -d event=\"event3\" $F1/event"
+    say "DELETE through the follower: prints event2."
+    run "event2" "curl -skL -X DELETE $F1/event"
+    say "GET on the new leader: prints event3."
+    run "event3" "curl -sk $L/event"
+}
+
+# Waits until node i, back after a restart, is a voter that agrees on the
+# leader with the others, under its old node id ID.
+wait_for_rejoin() {
+    local i=$1 id=$2 started=$SECONDS
+    wait_for_leader "$WAIT_SECS" 1 2 3 || fail "n$i did not rejoin"
+    [[ ${NODE_IDS[i]} == "$id" ]] || fail "n$i came back as node_id ${NODE_IDS[i]}, was $id"
+    echo "n$i is back as voter $id after $((SECONDS - started))s; n$LEADER leads"
+}
+
 main() {
     command -v curl >/dev/null 2>&1 || die "curl is required (make deps installs it)"
     command -v python3 >/dev/null 2>&1 || die "python3 is required to read /status JSON"
@@ -159,51 +212,20 @@ main() {
     wait_for_leader "$WAIT_SECS" 1 2 3 || fail "the cluster did not form"
     echo "cluster formed in $((SECONDS - started))s: n$LEADER leads, $NODES voters"
 
-    local leader=$LEADER f1 f2
-    read -r f1 f2 <<<"$(others "$leader")"
-    local L F1 F2
-    L=$(api_url "$leader") F1=$(api_url "$f1") F2=$(api_url "$f2")
-
-    say "The seed transcript. n$leader ($L) is the leader; n$f1 and n$f2 follow."
-    say "POST to the leader: 201, prints nothing."
-    run "" "curl -sk -X POST -d event=\"event1\" $L/event"
-    say "GET on a follower: a linearizable read, prints event1."
-    run "event1" "curl -sk $F1/event"
-    say "POST to a follower: 307 to the leader; -L re-sends method and body."
-    run "" "curl -skL -X POST -d event=\"event2\" $F1/event"
-    say "DELETE on the leader: an atomic pop, prints the event it removed."
-    run "event1" "curl -sk -X DELETE $L/event"
-    say "GET on the other follower: prints event2."
-    run "event2" "curl -sk $F2/event"
+    seed_transcript
 
     say "Leader kill. Who leads now?"
     wait_for_leader "$WAIT_SECS" 1 2 3 || fail "no agreed leader before the kill"
-    leader=$LEADER
-    show_status "$leader"
-    local killed=$leader killed_id=${NODE_IDS[leader]}
+    local killed=$LEADER killed_id=${NODE_IDS[LEADER]}
+    show_status "$killed"
     say "kill -9 the leader n$killed (pid ${PIDS[killed]})."
     echo "\$ kill -9 ${PIDS[killed]}"
     kill -9 "${PIDS[killed]}"
     wait "${PIDS[killed]}" 2>/dev/null || true
     unset 'PIDS[killed]'
-    local s1 s2
-    read -r s1 s2 <<<"$(others "$killed")"
-    started=$SECONDS
-    wait_for_leader "$WAIT_SECS" "$s1" "$s2" || fail "no new leader among n$s1 and n$s2"
-    leader=$LEADER
-    local follower=$s1
-    ((follower == leader)) && follower=$s2
-    echo "n$leader was elected within $((SECONDS - started))s; n$follower follows"
-    L=$(api_url "$leader") F1=$(api_url "$follower")
-
-    say "Nothing acknowledged was lost: GET on a survivor prints event2."
-    run_read "event2" "curl -sk $F1/event"
-    say "POST through the follower, redirected to the new leader."
-    run "" "curl -skL -X POST -d event=\"event3\" $F1/event"
-    say "DELETE through the follower: prints event2."
-    run "event2" "curl -skL -X DELETE $F1/event"
-    say "GET on the new leader: prints event3."
-    run "event3" "curl -sk $L/event"
+    survivors_carry_on "$killed"
+    local F1
+    F1=$(api_url "$FOLLOWER")
     say "DELETE: prints event3."
     run "event3" "curl -skL -X DELETE $F1/event"
     say "GET on the empty queue: 204, prints nothing."
@@ -212,11 +234,7 @@ main() {
     say "Restart n$killed on its data dir: it rejoins with its old identity and log."
     start_node "$killed" "$DEMO_DIR" "$(log_file "$killed")"
     echo "\$ raftq ${NODE_ARGS[*]} &   # the same command line as before"
-    started=$SECONDS
-    wait_for_leader "$WAIT_SECS" 1 2 3 || fail "n$killed did not rejoin"
-    [[ ${NODE_IDS[killed]} == "$killed_id" ]] \
-        || fail "n$killed came back as node_id ${NODE_IDS[killed]}, was $killed_id"
-    echo "n$killed is back as voter $killed_id after $((SECONDS - started))s; n$LEADER leads"
+    wait_for_rejoin "$killed" "$killed_id"
     show_status "$killed"
     say "The restarted node has caught up: its queue is empty too."
     run_read "" "curl -sk $(api_url "$killed")/event"
@@ -226,4 +244,7 @@ main() {
     echo "demo OK"
 }
 
-main "$@"
+# scripts/docker-test.sh sources this file for its helpers.
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+    main "$@"
+fi
