@@ -75,6 +75,10 @@ deps:
 	[ "$$have_libclang" = yes ] || missing="$$missing libclang-dev"; \
 	command -v curl >/dev/null 2>&1 || missing="$$missing curl"; \
 	command -v c++ >/dev/null 2>&1 || command -v g++ >/dev/null 2>&1 || missing="$$missing g++"; \
+	if [ "$$(id -u)" = 0 ]; then \
+	  command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
+	  command -v iptables >/dev/null 2>&1 || missing="$$missing iptables"; \
+	fi; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	echo "make deps: missing system packages:$$missing"; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \

@@ -49,6 +49,11 @@ pub enum ApiError {
     Internal(String),
     #[error("this node already serves its maximum of {max} watches; retry shortly or watch another node")]
     TooManyWatches { max: usize },
+    /// A read this node cannot serve right now (e.g. it cannot reach the
+    /// leader for a read index); unlike [`ApiError::Unavailable`] nothing
+    /// was written, so the message says only to retry.
+    #[error("{0}; retry the read")]
+    ReadUnavailable(String),
 }
 
 impl ApiError {
@@ -78,6 +83,7 @@ impl ApiError {
             ApiError::TooManyWatches { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "too_many_watches")
             }
+            ApiError::ReadUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         }
     }
 }
@@ -103,7 +109,10 @@ impl IntoResponse for ApiError {
                     headers.insert(header::LOCATION, value);
                 }
             }
-            ApiError::NoLeader | ApiError::Unavailable(_) | ApiError::TooManyWatches { .. } => {
+            ApiError::NoLeader
+            | ApiError::Unavailable(_)
+            | ApiError::ReadUnavailable(_)
+            | ApiError::TooManyWatches { .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::Unauthorized => {
@@ -119,7 +128,7 @@ impl From<ReadError> for ApiError {
     fn from(e: ReadError) -> Self {
         match e {
             ReadError::NoLeader => ApiError::NoLeader,
-            other => ApiError::Unavailable(other.to_string()),
+            other => ApiError::ReadUnavailable(other.to_string()),
         }
     }
 }
@@ -146,5 +155,24 @@ pub fn from_propose(e: ProposeError, path_and_query: &str) -> ApiError {
             not_leader(leader.map(|(_, node)| node.api_url()), path_and_query)
         }
         ProposeError::Unavailable(msg) => ApiError::Unavailable(msg),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_read_is_a_503_that_says_nothing_of_writes() {
+        for e in [ReadError::Timeout, ReadError::Unavailable("leader unreachable".into())] {
+            let api = ApiError::from(e);
+            assert!(!api.to_string().contains("write"), "{api}");
+            assert_eq!(api.status_and_code(), (StatusCode::SERVICE_UNAVAILABLE, "unavailable"));
+            let response = api.into_response();
+            assert_eq!(
+                response.headers().get(header::RETRY_AFTER).map(|v| v.as_bytes()),
+                Some(&b"1"[..])
+            );
+        }
     }
 }

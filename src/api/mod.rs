@@ -142,7 +142,11 @@ impl AppState {
             }
             match tokio::time::timeout_at(deadline, metrics.changed()).await {
                 Ok(Ok(())) => {}
-                _ => return Err(ApiError::Unavailable(format!("seq {seq} not applied here yet"))),
+                _ => {
+                    return Err(ApiError::ReadUnavailable(format!(
+                        "seq {seq} not applied here yet"
+                    )))
+                }
             }
         }
     }

@@ -19,6 +19,11 @@
 //! test binary: CI has two cores and debug builds, and two clusters competing
 //! for them would turn timing assumptions into flakes.
 //!
+//! Multi-host: [`ClusterBuilder::netns_hosts`] places each node in its own
+//! network namespace instead (`ip netns exec NS raftq serve ...`, default
+//! ports, `--bind-interface`); the namespaces themselves are made by the
+//! test (see `netns.rs`).
+//!
 //! Invariant oracle: [`Cluster::check_acked`] reads the whole retained log of
 //! a node through `GET /events` and checks that every acknowledged seq is
 //! present exactly once, with its event, in order, and that seqs are gapless.
@@ -28,7 +33,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::ops::AsyncFnMut;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -136,10 +141,6 @@ fn reserve_ports() -> (Ports, Reservation) {
     (ports, Reservation { _tcp: tcp, _udp: udp })
 }
 
-fn loopback(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
 // ---------------------------------------------------------------------------
 // One node process
 // ---------------------------------------------------------------------------
@@ -159,33 +160,54 @@ pub struct NodeProc {
     /// The node id reported by `/status`, cached on first sight. A restarted
     /// node must report the same id (tests assert that).
     node_id: OnceLock<String>,
+    /// `Some`: the node runs in this network namespace, not on loopback.
+    pub host: Option<NetnsHost>,
 }
 
+/// Where a multi-host node runs: inside network namespace `netns`, on its
+/// interface `interface` whose address is `ip`.
+#[derive(Debug, Clone)]
+pub struct NetnsHost {
+    pub netns: String,
+    pub ip: IpAddr,
+    pub interface: String,
+}
+
+/// The SPEC §1 default ports, used by nodes in their own namespaces.
+pub const DEFAULT_PORTS: Ports =
+    Ports { api: 8080, raft: 1112, gossip: 1111, maze_source: 9090, maze_client: 9099 };
+
 impl NodeProc {
-    /// `https://127.0.0.1:<api port>`: also the advertised API URL, since
-    /// nodes run with `--advertise-host 127.0.0.1`.
+    /// `https://<ip>:<api port>`: also the advertised API URL, since nodes
+    /// run with `--advertise-host 127.0.0.1` (or, in a namespace, advertise
+    /// their interface's address).
     pub fn api_url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.ports.api)
+        format!("https://{}", self.api_addr())
+    }
+
+    /// 127.0.0.1, or the node's address in its namespace.
+    pub fn ip(&self) -> IpAddr {
+        self.host.as_ref().map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |h| h.ip)
     }
 
     pub fn api_addr(&self) -> SocketAddr {
-        loopback(self.ports.api)
+        SocketAddr::new(self.ip(), self.ports.api)
     }
 
     pub fn raft_addr(&self) -> SocketAddr {
-        loopback(self.ports.raft)
+        SocketAddr::new(self.ip(), self.ports.raft)
     }
 
     pub fn gossip_addr(&self) -> SocketAddr {
-        loopback(self.ports.gossip)
+        SocketAddr::new(self.ip(), self.ports.gossip)
     }
 
     pub fn maze_source_addr(&self) -> SocketAddr {
-        loopback(self.ports.maze_source)
+        SocketAddr::new(self.ip(), self.ports.maze_source)
     }
 
     pub fn maze_client_addr(&self) -> SocketAddr {
-        loopback(self.ports.maze_client)
+        SocketAddr::new(self.ip(), self.ports.maze_client)
     }
 
     /// The exact `serve` arguments this node is (re)started with.
@@ -239,7 +261,15 @@ impl NodeProc {
         )
         .expect("write node log");
         let stderr = log.try_clone().expect("clone node log handle");
-        let mut cmd = Command::new(BIN);
+        // `ip netns exec` execs the program: the child's pid is raftq's.
+        let mut cmd = match &self.host {
+            Some(h) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &h.netns, BIN]);
+                c
+            }
+            None => Command::new(BIN),
+        };
         cmd.args(&self.args)
             .stdin(Stdio::null())
             .stdout(log)
@@ -815,6 +845,7 @@ pub struct ClusterBuilder {
     /// A backup file that `raftq restore` writes into node 1's data dir
     /// before it first starts.
     restore_from: Option<PathBuf>,
+    hosts: Vec<NetnsHost>,
 }
 
 impl ClusterBuilder {
@@ -853,6 +884,15 @@ impl ClusterBuilder {
         self
     }
 
+    /// One node per host, each in its network namespace: default ports,
+    /// `--bind-interface` (so it advertises the interface's address), and
+    /// certificates that also cover every host's address.
+    pub fn netns_hosts(mut self, hosts: Vec<NetnsHost>) -> Self {
+        self.nodes = hosts.len();
+        self.hosts = hosts;
+        self
+    }
+
     /// Make certs, spawn every node and wait until each answers `/healthz`.
     /// Does not wait for the cluster to form (see [`Cluster::wait_for_voters`]).
     pub async fn start(self) -> Cluster {
@@ -862,7 +902,9 @@ impl ClusterBuilder {
         let dir =
             tempfile::Builder::new().prefix("raftq-cluster-").tempdir().expect("create temp dir");
         let certs = dir.path().join("certs");
-        make_certs(&certs);
+        let mut cert_hosts = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+        cert_hosts.extend(self.hosts.iter().map(|h| h.ip.to_string()));
+        make_certs_for(&certs, &cert_hosts.join(","));
         let ca_pem = fs::read(certs.join("ca.pem")).expect("read ca.pem");
         let mut extra_args = self.extra_args;
         let mut auth = ClientAuth::default();
@@ -886,6 +928,7 @@ impl ClusterBuilder {
             ca_pem,
             certs,
             extra_args,
+            hosts: self.hosts,
             dir: Some(dir),
             _slot: slot,
         };
@@ -921,10 +964,15 @@ impl ClusterBuilder {
 }
 
 fn make_certs(out: &Path) {
+    make_certs_for(out, "127.0.0.1,localhost");
+}
+
+/// `raftq certs --out OUT --hosts HOSTS` (comma-separated).
+fn make_certs_for(out: &Path, hosts: &str) {
     let output = Command::new(BIN)
         .args(["certs", "--out"])
         .arg(out)
-        .args(["--hosts", "127.0.0.1,localhost"])
+        .args(["--hosts", hosts])
         .env("RUST_LOG", "info")
         .output()
         .expect("run raftq certs");
@@ -952,6 +1000,8 @@ pub struct Cluster {
     /// Holds ca.pem, ca-key.pem, node.pem, node-key.pem.
     pub certs: PathBuf,
     extra_args: Vec<String>,
+    /// Node `i` runs in `hosts[i]` when present (see [`ClusterBuilder::netns_hosts`]).
+    hosts: Vec<NetnsHost>,
     dir: Option<tempfile::TempDir>,
     _slot: SlotGuard,
 }
@@ -964,6 +1014,7 @@ impl Cluster {
             token: None,
             client_certs: false,
             restore_from: None,
+            hosts: Vec::new(),
         }
     }
 
@@ -993,31 +1044,46 @@ impl Cluster {
 
     /// Create the next node (ports reserved, not spawned). Node 1 bootstraps;
     /// every other node seeds node 1's gossip address.
+    ///
+    /// A node with a [`NetnsHost`] instead keeps every listener on its SPEC
+    /// default (0.0.0.0 and the default port, as in a container) and takes
+    /// its advertise host from `--bind-interface`.
     fn prepare_node(&mut self, extra: &[&str]) -> usize {
         let index = self.nodes.len();
         let name = format!("n{}", index + 1);
-        let (ports, reservation) = reserve_ports();
+        let host = self.hosts.get(index).cloned();
         let data_dir = self.dir().join(&name).join("data");
         fs::create_dir_all(&data_dir).expect("create data dir");
         let log_path = self.dir().join(format!("{name}.log"));
-        let p = |port: u16| format!("127.0.0.1:{port}");
         let certs = &self.certs;
-        let mut args: Vec<String> = vec![
-            "serve".into(),
-            "--data-dir".into(),
-            data_dir.display().to_string(),
-            "--api-addr".into(),
-            p(ports.api),
-            "--raft-addr".into(),
-            p(ports.raft),
-            "--gossip-addr".into(),
-            p(ports.gossip),
-            "--advertise-host".into(),
-            "127.0.0.1".into(),
-            "--maze-source-addr".into(),
-            p(ports.maze_source),
-            "--maze-client-addr".into(),
-            p(ports.maze_client),
+        let mut args: Vec<String> =
+            vec!["serve".into(), "--data-dir".into(), data_dir.display().to_string()];
+        let (ports, reservation) = match &host {
+            None => {
+                let (ports, reservation) = reserve_ports();
+                let p = |port: u16| format!("127.0.0.1:{port}");
+                args.extend([
+                    "--api-addr".into(),
+                    p(ports.api),
+                    "--raft-addr".into(),
+                    p(ports.raft),
+                    "--gossip-addr".into(),
+                    p(ports.gossip),
+                    "--advertise-host".into(),
+                    "127.0.0.1".into(),
+                    "--maze-source-addr".into(),
+                    p(ports.maze_source),
+                    "--maze-client-addr".into(),
+                    p(ports.maze_client),
+                ]);
+                (ports, Some(reservation))
+            }
+            Some(host) => {
+                args.extend(["--bind-interface".into(), host.interface.clone()]);
+                (DEFAULT_PORTS, None)
+            }
+        };
+        args.extend([
             "--tls-cert".into(),
             certs.join("node.pem").display().to_string(),
             "--tls-key".into(),
@@ -1028,10 +1094,10 @@ impl Cluster {
             HEARTBEAT_MS.to_string(),
             "--election-timeout-ms".into(),
             ELECTION_TIMEOUT_MS.to_string(),
-        ];
+        ]);
         if index > 0 {
             args.push("--seeds".into());
-            args.push(p(self.nodes[0].ports.gossip));
+            args.push(self.nodes[0].gossip_addr().to_string());
         }
         args.extend(self.extra_args.iter().cloned());
         args.extend(extra.iter().map(|s| s.to_string()));
@@ -1044,8 +1110,9 @@ impl Cluster {
             child: None,
             paused: false,
             spawns: 0,
-            reservation: Some(reservation),
+            reservation,
             node_id: OnceLock::new(),
+            host,
         });
         index
     }

@@ -1,5 +1,6 @@
 //! Tier-3 acceptance tests: real `raftq serve` processes on loopback, driven
 //! through the public HTTPS API (reqwest and the real `curl` binary).
+//! `netns.rs` runs its nodes in network namespaces instead (multi-host).
 //!
 //! One test binary (`cargo test --test cluster`) to save link time; the
 //! harness lets one scenario run at a time (see `harness.rs`). Each scenario
@@ -13,6 +14,7 @@ mod demo;
 mod failover;
 mod formation;
 mod maze;
+mod netns;
 mod ops;
 mod resilience;
 mod snapshot_join;

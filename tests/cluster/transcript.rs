@@ -9,7 +9,7 @@ use crate::harness::{curl, Cluster, FORM};
 
 /// Run one transcript line and compare curl's stdout byte for byte, and the
 /// final HTTP status.
-async fn step(args: &[&str], want_stdout: &str, want_code: &str) {
+pub(crate) async fn step(args: &[&str], want_stdout: &str, want_code: &str) {
     let out = curl(args).await;
     assert_eq!(
         out.exit,
