@@ -63,6 +63,8 @@ pub struct AppState {
     pub max_event_bytes: usize,
     pub api_token: Option<String>,
     pub last_membership_decision: Arc<Mutex<Option<String>>>,
+    /// This node was removed from the cluster (see `membership::driver`).
+    pub retired: Arc<std::sync::atomic::AtomicBool>,
     pub maze: Option<MazeHandles>,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// API writes hold it shared; a leadership transfer holds it exclusively

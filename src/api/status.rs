@@ -53,6 +53,7 @@ pub async fn status(State(state): State<Shared>) -> Json<Value> {
         "head_seq": queue.head(),
         "front_seq": queue.front_seq(),
         "membership_last_decision": last_decision,
+        "removed": state.retired.load(std::sync::atomic::Ordering::Relaxed),
         "maze": maze_status(&state),
         "watches": state.watches.active(),
         "version": env!("CARGO_PKG_VERSION"),
@@ -90,7 +91,9 @@ pub async fn readyz(State(state): State<Shared>) -> Response {
     let metrics = state.raft.metrics().borrow().clone();
     let applied = metrics.last_applied.map(|l| l.index);
     let committed = commit_index(&state).await;
-    let reason = if metrics.current_leader.is_none() {
+    let reason = if state.retired.load(std::sync::atomic::Ordering::Relaxed) {
+        Some("this node was removed from the cluster")
+    } else if metrics.current_leader.is_none() {
         Some("no leader known")
     } else if applied < committed {
         Some("applying the committed log")

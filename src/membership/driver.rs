@@ -39,6 +39,8 @@ pub struct Driver {
     pub dead_grace: Duration,
     /// Replicated state: which nodes an operator retired.
     pub reader: crate::raft::state_machine::SmReader,
+    /// Set once this node learns it was removed (`/status`, `/readyz`).
+    pub retired: Arc<std::sync::atomic::AtomicBool>,
     /// Last decision and its outcome, for `/status`.
     pub last_decision: Arc<std::sync::Mutex<Option<String>>>,
 }
@@ -53,6 +55,7 @@ impl Driver {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(TICK) => {}
             }
+            self.notice_removal().await;
             let metrics = self.raft.metrics().borrow().clone();
             if metrics.state != ServerState::Leader {
                 down_since_ms.clear();
@@ -103,6 +106,31 @@ impl Driver {
             if let Ok(mut last) = self.last_decision.lock() {
                 *last = Some(summary);
             }
+        }
+    }
+
+    /// Shares the tombstones this node has applied, and checks whether it
+    /// is itself one of the removed. A removed node no longer receives the
+    /// log (so it may never apply its own tombstone) and, still listing
+    /// itself in its last membership, would campaign forever; the members
+    /// ignore it thanks to their leases, but it should stop, and tell its
+    /// operator, like a removed etcd member.
+    async fn notice_removal(&self) {
+        use std::sync::atomic::Ordering;
+        let applied = self.reader.retired();
+        self.gossip.publish_retired(&applied).await;
+        if self.retired.load(Ordering::Relaxed) {
+            return;
+        }
+        let me = self.identity.node_id;
+        if applied.contains(&me) || self.gossip.retired_by_peers().await.contains(&me) {
+            self.retired.store(true, Ordering::Relaxed);
+            self.raft.runtime_config().elect(false);
+            tracing::error!(
+                node_id = me,
+                "this node was removed from the cluster (DELETE /cluster/nodes/{me}); it no longer \
+                 campaigns. Stop it; to bring the machine back, start it on an empty data dir"
+            );
         }
     }
 

@@ -22,6 +22,10 @@ use crate::raft::types::{Node, NodeId};
 pub const RAFT_ID_KEY: &str = "raft_id";
 pub const RAFT_ADDR_KEY: &str = "raft_addr";
 pub const API_ADDR_KEY: &str = "api_addr";
+/// Node ids an operator removed, as this node's applied state knows them
+/// (comma-separated). A removed node cut off from the log learns of its
+/// removal from here (see `driver`).
+pub const RETIRED_KEY: &str = "retired";
 
 const GOSSIP_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -129,6 +133,31 @@ impl Gossip {
     /// The live nodes and the addresses they advertise.
     pub async fn live(&self) -> BTreeMap<NodeId, Node> {
         self.members().await.into_iter().filter(|m| m.live).map(|m| (m.node_id, m.node())).collect()
+    }
+
+    /// Publishes the removed node ids this node knows of.
+    pub async fn publish_retired(&self, ids: &std::collections::BTreeSet<NodeId>) {
+        let value = ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+        let chitchat = self.handle.chitchat();
+        let mut chitchat = chitchat.lock().await;
+        let state = chitchat.self_node_state();
+        if state.get(RETIRED_KEY) != Some(value.as_str()) {
+            state.set(RETIRED_KEY, value);
+        }
+    }
+
+    /// Removed node ids as any live node publishes them.
+    pub async fn retired_by_peers(&self) -> std::collections::BTreeSet<NodeId> {
+        let chitchat = self.handle.chitchat();
+        let chitchat = chitchat.lock().await;
+        let live: std::collections::HashSet<&ChitchatId> = chitchat.live_nodes().collect();
+        chitchat
+            .node_states()
+            .iter()
+            .filter(|(id, _)| live.contains(id))
+            .filter_map(|(_, state)| state.get(RETIRED_KEY))
+            .flat_map(|v| v.split(',').filter_map(|id| id.parse().ok()).collect::<Vec<_>>())
+            .collect()
     }
 
     pub async fn shutdown(self) {

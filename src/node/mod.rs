@@ -229,6 +229,7 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
     );
 
     let last_decision = Arc::new(Mutex::new(None));
+    let retired = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let driver = Driver {
         raft: raft.clone(),
         gossip: gossip.clone(),
@@ -236,6 +237,7 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
         identity,
         dead_grace: Duration::from_secs(args.dead_node_grace_secs),
         reader: reader.clone(),
+        retired: retired.clone(),
         last_decision: last_decision.clone(),
     };
     tasks.spawn(driver.run(shutdown.clone()));
@@ -297,6 +299,7 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
         max_event_bytes: args.max_event_bytes,
         api_token: args.api_token.clone().filter(|t| !t.is_empty()),
         last_membership_decision: last_decision,
+        retired,
         maze,
         metrics: metrics.clone(),
         write_gate: tokio::sync::RwLock::new(()),

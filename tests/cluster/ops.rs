@@ -361,6 +361,24 @@ async fn leadership_transfer_and_node_removal() {
             .any(|n| id_of(&n["node_id"]).as_deref() == Some(victim_id.as_str())),
         "{nodes}"
     );
+    // The removed node learns of it (through gossip: it no longer gets the
+    // log), stops campaigning and reports it.
+    let victim_url = c.url(victim, "/status");
+    let client = c.client.clone();
+    let term = wait_until(Duration::from_secs(10), "the removed node to know it", async || {
+        let st = crate::harness::send(&client, Method::GET, &victim_url, None, &[]).await?.json();
+        match st["removed"].as_bool() {
+            Some(true) => Ok(st["term"].as_u64().unwrap_or(0)),
+            _ => Err(status_brief(&st)),
+        }
+    })
+    .await;
+    let r = c.get(victim, "/readyz").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{r:?}");
+    assert!(r.text().contains("removed"), "{r:?}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let st = c.status(victim).await;
+    assert_eq!(st["term"].as_u64(), Some(term), "a removed node stops campaigning: {st}");
     c.nodes[victim].kill9();
     // Two voters still take writes, and the queue is intact.
     let r = c.post_follow(l2, "after-removal").await;
