@@ -141,7 +141,10 @@ test: deps lint
 	@echo "make test: cargo test --all-targets (RUST_TEST_THREADS=$(TEST_THREADS))"
 	@RUST_TEST_THREADS=$(TEST_THREADS) cargo test --all-targets \
 		|| { echo "make test: FAILED after $$($(ELAPSED))"; exit 1; }
-	@bash scripts/docker-test.sh || { echo "make test: docker test FAILED after $$($(ELAPSED))"; exit 1; }
+	@# The binary cargo test just built: `cargo build --bin raftq` alone would
+	@# resolve features without the dev-dependencies and rebuild a dozen crates.
+	@RAFTQ=$(RAFTQ) bash scripts/docker-test.sh \
+		|| { echo "make test: docker test FAILED after $$($(ELAPSED))"; exit 1; }
 	@echo "make test: passed in $$($(ELAPSED))"
 
 bench:

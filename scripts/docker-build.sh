@@ -133,7 +133,7 @@ host_binary() {
         return 0
     fi
     export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${HOME:-/root}/.cache/raftq/target}
-    say "cargo build --bin raftq (a no-op when make test has built it)"
+    say "cargo build --bin raftq (set RAFTQ=path to pack an existing binary instead)"
     (cd "$ROOT" && cargo build --quiet --bin raftq)
     BINARY=$CARGO_TARGET_DIR/debug/raftq
     [[ -x $BINARY ]] || die "cargo build did not produce $BINARY"
