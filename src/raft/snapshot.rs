@@ -44,6 +44,8 @@ const END: u8 = 0xFF;
 /// make a reader allocate before the checksum gives the corruption away.
 pub const MAX_FIELD: usize = 256 << 20;
 
+const TRUNCATED: &str = "truncated before its end marker and checksum (torn or cut-short file)";
+
 fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(format!("snapshot: {what}"))
 }
@@ -149,7 +151,7 @@ impl<R: Read> Reader<R> {
         buf.clear();
         (&mut self.inp).take(len as u64).read_to_end(buf)?;
         if buf.len() != len {
-            return Err(corrupt("record runs past the end"));
+            return Err(corrupt(TRUNCATED));
         }
         self.crc.update(buf);
         Ok(())
@@ -230,7 +232,7 @@ pub fn load_into<R: Read>(
 
 fn truncated(e: std::io::Error) -> StoreError {
     if e.kind() == std::io::ErrorKind::UnexpectedEof {
-        corrupt("truncated")
+        corrupt(TRUNCATED)
     } else {
         e.into()
     }
