@@ -360,6 +360,7 @@ impl StateMachine {
     /// Opens the state machine stored in `db`; `snapshot_dir` holds the latest
     /// snapshot file. If that snapshot is ahead of the stored state (its WAL
     /// tail was lost in a power cut after the log was purged), it is installed.
+    /// Temp files a crash left in the snapshot dir are removed.
     ///
     /// A `restoring` marker means an install was cut short: it is redone
     /// (see the module docs).
@@ -378,10 +379,10 @@ impl StateMachine {
         let sm =
             StateMachine { shared, snapshot_dir: snapshot_dir.to_path_buf(), snapshot_count: 0 };
         if let Some((mut file, meta)) = sm.open_current_snapshot()? {
-            *sm.current_snapshot() = meta.last_log_id;
+            *lock_current(&sm.shared) = meta.last_log_id;
             let interrupted = snapshot_dir.join(RESTORING_MARKER).exists();
             if interrupted || meta.last_log_id > sm.shared.read().last_applied {
-                tracing::warn!(snapshot = ?meta.last_log_id, interrupted, "state machine behind its snapshot; restoring it");
+                tracing::warn!(snapshot = ?meta.last_log_id, interrupted, "restoring the state machine from its snapshot");
                 validate_file(&mut file)?;
                 replace_state(&sm.shared, snapshot_dir, file, RESTORE_BATCH_BYTES)?;
             }
@@ -401,10 +402,6 @@ impl StateMachine {
         batch_bytes: usize,
     ) -> Result<(), StoreError> {
         replace_state(&self.shared, &self.snapshot_dir, source, batch_bytes)
-    }
-
-    fn current_snapshot(&self) -> std::sync::MutexGuard<'_, Option<LogId>> {
-        lock_current(&self.shared)
     }
 
     /// Routes applied maze notifications to this node's users (set once,
