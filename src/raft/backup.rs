@@ -9,13 +9,15 @@
 //! single-voter cluster whose log starts at index 0 on top of that data, and
 //! other nodes join it as usual (they receive the data by snapshot).
 
+use std::io::{BufReader, Seek};
 use std::path::Path;
 
-use rocksdb::WriteOptions;
+use rocksdb::WriteBatch;
 
-use super::db::{self, cf, StoreError};
+use super::db::{self, StoreError};
 use super::keys::{self, SM_CFS};
 use super::snapshot;
+use super::state_machine::RESTORE_BATCH_BYTES;
 use super::types::SnapshotMeta;
 
 #[derive(Debug, thiserror::Error)]
@@ -46,28 +48,27 @@ fn belongs_to_old_cluster(cf_index: u8, key: &[u8]) -> bool {
 
 /// Validates `backup` (checksum, framing) and writes its data into a new
 /// RocksDB under `data_dir/db`. Refuses a data dir that already has one.
+/// Both passes stream the file, so a backup of any size restores in bounded
+/// memory.
 pub fn restore(backup: &Path, data_dir: &Path) -> Result<Restored, RestoreError> {
     let db_path = data_dir.join("db");
     if db_path.exists() || data_dir.join("node_id").exists() {
         return Err(RestoreError::NotEmpty(data_dir.display().to_string()));
     }
-    let bytes = std::fs::read(backup)
-        .map_err(|source| RestoreError::Read { path: backup.display().to_string(), source })?;
-    // Parse (and so verify) everything before creating anything.
-    let parsed = snapshot::parse(&bytes)?;
+    let read_err = |source| RestoreError::Read { path: backup.display().to_string(), source };
+    let mut file = std::fs::File::open(backup).map_err(read_err)?;
+    // Verify everything before creating anything.
+    let meta = snapshot::Reader::new(BufReader::new(&file))?.validate()?;
+    file.rewind().map_err(read_err)?;
     std::fs::create_dir_all(data_dir).map_err(StoreError::from)?;
     let db = db::open(&db_path)?;
-    let mut batch = rocksdb::WriteBatch::default();
-    let mut records = 0;
-    for (cf_index, key, value) in &parsed.records {
-        if belongs_to_old_cluster(*cf_index, key) {
-            continue;
-        }
-        batch.put_cf(cf(&db, SM_CFS[*cf_index as usize])?, key, value);
-        records += 1;
-    }
-    let mut opts = WriteOptions::default();
-    opts.set_sync(true);
-    db.write_opt(batch, &opts).map_err(StoreError::from)?;
-    Ok(Restored { meta: parsed.meta, records })
+    let reader = snapshot::Reader::new(BufReader::new(&file))?;
+    let records = snapshot::load_into(
+        &db,
+        reader,
+        WriteBatch::default(),
+        RESTORE_BATCH_BYTES,
+        |cf_index, key| !belongs_to_old_cluster(cf_index, key),
+    )?;
+    Ok(Restored { meta, records })
 }

@@ -10,19 +10,41 @@
 //! Readers (the HTTP API) share the state through [`SmReader`]: a read lock
 //! covers both the in-memory pointers and the body lookup, so a reader never
 //! sees a seq whose body is not yet (or no longer) stored.
+//!
+//! # Snapshots
+//!
+//! Snapshots are files in the snapshot dir, never buffers: a queue may hold
+//! millions of pending events. Building one streams a point-in-time view into
+//! a temp file that is fsynced and renamed to `current.snap`; openraft sends
+//! it by reading chunks from the open file. A received snapshot is written by
+//! openraft chunk by chunk into a fresh temp file, which installing then
+//! streams twice: a first pass checks the whole file (framing, end marker,
+//! checksum, and that its data's applied log id is its meta's) and changes
+//! nothing if it is torn; the file then becomes `current.snap` (fsync, rename,
+//! directory fsync), and a second pass replaces the stored state in RocksDB
+//! batches of about [`RESTORE_BATCH_BYTES`].
+//!
+//! Those batches are not atomic together, so a crash between them would leave
+//! a mix of the old and new state. Before the first one, a `restoring` marker
+//! file is created (and the directory fsynced); it is removed only after the
+//! last batch, which is synced, and the reload. [`StateMachine::open`] finds a
+//! marker left by a crash and redoes the install from `current.snap`, which
+//! by then is the new snapshot (it was renamed before the marker was
+//! created). A restore is idempotent, so a crash during the redo is redone
+//! again. The same path restores a state that fell behind `current.snap`.
 
 use std::collections::BTreeMap;
-use std::io::Cursor;
+use std::io::{BufReader, BufWriter, Read, Seek};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
-use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
+use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
 
 use super::db::{cf, StoreError};
 use super::keys::{self, CF_EVENTS, CF_SM, CF_STAMPS, SM_CFS};
-use super::snapshot;
+use super::snapshot::{self, SnapshotFile, TempPath};
 use super::types::{
     Entry, LogId, NodeId, Op, Reply, Response, Snapshot, SnapshotMeta, StorageError,
     StoredMembership, TypeConfig,
@@ -32,7 +54,10 @@ use crate::maze::{LinesStats, MazeEffect, MazeOutcome, MazeState, Notification};
 use crate::queue::{Effect, EventStamp, IdemEntry, Outcome, QueueMeta, QueueState, Seq};
 
 const SNAPSHOT_FILE: &str = "current.snap";
-const SNAPSHOT_TMP: &str = "snapshot.tmp";
+/// Present while the stored state is being replaced by `current.snap`.
+pub(super) const RESTORING_MARKER: &str = "restoring";
+/// About how much of a snapshot one RocksDB batch of an install carries.
+pub const RESTORE_BATCH_BYTES: usize = 4 << 20;
 
 /// In-memory state: everything but event bodies.
 #[derive(Default)]
@@ -54,6 +79,10 @@ pub struct Shared {
     /// Bumped after every apply and snapshot install, once the new state is
     /// readable: what watch streams wait on.
     applied_tx: tokio::sync::watch::Sender<Option<LogId>>,
+    /// The log id of `current.snap`. Held while that file is replaced: a
+    /// build runs beside the state machine's other work, and must not put
+    /// its older snapshot over one installed meanwhile.
+    current_snapshot: Mutex<Option<LogId>>,
 }
 
 /// The maze part of `/status`: the stream's position, and the totals of
@@ -331,9 +360,13 @@ impl StateMachine {
     /// Opens the state machine stored in `db`; `snapshot_dir` holds the latest
     /// snapshot file. If that snapshot is ahead of the stored state (its WAL
     /// tail was lost in a power cut after the log was purged), it is installed.
+    /// Temp files a crash left in the snapshot dir are removed.
+    ///
+    /// A `restoring` marker means an install was cut short: it is redone
+    /// (see the module docs).
     pub fn open(db: Arc<DB>, snapshot_dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(snapshot_dir)?;
-        let _ = std::fs::remove_file(snapshot_dir.join(SNAPSHOT_TMP));
+        remove_temp_files(snapshot_dir)?;
         let state = load_state(&db)?;
         let shared = Arc::new(Shared {
             db,
@@ -341,17 +374,34 @@ impl StateMachine {
             maze_sink: OnceLock::new(),
             maze_totals: std::sync::Mutex::new(LinesStats::default()),
             applied_tx: tokio::sync::watch::Sender::new(None),
+            current_snapshot: Mutex::new(None),
         });
         let sm =
             StateMachine { shared, snapshot_dir: snapshot_dir.to_path_buf(), snapshot_count: 0 };
-        if let Some(bytes) = sm.read_snapshot_file()? {
-            let parsed = snapshot::parse(&bytes)?;
-            if parsed.meta.last_log_id > sm.shared.read().last_applied {
-                tracing::warn!(snapshot = ?parsed.meta.last_log_id, "state machine behind its snapshot; restoring it");
-                sm.replace_state(&parsed)?;
+        if let Some((mut file, meta)) = sm.open_current_snapshot()? {
+            *lock_current(&sm.shared) = meta.last_log_id;
+            let interrupted = snapshot_dir.join(RESTORING_MARKER).exists();
+            if interrupted || meta.last_log_id > sm.shared.read().last_applied {
+                tracing::warn!(snapshot = ?meta.last_log_id, interrupted, "restoring the state machine from its snapshot");
+                validate_file(&mut file)?;
+                replace_state(&sm.shared, snapshot_dir, file, RESTORE_BATCH_BYTES)?;
             }
+        } else if snapshot_dir.join(RESTORING_MARKER).exists() {
+            return Err(StoreError::Corrupt(
+                "a snapshot install was interrupted and its file is gone".into(),
+            ));
         }
         Ok(sm)
+    }
+
+    /// [`replace_state`] from any source: lets tests cut an install short.
+    #[cfg(test)]
+    pub(super) fn replace_state_from(
+        &self,
+        source: impl Read,
+        batch_bytes: usize,
+    ) -> Result<(), StoreError> {
+        replace_state(&self.shared, &self.snapshot_dir, source, batch_bytes)
     }
 
     /// Routes applied maze notifications to this node's users (set once,
@@ -364,40 +414,16 @@ impl StateMachine {
         SmReader { shared: self.shared.clone() }
     }
 
-    fn read_snapshot_file(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        match std::fs::read(self.snapshot_dir.join(SNAPSHOT_FILE)) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Replaces the whole stored state with a snapshot's records and reloads.
-    fn replace_state(&self, parsed: &snapshot::Parsed<'_>) -> Result<(), StoreError> {
-        let db = &self.shared.db;
-        let mut state = self.shared.write();
-        let mut batch = WriteBatch::default();
-        for name in SM_CFS {
-            // Every key is UTF-8 or ASCII-prefixed, so all sort below 0xFF.
-            batch.delete_range_cf(cf(db, name)?, [].as_slice(), [0xFFu8; 16].as_slice());
-        }
-        for (cf_index, key, value) in &parsed.records {
-            batch.put_cf(cf(db, SM_CFS[*cf_index as usize])?, key, value);
-        }
-        let mut opts = WriteOptions::default();
-        opts.set_sync(true);
-        db.write_opt(batch, &opts)?;
-        *state = load_state(db)?;
-        if state.last_applied != parsed.meta.last_log_id {
-            return Err(StoreError::Corrupt(format!(
-                "snapshot meta says {:?} but its data says {:?}",
-                parsed.meta.last_log_id, state.last_applied
-            )));
-        }
-        let applied = state.last_applied;
-        drop(state);
-        self.shared.applied_tx.send_replace(applied);
-        Ok(())
+    /// `current.snap`, rewound, and its meta (read, not yet checksummed).
+    fn open_current_snapshot(&self) -> Result<Option<(std::fs::File, SnapshotMeta)>, StoreError> {
+        let mut file = match std::fs::File::open(self.snapshot_dir.join(SNAPSHOT_FILE)) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let meta = snapshot::Reader::new(BufReader::new(&file))?.meta().clone();
+        file.rewind()?;
+        Ok(Some((file, meta)))
     }
 
     fn apply_entries(&self, entries: Vec<Entry>) -> Result<Vec<Response>, StoreError> {
@@ -739,17 +765,157 @@ fn dump<W: std::io::Write>(
     writer.finish()
 }
 
-/// Writes `bytes` as the current snapshot file: temp file, fsync, rename,
-/// fsync of the directory, so a crash leaves the old or the new file whole.
-fn persist_snapshot(dir: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    use std::io::Write;
-    let tmp = dir.join(SNAPSHOT_TMP);
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, dir.join(SNAPSHOT_FILE))?;
+fn lock_current(shared: &Shared) -> std::sync::MutexGuard<'_, Option<LogId>> {
+    // Holds a plain log id: still sound after a panic elsewhere.
+    shared.current_snapshot.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     std::fs::File::open(dir)?.sync_all()?;
     Ok(())
+}
+
+/// Removes the temp files a crash left in the snapshot dir (half-built,
+/// half-received or half-copied snapshots).
+fn remove_temp_files(dir: &Path) -> Result<(), StoreError> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.to_str().is_some_and(|p| p.ends_with(snapshot::TEMP_SUFFIX)) {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// The first pass over a snapshot file: every record is well formed, the
+/// checksum matches, and the applied log id its data holds is its meta's.
+/// Reads without keeping anything, and leaves the file rewound.
+fn validate_file(file: &mut std::fs::File) -> Result<SnapshotMeta, StoreError> {
+    file.rewind()?;
+    let mut reader = snapshot::Reader::new(BufReader::new(&*file))?;
+    let (mut key, mut value) = (Vec::new(), Vec::new());
+    let mut data_applied: Option<LogId> = None;
+    while let Some(cf_index) = reader.next_record(&mut key, &mut value)? {
+        if SM_CFS[cf_index as usize] == CF_SM && key == keys::SM_APPLIED {
+            data_applied = serde_json::from_slice(&value)?;
+        }
+    }
+    let meta = reader.meta().clone();
+    drop(reader);
+    file.rewind()?;
+    if data_applied != meta.last_log_id {
+        return Err(StoreError::Corrupt(format!(
+            "snapshot meta says {:?} but its data says {:?}",
+            meta.last_log_id, data_applied
+        )));
+    }
+    Ok(meta)
+}
+
+/// Replaces the whole stored state with the records `source` (a validated
+/// snapshot, from its start, that is `current.snap`) holds, in batches of
+/// about `batch_bytes`, and reloads. The `restoring` marker covers the
+/// batches: see the module docs.
+pub(super) fn replace_state(
+    shared: &Shared,
+    dir: &Path,
+    source: impl Read,
+    batch_bytes: usize,
+) -> Result<(), StoreError> {
+    let marker = dir.join(RESTORING_MARKER);
+    std::fs::File::create(&marker)?.sync_all()?;
+    sync_dir(dir)?;
+    let db = &shared.db;
+    let mut state = shared.write();
+    let reader = snapshot::Reader::new(BufReader::new(source))?;
+    let meta = reader.meta().clone();
+    let mut clear = WriteBatch::default();
+    for name in SM_CFS {
+        // Every key is UTF-8 or ASCII-prefixed, so all sort below 0xFF.
+        clear.delete_range_cf(cf(db, name)?, [].as_slice(), [0xFFu8; 16].as_slice());
+    }
+    snapshot::load_into(db, reader, clear, batch_bytes, |_, _| true)?;
+    *state = load_state(db)?;
+    if state.last_applied != meta.last_log_id {
+        return Err(StoreError::Corrupt(format!(
+            "snapshot meta says {:?} but its data says {:?}",
+            meta.last_log_id, state.last_applied
+        )));
+    }
+    // Not synced: a marker that comes back after a crash redoes a restore
+    // that is already done, which changes nothing.
+    std::fs::remove_file(&marker)?;
+    let applied = state.last_applied;
+    drop(state);
+    shared.applied_tx.send_replace(applied);
+    Ok(())
+}
+
+/// Installs a received snapshot file: validate, make it `current.snap`,
+/// replace the state from it. Blocking.
+fn install_file(
+    shared: &Shared,
+    dir: &Path,
+    announced: &SnapshotMeta,
+    file: std::fs::File,
+    temp: TempPath,
+) -> Result<(), StoreError> {
+    // Only a file of this dir can become current.snap by a rename; one
+    // from elsewhere (the storage suite hands over another node's
+    // current.snap) is copied in first, a buffer at a time.
+    let (mut file, temp) = if temp.path().and_then(Path::parent) == Some(dir) {
+        (file, temp)
+    } else {
+        let (mut copy, copy_temp) = snapshot::create_temp(dir, "copying")?;
+        let mut file = file;
+        file.rewind()?;
+        std::io::copy(&mut file, &mut copy)?;
+        (copy, copy_temp)
+    };
+    let meta = validate_file(&mut file)?;
+    if meta.last_log_id != announced.last_log_id {
+        return Err(StoreError::Corrupt(format!(
+            "received snapshot holds {:?}, announced {:?}",
+            meta.last_log_id, announced.last_log_id
+        )));
+    }
+    file.sync_all()?;
+    {
+        let mut current = lock_current(shared);
+        temp.persist(&dir.join(SNAPSHOT_FILE))?;
+        sync_dir(dir)?;
+        *current = meta.last_log_id;
+    }
+    replace_state(shared, dir, file, RESTORE_BATCH_BYTES)
+}
+
+/// Builds a snapshot file of `view` in `dir` and makes it `current.snap`
+/// unless a newer one got there first. Returns the open file, rewound.
+fn build_file(
+    shared: &Shared,
+    dir: &Path,
+    view: &rocksdb::Snapshot<'_>,
+    meta: &SnapshotMeta,
+) -> Result<std::fs::File, StoreError> {
+    let (file, temp) = snapshot::create_temp(dir, "building")?;
+    let out = dump(&shared.db, view, meta, BufWriter::new(file))?;
+    let mut file = out.into_inner().map_err(|e| e.into_error())?;
+    // The log behind this snapshot is about to be purged: make the state
+    // it summarises durable first.
+    shared.db.flush_wal(true)?;
+    file.sync_all()?;
+    {
+        let mut current = lock_current(shared);
+        if meta.last_log_id >= *current {
+            temp.persist(&dir.join(SNAPSHOT_FILE))?;
+            sync_dir(dir)?;
+            *current = meta.last_log_id;
+        }
+        // Otherwise the temp file goes when `temp` drops; the open handle
+        // still reads it.
+    }
+    file.rewind()?;
+    Ok(file)
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -784,57 +950,50 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             SnapshotMeta { last_log_id: meta_log_id, last_membership: membership, snapshot_id };
         let (tx, rx) = tokio::sync::oneshot::channel();
         let (taken_tx, taken_rx) = std::sync::mpsc::channel();
-        let db = self.shared.db.clone();
+        let shared = self.shared.clone();
         let dir = self.snapshot_dir.clone();
         // The view must be taken before this returns (no apply may slip in),
         // but serialising it can take a while: a thread owns both the DB
         // handle and the view borrowed from it.
         std::thread::spawn(move || {
-            let view = db.snapshot();
+            let view = shared.db.snapshot();
             let _ = taken_tx.send(());
-            let result = (|| {
-                let bytes = dump(&db, &view, &meta, Vec::new())?;
-                // The log behind this snapshot is about to be purged: make
-                // the state it summarises durable first.
-                db.flush_wal(true)?;
-                persist_snapshot(&dir, &bytes)?;
-                Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
-            })();
+            let result = build_file(&shared, &dir, &view, &meta)
+                .map(|file| Snapshot { meta, snapshot: Box::new(SnapshotFile::from_std(file)) });
             let _ = tx.send(result);
         });
         let _ = taken_rx.recv();
         SnapshotBuilder { result: Some(rx) }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>, StorageError> {
+        let file = SnapshotFile::receive_into(&self.snapshot_dir)
+            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        Ok(Box::new(file))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<SnapshotFile>,
     ) -> Result<(), StorageError> {
-        let bytes = snapshot.into_inner();
-        let install = || -> Result<(), StoreError> {
-            let parsed = snapshot::parse(&bytes)?;
-            if parsed.meta.last_log_id != meta.last_log_id {
-                return Err(StoreError::Corrupt(format!(
-                    "received snapshot holds {:?}, announced {:?}",
-                    parsed.meta.last_log_id, meta.last_log_id
-                )));
-            }
-            self.replace_state(&parsed)?;
-            persist_snapshot(&self.snapshot_dir, &bytes)
-        };
-        install().map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e).into())
+        let (file, temp) = snapshot.into_parts().await;
+        let (shared, dir, announced) =
+            (self.shared.clone(), self.snapshot_dir.clone(), meta.clone());
+        // Reads and writes the whole snapshot: off the async runtime.
+        let result = tokio::task::spawn_blocking(move || {
+            install_file(&shared, &dir, &announced, file, temp)
+        })
+        .await
+        .map_err(|e| StoreError::Join(e.to_string()))
+        .and_then(|r| r);
+        result.map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e).into())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        let Some(bytes) = self.read_snapshot_file().map_err(snap_err)? else {
+        let Some((file, meta)) = self.open_current_snapshot().map_err(snap_err)? else {
             return Ok(None);
         };
-        let meta = snapshot::parse(&bytes).map_err(snap_err)?.meta;
-        Ok(Some(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) }))
+        Ok(Some(Snapshot { meta, snapshot: Box::new(SnapshotFile::from_std(file)) }))
     }
 }

@@ -28,12 +28,18 @@ fn openraft_storage_suite() {
 mod state_machine {
     use std::path::Path;
 
+    use std::io::Read;
+
     use openraft::storage::RaftStateMachine;
     use openraft::{CommittedLeaderId, EntryPayload, RaftSnapshotBuilder};
+    use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
-    use super::super::db;
-    use super::super::state_machine::StateMachine;
-    use super::super::types::{Entry, LogId, Op, Reply, Request, Response};
+    use rocksdb::IteratorMode;
+
+    use super::super::snapshot::SnapshotFile;
+    use super::super::state_machine::{StateMachine, RESTORE_BATCH_BYTES, RESTORING_MARKER};
+    use super::super::types::{Entry, LogId, Op, Reply, Request, Response, SnapshotMeta};
+    use super::super::{db, keys};
     use crate::queue::{Command, EventStamp, Limits};
 
     fn open(dir: &Path) -> StateMachine {
@@ -169,23 +175,178 @@ mod state_machine {
         assert_eq!(current.meta.last_log_id.map(|l| l.index), Some(1));
     }
 
+    /// The bytes of a snapshot openraft holds.
+    async fn bytes_of(snapshot: Box<SnapshotFile>) -> Vec<u8> {
+        let (mut file, _) = snapshot.into_parts().await;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).unwrap();
+        bytes
+    }
+
+    /// Writes `bytes` into a new receiving file the way openraft's chunk
+    /// receiver does: seek to each chunk's offset, write it, shut down.
+    async fn receive(sm: &mut StateMachine, bytes: &[u8], chunk: usize) -> Box<SnapshotFile> {
+        let mut data = sm.begin_receiving_snapshot().await.unwrap();
+        for (i, part) in bytes.chunks(chunk).enumerate() {
+            data.seek(std::io::SeekFrom::Start((i * chunk) as u64)).await.unwrap();
+            data.write_all(part).await.unwrap();
+        }
+        data.shutdown().await.unwrap();
+        data
+    }
+
+    fn files_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
     #[tokio::test]
     async fn a_corrupt_snapshot_is_refused_and_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let mut sm = open(dir.path());
         apply(&mut sm, vec![entry(1, vec![enqueue("a")])]).await;
         let snapshot = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
-        let mut bytes = snapshot.snapshot.into_inner();
-        let last = bytes.len() - 10;
-        bytes[last] ^= 0xff;
+        let meta = snapshot.meta.clone();
+        let bytes = bytes_of(snapshot.snapshot).await;
+        let mut flipped = bytes.clone();
+        let last = flipped.len() - 10;
+        flipped[last] ^= 0xff;
+        let torn = &bytes[..bytes.len() - 7];
 
         let other = tempfile::tempdir().unwrap();
-        let mut fresh = open(other.path());
-        apply(&mut fresh, vec![entry(1, vec![enqueue("mine")])]).await;
-        let res =
-            fresh.install_snapshot(&snapshot.meta, Box::new(std::io::Cursor::new(bytes))).await;
-        assert!(res.is_err());
-        assert_eq!(fresh.reader().front("default").unwrap(), Some((1, "mine".to_string())));
+        let mut fresh = with_mine(other.path()).await;
+        for bad in [&flipped[..], torn] {
+            let data = receive(&mut fresh, bad, 16).await;
+            assert!(fresh.install_snapshot(&meta, data).await.is_err());
+            assert_eq!(fresh.reader().front("default").unwrap(), Some((1, "mine".to_string())));
+            assert!(fresh.get_current_snapshot().await.unwrap().is_none());
+            // No marker, no current.snap, and the received file is gone.
+            assert_eq!(files_in(&other.path().join("snapshots")), Vec::<String>::new());
+        }
+        drop(fresh);
+        let reopened = open(other.path());
+        assert_eq!(reopened.reader().front("default").unwrap(), Some((1, "mine".to_string())));
+    }
+
+    /// A node with 6 MiB of events (more than one batch of an install) and
+    /// its snapshot: the node, its event count, the snapshot's meta and bytes.
+    async fn big_snapshot(dir: &Path) -> (StateMachine, usize, SnapshotMeta, Vec<u8>) {
+        let mut sm = open(dir);
+        let body = "b".repeat(4096);
+        let mut count = 0;
+        for index in 1..=96 {
+            let cmds: Vec<Command> = (0..16).map(|_| enqueue(&body)).collect();
+            count += cmds.len();
+            apply(&mut sm, vec![timed(index, index, cmds)]).await;
+        }
+        let snapshot = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        let bytes = bytes_of(snapshot.snapshot).await;
+        (sm, count, snapshot.meta, bytes)
+    }
+
+    /// A node whose state is one event of its own.
+    async fn with_mine(dir: &Path) -> StateMachine {
+        let mut sm = open(dir);
+        apply(&mut sm, vec![entry(1, vec![enqueue("mine")])]).await;
+        sm
+    }
+
+    #[tokio::test]
+    async fn a_large_snapshot_travels_through_files_in_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sm, count, meta, bytes) = big_snapshot(dir.path()).await;
+        assert!(bytes.len() > RESTORE_BATCH_BYTES + (1 << 20));
+        let snap_dir = dir.path().join("snapshots");
+        assert_eq!(files_in(&snap_dir), vec!["current.snap".to_string()]);
+        assert_eq!(std::fs::read(snap_dir.join("current.snap")).unwrap(), bytes);
+
+        let other = tempfile::tempdir().unwrap();
+        let mut fresh = with_mine(other.path()).await;
+        let data = receive(&mut fresh, &bytes, 1 << 20).await;
+        fresh.install_snapshot(&meta, data).await.unwrap();
+
+        assert_eq!(fresh.applied_state().await.unwrap().0, meta.last_log_id);
+        let page = fresh.reader().events_after("default", 0, usize::MAX).unwrap();
+        assert_eq!(page.events.len(), count);
+        assert_eq!(page.events, sm.reader().events_after("default", 0, usize::MAX).unwrap().events);
+        assert_eq!(
+            fresh.reader().stamp("default", 7).unwrap(),
+            sm.reader().stamp("default", 7).unwrap()
+        );
+        let other_dir = other.path().join("snapshots");
+        assert_eq!(files_in(&other_dir), vec!["current.snap".to_string()]);
+        assert_eq!(std::fs::read(other_dir.join("current.snap")).unwrap(), bytes);
+        let current = fresh.get_current_snapshot().await.unwrap().expect("installed snapshot kept");
+        assert_eq!(current.meta, meta);
+        assert_eq!(bytes_of(current.snapshot).await, bytes);
+    }
+
+    /// Reads `inner`, then fails: a disk error (or a crash) mid-install.
+    struct FailAfter<'a> {
+        inner: &'a [u8],
+        left: usize,
+    }
+
+    impl std::io::Read for FailAfter<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.left == 0 {
+                return Err(std::io::Error::other("cut short"));
+            }
+            let n = buf.len().min(self.left);
+            let n = self.inner.read(&mut buf[..n])?;
+            self.left -= n;
+            Ok(n)
+        }
+    }
+
+    #[tokio::test]
+    async fn an_install_cut_short_between_batches_is_redone_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sm, count, meta, bytes) = big_snapshot(dir.path()).await;
+
+        let other = tempfile::tempdir().unwrap();
+        let fresh = with_mine(other.path()).await;
+        let snap_dir = other.path().join("snapshots");
+        // Where an install stands once the file was validated and renamed.
+        std::fs::write(snap_dir.join("current.snap"), &bytes).unwrap();
+        let cut = FailAfter { inner: &bytes, left: bytes.len() / 2 };
+        assert!(fresh.replace_state_from(cut, 64 << 10).is_err());
+        assert!(snap_dir.join(RESTORING_MARKER).exists());
+        drop(fresh);
+        {
+            // A mix: the new applied id (the `sm` family comes first) but
+            // only some of the events, so only the marker tells.
+            let db = db::open(&other.path().join("db")).unwrap();
+            let applied = db.get_cf(db.cf_handle(keys::CF_SM).unwrap(), keys::SM_APPLIED);
+            let applied: Option<LogId> =
+                serde_json::from_slice(&applied.unwrap().unwrap()).unwrap();
+            assert_eq!(applied, meta.last_log_id);
+            let events =
+                db.iterator_cf(db.cf_handle(keys::CF_EVENTS).unwrap(), IteratorMode::Start);
+            let stored = events.count();
+            assert!(stored > 0 && stored < count, "{stored} of {count} events stored");
+        }
+
+        let mut reopened = open(other.path());
+        assert!(!snap_dir.join(RESTORING_MARKER).exists());
+        assert_eq!(reopened.applied_state().await.unwrap().0, meta.last_log_id);
+        let page = reopened.reader().events_after("default", 0, usize::MAX).unwrap();
+        assert_eq!(page.events.len(), count);
+        assert_eq!(page.events, sm.reader().events_after("default", 0, usize::MAX).unwrap().events);
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_receive_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = open(dir.path());
+        let data = receive(&mut sm, b"partial", 4).await;
+        assert_eq!(files_in(&dir.path().join("snapshots")).len(), 1);
+        drop(data);
+        assert_eq!(files_in(&dir.path().join("snapshots")), Vec::<String>::new());
     }
 
     #[tokio::test]

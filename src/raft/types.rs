@@ -1,8 +1,6 @@
 //! The openraft type configuration: what a log entry carries and what applying
 //! it answers.
 
-use std::io::Cursor;
-
 use serde::{Deserialize, Serialize};
 
 use crate::maze::{MazeCommand, MazeLimits, MazeOutcome};
@@ -107,7 +105,8 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = Node,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        // A file, never a buffer: see `state_machine`'s snapshot docs.
+        SnapshotData = super::snapshot::SnapshotFile,
         AsyncRuntime = openraft::TokioRuntime,
 );
 
