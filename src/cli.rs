@@ -110,8 +110,9 @@ pub struct ServeArgs {
     /// When set, public API clients must present a certificate signed by this CA.
     #[arg(long, env = "RAFTQ_API_CLIENT_CA")]
     pub api_client_ca: Option<PathBuf>,
-    /// Largest accepted event (bytes); larger bodies get 413.
-    #[arg(long, env = "RAFTQ_MAX_EVENT_BYTES", default_value_t = 1024 * 1024)]
+    /// Largest accepted event (bytes, at most 16 MiB); larger bodies get 413.
+    #[arg(long, env = "RAFTQ_MAX_EVENT_BYTES", default_value_t = 1024 * 1024,
+          value_parser = parse_max_event_bytes)]
     pub max_event_bytes: usize,
     /// Dequeued events kept per queue for /events and watches.
     #[arg(long, env = "RAFTQ_RETENTION_EVENTS", default_value_t = 100_000)]
@@ -259,4 +260,31 @@ pub struct MazeVerifyArgs {
     /// Progress line every this many events.
     #[arg(long, env = "logInterval", default_value_t = 1_000_000)]
     pub log_interval: u64,
+}
+
+/// Upper bound of `--max-event-bytes`: an event travels whole in one Raft
+/// entry, one AppendEntries message (which must finish within a heartbeat
+/// interval) and one snapshot record, so it must stay far below those limits.
+pub const MAX_EVENT_BYTES_LIMIT: usize = 16 << 20;
+
+fn parse_max_event_bytes(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|_| format!("{s:?} is not a byte count"))?;
+    if n == 0 || n > MAX_EVENT_BYTES_LIMIT {
+        return Err(format!("must be between 1 and {MAX_EVENT_BYTES_LIMIT} (16 MiB)"));
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_event_bytes_is_bounded() {
+        assert_eq!(parse_max_event_bytes("1048576"), Ok(1 << 20));
+        assert_eq!(parse_max_event_bytes("16777216"), Ok(MAX_EVENT_BYTES_LIMIT));
+        for bad in ["0", "16777217", "-1", "1MiB", ""] {
+            assert!(parse_max_event_bytes(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 }
