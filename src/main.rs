@@ -27,6 +27,8 @@ fn main() -> anyhow::Result<()> {
             Command::Event(args) => cmd::event::run(args).await,
             Command::Bench(args) => cmd::bench::run(args).await,
             Command::MazeVerify(args) => cmd::maze_verify::run(args).await,
+            Command::Consume(args) => cmd::consume::run(args).await,
+            Command::Seq(args) => cmd::seq::run(args).await,
         }
     })
 }

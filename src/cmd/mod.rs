@@ -2,7 +2,9 @@
 
 pub mod bench;
 pub mod certs;
+pub mod consume;
 pub mod event;
 pub mod maze_verify;
+pub mod seq;
 pub mod serve;
 pub mod status;

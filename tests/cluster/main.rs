@@ -9,10 +9,12 @@ mod harness;
 
 mod bad_input;
 mod concurrency;
+mod consumer;
 mod demo;
 mod failover;
 mod formation;
 mod maze;
 mod resilience;
+mod sequences;
 mod snapshot_join;
 mod transcript;
