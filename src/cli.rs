@@ -275,8 +275,6 @@ pub struct ConsumeArgs {
 pub struct SeqArgs {
     #[command(subcommand)]
     pub action: SeqAction,
-    #[command(flatten)]
-    pub client: ClientArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -295,5 +293,7 @@ pub enum SeqAction {
         /// unknown on stderr.
         #[arg(long, short = 'v')]
         verbose: bool,
+        #[command(flatten)]
+        client: ClientArgs,
     },
 }

@@ -9,8 +9,8 @@ use raftq::client::Client;
 use raftq::sequence::SequenceLeaser;
 
 pub async fn run(args: SeqArgs) -> anyhow::Result<()> {
-    let SeqAction::Next { name, batch, count, verbose } = args.action;
-    let mut leaser = SequenceLeaser::new(Client::new(&args.client)?, &name, batch)?;
+    let SeqAction::Next { name, batch, count, verbose, client } = args.action;
+    let mut leaser = SequenceLeaser::new(Client::new(&client)?, &name, batch)?;
     let mut out = BufWriter::new(std::io::stdout().lock());
     for _ in 0..count {
         if leaser.needs_lease() {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 
 use crate::consumer::{client_flags, tail, ClientProc};
-use crate::harness::Cluster;
+use crate::harness::{wait_until, Cluster};
 
 const NAME: &str = "orders";
 
@@ -94,22 +94,36 @@ async fn seq_clients_never_repeat_an_id_across_leader_kills_and_restarts() {
     let dir = c.dir().join("seq");
     std::fs::create_dir_all(&dir).expect("mkdir");
 
-    // Round 1: 8 concurrent clients, two leader kills while they run.
+    // Round 1: 8 concurrent clients, two leader kills while they run: the
+    // first once every client has handed out ids (and so is mid-run).
     let mut runs: Vec<Run> = (0..8)
         .map(|k| {
-            let (batch, count) = if k % 2 == 0 { (1, 250) } else { (100, 450) };
+            let (batch, count) = if k % 2 == 0 { (1, 300) } else { (100, 2000) };
             spawn_seq(&c, &dir, &format!("seq-r1-{k}-b{batch}"), batch, count)
         })
         .collect();
-    for round in 0..2 {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        let l = c.leader().await;
-        let mut running = 0;
-        for r in runs.iter_mut() {
-            running += usize::from(r.proc.running());
+    wait_until(Duration::from_secs(60), "every client to print ids", async || {
+        let started = runs.iter().filter(|r| !r.proc.stdout_text().is_empty()).count();
+        if started == runs.len() {
+            Ok(())
+        } else {
+            Err(format!("{started} of {} clients printed ids", runs.len()))
         }
-        assert!(running > 0, "every client finished before leader kill {round}: make them longer");
-        eprintln!("kill -9 leader {} with {running} clients running", c.nodes[l].name);
+    })
+    .await;
+    for round in 0..2 {
+        let l = c.leader().await;
+        let mut running = Vec::new();
+        for r in runs.iter_mut() {
+            if r.proc.running() {
+                running.push(r.batch);
+            }
+        }
+        assert!(!running.is_empty(), "every client finished before leader kill {round}");
+        eprintln!(
+            "kill -9 leader {} with clients of batch sizes {running:?} running",
+            c.nodes[l].name
+        );
         c.nodes[l].kill9();
         c.wait_for_voters(3, Duration::from_secs(30)).await;
         c.restart(l).await;
