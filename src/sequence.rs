@@ -206,7 +206,7 @@ impl SequenceLeaser {
             redirects = 0;
             failures += 1;
             self.node = (self.node + 1) % n;
-            if failures % n == 0 {
+            if failures.is_multiple_of(n) {
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
         }

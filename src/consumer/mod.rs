@@ -365,7 +365,7 @@ impl Consumer {
         self.stats.page_failures += 1;
         self.failures_in_row += 1;
         self.node = self.next_node(self.node);
-        if self.failures_in_row % self.client.base_urls().len() == 0 {
+        if self.failures_in_row.is_multiple_of(self.client.base_urls().len()) {
             tokio::time::sleep(self.timing.retry_pause).await;
         }
         Ok(None)
