@@ -35,12 +35,14 @@ pub struct Cursor {
     last: Seq,
     /// The head announced by the current stream's previous heartbeat.
     announced: Option<Seq>,
+    /// The current stream sent an event frame since its previous heartbeat.
+    streamed: bool,
 }
 
 impl Cursor {
     /// A cursor that delivers `after + 1` next.
     pub fn new(after: Seq) -> Self {
-        Cursor { last: after, announced: None }
+        Cursor { last: after, announced: None, streamed: false }
     }
 
     /// The last delivered seq (the checkpoint).
@@ -58,6 +60,13 @@ impl Cursor {
         }
     }
 
+    /// [`Cursor::offer`] for an event frame of the current stream, which
+    /// also shows that the stream is making progress.
+    pub fn offer_streamed(&mut self, seq: Seq) -> Verdict {
+        self.streamed = true;
+        self.offer(seq)
+    }
+
     /// Record that `seq` (which [`Cursor::offer`] called `Deliver`) was handed out.
     pub fn delivered(&mut self, seq: Seq) {
         debug_assert_eq!(seq, self.last + 1, "events are delivered in order");
@@ -67,16 +76,19 @@ impl Cursor {
     /// A new stream starts: forget the previous stream's heartbeats.
     pub fn stream_started(&mut self) {
         self.announced = None;
+        self.streamed = false;
     }
 
-    /// A heartbeat of the current stream announced `head`. The server sends
-    /// every event up to a heartbeat's head before the next heartbeat, so if
-    /// the head announced one heartbeat ago is still not delivered the stream
-    /// lost events: returns the seq to fill through. (The head of the latest
-    /// heartbeat itself may legitimately still be on its way.)
+    /// A heartbeat of the current stream announced `head`. While catching up
+    /// a server may announce a head before it has sent the events up to it;
+    /// once caught up it sends every heartbeat after the events up to its
+    /// head. So the stream lost events if the head announced one heartbeat
+    /// ago is still not delivered although no event frame came since: returns
+    /// the seq to fill through.
     pub fn heartbeat(&mut self, head: Seq) -> Option<Seq> {
-        let overdue = self.announced.filter(|&h| h > self.last);
+        let overdue = if self.streamed { None } else { self.announced.filter(|&h| h > self.last) };
         self.announced = Some(self.announced.map_or(head, |h| h.max(head)));
+        self.streamed = false;
         overdue
     }
 
@@ -89,6 +101,7 @@ impl Cursor {
             let lost = Lost { from: self.last + 1, to: oldest - 1 };
             self.last = oldest - 1;
             self.announced = None;
+            self.streamed = false;
             Some(lost)
         } else {
             None
@@ -115,18 +128,30 @@ mod tests {
     }
 
     #[test]
-    fn a_heartbeat_head_is_overdue_only_one_heartbeat_later() {
+    fn a_heartbeat_head_is_overdue_after_a_heartbeat_without_events() {
         let mut c = Cursor::new(0);
-        assert_eq!(c.heartbeat(3), None, "events up to 3 may still be in flight");
-        c.delivered(1);
-        c.delivered(2);
-        // Seq 3 should have arrived before this second heartbeat.
-        assert_eq!(c.heartbeat(5), Some(3));
-        c.delivered(3);
-        c.delivered(4);
-        c.delivered(5);
+        assert_eq!(c.heartbeat(3), None, "events up to 3 may still be on their way");
+        for seq in 1..=2 {
+            assert_eq!(c.offer_streamed(seq), Verdict::Deliver);
+            c.delivered(seq);
+        }
+        // Still catching up: events came since the last heartbeat.
         assert_eq!(c.heartbeat(5), None);
+        // Idle for a heartbeat with 3..=5 announced and not delivered.
+        assert_eq!(c.heartbeat(5), Some(5));
+        for seq in 3..=5 {
+            c.delivered(seq);
+        }
+        assert_eq!(c.heartbeat(5), None);
+        assert_eq!(c.heartbeat(6), None, "6 may still be on its way");
+        assert_eq!(c.offer_streamed(6), Verdict::Deliver);
+        c.delivered(6);
         assert_eq!(c.heartbeat(6), None);
+        // Duplicates are progress of a stream that is behind, not a gap.
+        assert_eq!(c.heartbeat(9), None);
+        assert_eq!(c.offer_streamed(4), Verdict::Duplicate);
+        assert_eq!(c.heartbeat(9), None);
+        assert_eq!(c.heartbeat(9), Some(9));
         // A new stream (maybe on a node further behind) starts afresh.
         c.stream_started();
         assert_eq!(c.heartbeat(2), None);

@@ -11,8 +11,9 @@
 //! ```
 //!
 //! - The stream is preferred. A seq jump, or a heartbeat `head` still not
-//!   delivered by the next heartbeat, is a gap: it is filled from pages and
-//!   the stream's own copies are then dropped as duplicates.
+//!   delivered when the next heartbeat comes with no event frame in between,
+//!   is a gap: it is filled from pages and the stream's own copies are then
+//!   dropped as duplicates.
 //! - A stream that sends no frame (heartbeats included) for
 //!   [`Timing::stall`] is abandoned for the next node; so is one that ends
 //!   or errs. While no stream can be opened (node down, server without
@@ -143,6 +144,9 @@ pub struct Consumer {
     stream_backoff: Duration,
     /// The last page ended before the head: the next poll needs no pause.
     more: bool,
+    /// The node events come from and whether by stream, for the log line
+    /// that says where the consumer reads (printed on every change).
+    source: Option<(usize, bool)>,
     /// When this consumer last started waiting on its own behalf; a stream's
     /// stall clock does not run while the caller holds on to an event.
     resumed_at: Instant,
@@ -188,6 +192,7 @@ impl Consumer {
             stream_retry_at: now,
             stream_backoff: STREAM_BACKOFF_MIN,
             more: false,
+            source: None,
             resumed_at: now,
             stats: Stats::default(),
         })
@@ -335,6 +340,9 @@ impl Consumer {
                     Err(e) => return self.page_failed(&url, format!("bad page: {e}")).await,
                 };
                 self.failures_in_row = 0;
+                if self.stream.is_none() {
+                    self.note_source(self.node, false);
+                }
                 self.more = page.events.last().is_some_and(|e| e.seq < page.head);
                 self.pending.extend(
                     page.events
@@ -399,7 +407,7 @@ impl Consumer {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
         if status == StatusCode::OK && is_stream {
-            tracing::debug!(url, "consumer: stream opened");
+            self.note_source(node, true);
             self.cursor.stream_started();
             self.stats.streams_opened += 1;
             let now = Instant::now();
@@ -463,7 +471,7 @@ impl Consumer {
                 }
             };
             match frame {
-                WatchFrame::Event { seq, event } => match self.cursor.offer(seq) {
+                WatchFrame::Event { seq, event } => match self.cursor.offer_streamed(seq) {
                     Verdict::Deliver => {
                         self.cursor.delivered(seq);
                         self.stats.from_stream += 1;
@@ -509,6 +517,14 @@ impl Consumer {
         let url = self.base(node).to_string();
         self.stream_failed(node, &url, reason);
         Ok(None)
+    }
+
+    fn note_source(&mut self, node: usize, stream: bool) {
+        if self.source != Some((node, stream)) {
+            self.source = Some((node, stream));
+            let how = if stream { "an SSE stream" } else { "polling /events" };
+            tracing::info!(url = self.base(node), "consumer: reading from {how}");
+        }
     }
 
     fn gap(&mut self, through: Seq) {
