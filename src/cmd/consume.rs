@@ -10,14 +10,13 @@
 //! most the events printed since the last checkpoint; a clean stop repeats
 //! nothing.
 
-use std::fs::{self, File};
 use std::io::{BufWriter, Write};
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use raftq::cli::ConsumeArgs;
 use raftq::client::Client;
+use raftq::consumer::checkpoint;
 use raftq::consumer::line::{format_json, format_line};
 use raftq::consumer::{Consumer, Item, Timing};
 use raftq::queue::Seq;
@@ -27,7 +26,7 @@ use tokio::signal::unix::{signal, SignalKind};
 const CHECKPOINT_EVERY: u64 = 1000;
 
 pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
-    let after = match read_checkpoint(&args.checkpoint)? {
+    let after = match checkpoint::read(&args.checkpoint)? {
         Some(last) => last,
         None => args.from.saturating_sub(1),
     };
@@ -49,7 +48,7 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
             && (!consumer.has_buffered() || position - checkpointed >= CHECKPOINT_EVERY)
         {
             out.flush().context("write stdout")?;
-            write_checkpoint(&args.checkpoint, position)?;
+            checkpoint::write(&args.checkpoint, position)?;
             checkpointed = position;
         }
         let item = tokio::select! {
@@ -82,7 +81,7 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
     out.flush().context("write stdout")?;
     let position = consumer.position();
     if position != checkpointed {
-        write_checkpoint(&args.checkpoint, position)?;
+        checkpoint::write(&args.checkpoint, position)?;
     }
     let s = consumer.stats();
     tracing::info!(
@@ -109,40 +108,5 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
         s.gaps,
         s.lost
     );
-    Ok(())
-}
-
-/// The last printed seq, if the checkpoint exists. A file that exists but
-/// does not hold a seq is an error: starting over silently would repeat or
-/// skip events.
-fn read_checkpoint(path: &Path) -> anyhow::Result<Option<Seq>> {
-    match fs::read_to_string(path) {
-        Ok(text) => {
-            let seq = text.trim().parse().with_context(|| {
-                format!("checkpoint {} does not hold a seq: {text:?}", path.display())
-            })?;
-            Ok(Some(seq))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("read checkpoint {}", path.display())),
-    }
-}
-
-fn write_checkpoint(path: &Path, seq: Seq) -> anyhow::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp_name = path.file_name().context("checkpoint path has no file name")?.to_owned();
-    tmp_name.push(".tmp");
-    let tmp = dir.join(tmp_name);
-    let context = || format!("write checkpoint {}", path.display());
-    let mut file = File::create(&tmp).with_context(context)?;
-    writeln!(file, "{seq}").with_context(context)?;
-    file.sync_all().with_context(context)?;
-    drop(file);
-    fs::rename(&tmp, path).with_context(context)?;
-    // The rename itself is durable only once the directory is synced.
-    File::open(dir).and_then(|d| d.sync_all()).with_context(context)?;
     Ok(())
 }

@@ -29,6 +29,7 @@
 //! when a node refuses the request itself (401, 400, ...). It is cancel
 //! safe: an event is delivered exactly when `next` returns it.
 
+pub mod checkpoint;
 pub mod cursor;
 pub mod line;
 pub mod sse;
