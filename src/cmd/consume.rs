@@ -19,7 +19,6 @@ use raftq::client::Client;
 use raftq::consumer::checkpoint;
 use raftq::consumer::line::{format_json, format_line};
 use raftq::consumer::{Consumer, Item, Timing};
-use raftq::queue::Seq;
 use tokio::signal::unix::{signal, SignalKind};
 
 /// Most events printed between two checkpoints while events keep coming.
