@@ -16,7 +16,8 @@
 //!   dropped as duplicates.
 //! - A stream that sends no frame (heartbeats included) for
 //!   [`Timing::stall`] is abandoned for the next node; so is one that ends
-//!   or errs. While no stream can be opened (node down, server without
+//!   or errs, and one that sent no event for [`Timing::quiet`] while
+//!   another node has newer events (its node is cut off from the cluster). While no stream can be opened (node down, server without
 //!   watch support, ...) the consumer polls pages from any node, and retries
 //!   a stream with a capped backoff.
 //! - `410 Gone` or an `event: gone` frame means events were compacted
@@ -59,6 +60,10 @@ pub struct Timing {
     pub poll_interval: Duration,
     /// Pause after every node failed a request in a row.
     pub retry_pause: Duration,
+    /// A stream that has sent no event for this long is compared with
+    /// another node: if that node has newer events, the stream's node is
+    /// behind (cut off from the cluster) and the consumer moves on.
+    pub quiet: Duration,
     /// Longest wait before trying to open a stream again.
     pub stream_backoff_max: Duration,
     /// Events asked for per `/events` page (the server caps it at 1000).
@@ -71,6 +76,7 @@ impl Default for Timing {
     fn default() -> Self {
         Timing {
             stall: Duration::from_secs(3),
+            quiet: Duration::from_secs(10),
             request: Duration::from_secs(5),
             poll_interval: Duration::from_millis(300),
             retry_pause: Duration::from_millis(500),
@@ -124,6 +130,8 @@ struct Stream {
     node: usize,
     blocks_seen: u64,
     last_frame: Instant,
+    /// Last event frame, stream start, or comparison with another node.
+    last_progress: Instant,
 }
 
 /// See the module docs.
@@ -247,7 +255,13 @@ impl Consumer {
                 }
                 continue;
             }
-            if self.stream.is_some() {
+            if let Some(stream) = &self.stream {
+                if stream.last_progress.elapsed() >= self.timing.quiet {
+                    if let Some(lost) = self.compare_quiet_stream().await? {
+                        return Ok(self.lost(lost));
+                    }
+                    continue;
+                }
                 if let Some(item) = self.read_stream().await? {
                     return Ok(item);
                 }
@@ -418,6 +432,7 @@ impl Consumer {
                 node,
                 blocks_seen: 0,
                 last_frame: now,
+                last_progress: now,
             });
             return Ok(None);
         }
@@ -458,6 +473,28 @@ impl Consumer {
         self.stream_backoff = (self.stream_backoff * 2).min(self.timing.stream_backoff_max);
     }
 
+    /// The stream sent no event for [`Timing::quiet`]: read a page from
+    /// another node. Events there that this stream has not sent in all that
+    /// time mean its node is behind; the page's events are delivered and
+    /// the stream moves to another node.
+    async fn compare_quiet_stream(&mut self) -> Result<Option<Lost>, ConsumerError> {
+        let Some(stream) = self.stream.as_mut() else { return Ok(None) };
+        stream.last_progress = Instant::now();
+        let node = stream.node;
+        if self.client.base_urls().len() < 2 {
+            return Ok(None);
+        }
+        self.node = self.next_node(node);
+        if let Some(lost) = self.fetch_page().await? {
+            return Ok(Some(lost));
+        }
+        if !self.pending.is_empty() {
+            let url = self.base(node).to_string();
+            self.stream_failed(node, &url, "behind another node".to_string());
+        }
+        Ok(None)
+    }
+
     /// Handle one frame of the stream, reading more bytes if none is parsed.
     async fn read_stream(&mut self) -> Result<Option<Item>, ConsumerError> {
         let Some(stream) = self.stream.as_mut() else { return Ok(None) };
@@ -472,15 +509,18 @@ impl Consumer {
                 }
             };
             match frame {
-                WatchFrame::Event { seq, event } => match self.cursor.offer_streamed(seq) {
-                    Verdict::Deliver => {
-                        self.cursor.delivered(seq);
-                        self.stats.from_stream += 1;
-                        return Ok(Some(Item::Event(Event { seq, event })));
+                WatchFrame::Event { seq, event } => {
+                    stream.last_progress = Instant::now();
+                    match self.cursor.offer_streamed(seq) {
+                        Verdict::Deliver => {
+                            self.cursor.delivered(seq);
+                            self.stats.from_stream += 1;
+                            return Ok(Some(Item::Event(Event { seq, event })));
+                        }
+                        Verdict::Duplicate => {}
+                        Verdict::Gap { through } => self.gap(through),
                     }
-                    Verdict::Duplicate => {}
-                    Verdict::Gap { through } => self.gap(through),
-                },
+                }
                 WatchFrame::Heartbeat { head, .. } => {
                     if let Some(through) = self.cursor.heartbeat(head) {
                         self.gap(through);
