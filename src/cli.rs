@@ -31,6 +31,10 @@ pub enum Command {
     MazeVerify(MazeVerifyArgs),
     /// Seed a new cluster's first node from a backup (`GET /cluster/backup`).
     Restore(RestoreArgs),
+    /// Follow a queue's log: every event once, in seq order, resumable.
+    Consume(ConsumeArgs),
+    /// Named gapless sequences: lease blocks of ids and print them.
+    Seq(SeqArgs),
 }
 
 #[derive(Debug, Args)]
@@ -260,6 +264,61 @@ pub struct MazeVerifyArgs {
     /// Progress line every this many events.
     #[arg(long, env = "logInterval", default_value_t = 1_000_000)]
     pub log_interval: u64,
+}
+
+/// `raftq consume`: see docs/consumers.md.
+#[derive(Debug, Args)]
+pub struct ConsumeArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Queue name.
+    #[arg(long, default_value = "default")]
+    pub queue: String,
+    /// File holding the last printed seq; read at start (when it exists),
+    /// rewritten atomically after the output is flushed.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// First seq to print when the checkpoint file does not exist yet.
+    #[arg(long, default_value_t = 1)]
+    pub from: u64,
+    /// Print `{"seq":N,"event":"..."}` lines instead of `SEQ<TAB>ESCAPED-EVENT`.
+    #[arg(long)]
+    pub json: bool,
+    /// Never open an SSE stream; only poll `GET /events`.
+    #[arg(long)]
+    pub poll: bool,
+    /// Seconds without any SSE frame (heartbeats included) before the stream
+    /// is abandoned for another node.
+    #[arg(long, default_value_t = 3.0)]
+    pub stall_secs: f64,
+}
+
+/// `raftq seq`: named sequences.
+#[derive(Debug, Args)]
+pub struct SeqArgs {
+    #[command(subcommand)]
+    pub action: SeqAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SeqAction {
+    /// Print the next ids of sequence NAME, one per line.
+    Next {
+        /// Sequence name.
+        name: String,
+        /// Ids leased from the cluster per request.
+        #[arg(long, default_value_t = 1)]
+        batch: u64,
+        /// Ids to print.
+        #[arg(long, default_value_t = 1)]
+        count: u64,
+        /// Report each leased block and each lease request whose outcome is
+        /// unknown on stderr.
+        #[arg(long, short = 'v')]
+        verbose: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 /// Upper bound of `--max-event-bytes`: an event travels whole in one Raft

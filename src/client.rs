@@ -57,6 +57,22 @@ impl Client {
         Ok(Client { http, urls, token: args.token.clone() })
     }
 
+    /// The node base URLs given (no trailing slash), in order.
+    pub fn base_urls(&self) -> &[String] {
+        &self.urls
+    }
+
+    /// One request to `url` carrying the bearer token. Redirects are not
+    /// followed and no overall timeout is set: for callers that handle
+    /// retries and redirects themselves (the consumer, the sequence leaser).
+    pub fn request(&self, method: Method, url: &str) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, url);
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
     /// Sends a request to the first node that answers, following redirects
     /// to the leader and retrying while there is none.
     async fn send(
@@ -132,7 +148,8 @@ impl Client {
             .ok_or_else(|| ClientError::Protocol("missing Seq header".into()))
     }
 
-    fn queue_path(queue: &str, rest: &str) -> String {
+    /// `/{rest}` for the queue `default`, else `/queues/{queue}/{rest}`.
+    pub fn queue_path(queue: &str, rest: &str) -> String {
         if queue == "default" {
             format!("/{rest}")
         } else {

@@ -4,6 +4,8 @@
 //!
 //! ```text
 //! main / cmd        CLI subcommands (anyhow lives only here)
+//! consumer          client: resumable gap-detecting queue consumer (SSE + polling)
+//! sequence          client: named sequences, ids leased in blocks
 //! node              wires one node together; startup and shutdown order
 //! api               public HTTPS API and the internal Raft-port API
 //! membership        gossip (chitchat), ★ reconcile decisions, leader driver
@@ -19,11 +21,13 @@
 pub mod api;
 pub mod cli;
 pub mod client;
+pub mod consumer;
 pub mod maze;
 pub mod membership;
 pub mod metrics;
 pub mod node;
 pub mod queue;
 pub mod raft;
+pub mod sequence;
 pub mod tls;
 pub mod units;

@@ -28,6 +28,8 @@ fn main() -> anyhow::Result<()> {
             Command::Bench(args) => cmd::bench::run(args).await,
             Command::MazeVerify(args) => cmd::maze_verify::run(args).await,
             Command::Restore(args) => cmd::restore::run(args),
+            Command::Consume(args) => cmd::consume::run(args).await,
+            Command::Seq(args) => cmd::seq::run(args).await,
         }
     })
 }

@@ -2,8 +2,10 @@
 
 pub mod bench;
 pub mod certs;
+pub mod consume;
 pub mod event;
 pub mod maze_verify;
 pub mod restore;
+pub mod seq;
 pub mod serve;
 pub mod status;

@@ -10,6 +10,7 @@ mod harness;
 
 mod bad_input;
 mod concurrency;
+mod consumer;
 mod demo;
 mod failover;
 mod formation;
@@ -17,6 +18,7 @@ mod maze;
 mod netns;
 mod ops;
 mod resilience;
+mod sequences;
 mod snapshot_join;
 mod transcript;
 mod watch;
