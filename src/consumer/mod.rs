@@ -67,6 +67,8 @@ pub struct Timing {
     /// Longest wait before trying to open a stream again.
     pub stream_backoff_max: Duration,
     /// Events asked for per `/events` page (the server caps it at 1000).
+    /// With events of up to `--max-event-bytes` each, this bounds the
+    /// memory a page takes.
     pub page_limit: usize,
 }
 
@@ -81,7 +83,7 @@ impl Default for Timing {
             poll_interval: Duration::from_millis(300),
             retry_pause: Duration::from_millis(500),
             stream_backoff_max: Duration::from_secs(5),
-            page_limit: 500,
+            page_limit: 100,
         }
     }
 }
