@@ -236,6 +236,10 @@ impl Drop for HeartbeatsOff<'_> {
 /// the request). Written to a temp file in the data dir and streamed from
 /// it: memory stays flat whatever the size.
 pub async fn backup(State(state): State<Shared>) -> Result<Response, ApiError> {
+    // Held until the response body is dropped (sent or abandoned).
+    let slot = state.backup_slot.clone().try_acquire_owned().map_err(|_| {
+        ApiError::Unavailable("another backup is being taken on this node; retry shortly".into())
+    })?;
     state.barrier.linearizable().await?;
     let reader = state.reader.clone();
     let dir = state.backup_dir.clone();
@@ -254,6 +258,10 @@ pub async fn backup(State(state): State<Shared>) -> Result<Response, ApiError> {
     .map_err(|e| ApiError::Internal(e.to_string()))??;
     let applied = meta.last_log_id.map_or(0, |l| l.index);
     let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
+    let stream = futures_util::StreamExt::map(stream, move |chunk| {
+        let _held = &slot;
+        chunk
+    });
     let filename = format!("attachment; filename=\"raftq-backup-{applied}.snap\"");
     Ok((
         [

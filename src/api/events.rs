@@ -15,6 +15,10 @@ use super::Shared;
 use crate::queue::{Command, Rejection, Seq};
 use crate::raft::types::Reply;
 
+/// Bytes of event bodies in one `GET /events` page (at least one event is
+/// always returned, whatever its size).
+const PAGE_BYTES_MAX: usize = 4 << 20;
+
 pub const DEFAULT_QUEUE: &str = "default";
 const SEQ_HEADER: HeaderName = HeaderName::from_static("seq");
 const REPLAYED_HEADER: HeaderName = HeaderName::from_static("idempotent-replayed");
@@ -179,7 +183,9 @@ async fn list(state: Shared, queue: String, uri: Uri) -> Result<Response, ApiErr
     let after = params.u64("after")?.unwrap_or(0);
     let limit = params.u64("limit")?.map_or(100, |l| l as usize).min(PAGE_MAX);
     state.prepare_read(&params, &queue).await?;
-    let page = state.reader.events_after(&queue, after, limit)?;
+    // Bounded in bytes too: `limit` events of up to --max-event-bytes each
+    // could otherwise make one page (and the client's buffer) gigabytes.
+    let page = state.reader.events_page(&queue, after, limit, PAGE_BYTES_MAX)?;
     // Events after..oldest were dropped by retention: the caller missed them.
     if after.saturating_add(1) < page.oldest {
         return Err(ApiError::Compacted { after, oldest: page.oldest, head: page.head });

@@ -25,6 +25,7 @@ pub struct InternalState {
     pub barrier: ReadBarrier,
     pub identity: Identity,
     pub submitter: Submitter,
+    pub reader: crate::raft::state_machine::SmReader,
 }
 
 fn bad_rpc(e: impl std::fmt::Display) -> Response {
@@ -72,6 +73,12 @@ async fn elect(State(s): State<InternalState>) -> Response {
     }
 }
 
+/// The removed node ids this node has applied: how a node that gossip says
+/// was removed confirms it with a cluster member (gossip is unauthenticated).
+async fn retired(State(s): State<InternalState>) -> Json<Vec<NodeId>> {
+    Json(s.reader.retired().into_iter().collect())
+}
+
 async fn read_index(State(s): State<InternalState>) -> Response {
     Json(s.barrier.read_index().await).into_response()
 }
@@ -85,6 +92,7 @@ pub fn router(state: InternalState) -> Router {
         .route(crate::raft::read::PATH_READ_INDEX, post(read_index))
         .route(PATH_PROPOSE, post(propose))
         .route(super::admin::PATH_ELECT, post(elect))
+        .route(crate::membership::driver::PATH_RETIRED, get(retired))
         .layer(DefaultBodyLimit::max(RPC_BODY_MAX))
         .with_state(state)
 }

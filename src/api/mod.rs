@@ -77,6 +77,8 @@ pub struct AppState {
     pub leader_lease: Duration,
     /// Where `GET /cluster/backup` stages its (unlinked) file.
     pub backup_dir: std::path::PathBuf,
+    /// One backup at a time: each stages a full copy of the state on disk.
+    pub backup_slot: Arc<tokio::sync::Semaphore>,
     pub watches: watch::WatchHub,
 }
 
@@ -238,12 +240,20 @@ async fn require_token(
                 // that leaves the request body unread ends the stream with
                 // RST_STREAM, which curl reports as a transport error (exit
                 // 92) instead of showing the 401. Bounded like any body.
+                // Discarded chunk by chunk, never buffered.
                 let limit = state.max_event_bytes.saturating_add(64 << 10);
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(2),
-                    axum::body::to_bytes(request.into_body(), limit),
-                )
-                .await;
+                let drain = async {
+                    use futures_util::StreamExt;
+                    let mut body = request.into_body().into_data_stream();
+                    let mut read = 0usize;
+                    while let Some(Ok(chunk)) = body.next().await {
+                        read = read.saturating_add(chunk.len());
+                        if read > limit {
+                            break;
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
                 return Err(ApiError::Unauthorized);
             }
         }

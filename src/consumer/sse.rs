@@ -14,7 +14,9 @@ use crate::queue::Seq;
 
 /// Largest line or frame accepted. An event is at most 1 MiB by default and
 /// JSON escaping can grow it up to six times (`\u0000`).
-pub const FRAME_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// The largest event a node accepts, JSON-escaped at worst (`\u00XX`, six
+/// bytes per byte), plus room for the frame's fields.
+pub const FRAME_BYTES_MAX: usize = crate::cli::MAX_EVENT_BYTES_LIMIT * 6 + 4096;
 /// Frames parsed but not yet taken; past this the caller is not draining.
 const QUEUED_FRAMES_MAX: usize = 4096;
 

@@ -19,6 +19,7 @@ use super::reconcile::{self, Action, View};
 use crate::raft::types::{Node, NodeId, Raft};
 
 pub const PATH_IDENTITY: &str = "/internal/identity";
+pub const PATH_RETIRED: &str = "/internal/retired";
 
 const TICK: Duration = Duration::from_millis(500);
 const QUARANTINE: Duration = Duration::from_secs(5);
@@ -123,7 +124,7 @@ impl Driver {
             return;
         }
         let me = self.identity.node_id;
-        if applied.contains(&me) || self.gossip.retired_by_peers().await.contains(&me) {
+        if applied.contains(&me) || self.removal_confirmed(me).await {
             self.retired.store(true, Ordering::Relaxed);
             self.raft.runtime_config().elect(false);
             tracing::error!(
@@ -132,6 +133,23 @@ impl Driver {
                  campaigns. Stop it; to bring the machine back, start it on an empty data dir"
             );
         }
+    }
+
+    /// Gossip is unauthenticated: a peer claiming this node was removed is
+    /// asked over the mTLS Raft port (only cluster members hold a
+    /// certificate) for the tombstones it has actually applied.
+    async fn removal_confirmed(&self, me: NodeId) -> bool {
+        for raft_addr in self.gossip.peers_claiming_retired(me).await {
+            let url = format!("https://{raft_addr}{PATH_RETIRED}");
+            let answer = self.peer_client.get(&url).timeout(Duration::from_secs(2)).send().await;
+            let Ok(response) = answer else { continue };
+            if let Ok(ids) = response.json::<Vec<NodeId>>().await {
+                if ids.contains(&me) {
+                    return true;
+                }
+            }
+        }
+        false
     }
 
     async fn execute(&self, action: &Action) -> Result<(), String> {

@@ -26,6 +26,8 @@ pub const API_ADDR_KEY: &str = "api_addr";
 /// (comma-separated). A removed node cut off from the log learns of its
 /// removal from here (see `driver`).
 pub const RETIRED_KEY: &str = "retired";
+/// At most this many removed ids are published (see `publish_retired`).
+pub const RETIRED_PUBLISHED_MAX: usize = 32;
 
 const GOSSIP_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -135,9 +137,17 @@ impl Gossip {
         self.members().await.into_iter().filter(|m| m.live).map(|m| (m.node_id, m.node())).collect()
     }
 
-    /// Publishes the removed node ids this node knows of.
+    /// Publishes the removed node ids this node knows of: the most recent
+    /// [`RETIRED_PUBLISHED_MAX`] (a removed node learns of its removal within
+    /// seconds; the value must stay far below a gossip packet).
     pub async fn publish_retired(&self, ids: &std::collections::BTreeSet<NodeId>) {
-        let value = ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+        let value = ids
+            .iter()
+            .rev()
+            .take(RETIRED_PUBLISHED_MAX)
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
         let chitchat = self.handle.chitchat();
         let mut chitchat = chitchat.lock().await;
         let state = chitchat.self_node_state();
@@ -146,17 +156,20 @@ impl Gossip {
         }
     }
 
-    /// Removed node ids as any live node publishes them.
-    pub async fn retired_by_peers(&self) -> std::collections::BTreeSet<NodeId> {
+    /// The live nodes whose published removed ids include `id`, with their
+    /// Raft addresses (a hint only: confirm over mTLS before acting).
+    pub async fn peers_claiming_retired(&self, id: NodeId) -> Vec<String> {
         let chitchat = self.handle.chitchat();
         let chitchat = chitchat.lock().await;
         let live: std::collections::HashSet<&ChitchatId> = chitchat.live_nodes().collect();
         chitchat
             .node_states()
             .iter()
-            .filter(|(id, _)| live.contains(id))
-            .filter_map(|(_, state)| state.get(RETIRED_KEY))
-            .flat_map(|v| v.split(',').filter_map(|id| id.parse().ok()).collect::<Vec<_>>())
+            .filter(|(chitchat_id, _)| live.contains(chitchat_id))
+            .filter(|(_, state)| {
+                state.get(RETIRED_KEY).is_some_and(|v| v.split(',').any(|x| x.parse() == Ok(id)))
+            })
+            .filter_map(|(_, state)| state.get(RAFT_ADDR_KEY).map(str::to_string))
             .collect()
     }
 

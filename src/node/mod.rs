@@ -188,6 +188,7 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
             barrier: barrier.clone(),
             identity: identity.clone(),
             submitter: submitter.clone(),
+            reader: reader.clone(),
         });
         let server = tls_server(raft_listener, tls.raft_server_config()?)
             .map_err(|source| NodeError::Bind { what: "raft port", addr: args.raft_addr, source })?
@@ -215,6 +216,8 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
     } else if !initialized {
         tracing::info!(?seeds, "joining through gossip; waiting for the leader to add this node");
     }
+    // Before gossip and autopilot start, so that no node can join first.
+    seal_restored_data(&raft, &data_dir).await?;
 
     let gossip = Arc::new(
         Gossip::spawn(GossipSettings {
@@ -306,6 +309,7 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
         peer_client: peer_client.clone(),
         leader_lease: Duration::from_millis(args.election_timeout_ms * 2),
         backup_dir: data_dir.join("tmp"),
+        backup_slot: Arc::new(tokio::sync::Semaphore::new(1)),
         watches: api::watch::WatchHub::new(args.max_watches, shutdown.clone()),
     });
     tasks.spawn(count_leader_changes(
@@ -328,6 +332,40 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
     }
     tracing::info!(node_id, api = %node.api_url(), raft = %node.raft_url(), gossip = %gossip_advertise, "node started");
     Ok(NodeHandle { node_id, raft, shutdown, tasks, api, raft_port, gossip })
+}
+
+/// A data dir made by `raftq restore` holds data that no log entry carries.
+/// Snapshot it and purge the log behind the snapshot, so that every node
+/// that joins later starts from the snapshot (with the data) instead of
+/// replaying the log from entry 0 onto an empty state.
+async fn seal_restored_data(raft: &Raft, data_dir: &std::path::Path) -> Result<(), NodeError> {
+    let marker = data_dir.join(crate::raft::backup::RESTORED_MARKER);
+    if !marker.exists() {
+        return Ok(());
+    }
+    let fail = |what: &str| NodeError::Raft(format!("sealing the restored data: {what}"));
+    tracing::info!("restored data dir: taking the first snapshot before anyone may join");
+    let applied = raft
+        .wait(Some(Duration::from_secs(30)))
+        .metrics(|m| m.current_leader.is_some() && m.last_applied.is_some(), "a leader")
+        .await
+        .map_err(|e| fail(&e.to_string()))?
+        .last_applied
+        .map_or(0, |l| l.index);
+    raft.trigger().snapshot().await.map_err(|e| fail(&e.to_string()))?;
+    raft.wait(Some(Duration::from_secs(60)))
+        .metrics(|m| m.snapshot.is_some_and(|s| s.index >= applied), "the snapshot")
+        .await
+        .map_err(|e| fail(&e.to_string()))?;
+    raft.trigger().purge_log(applied).await.map_err(|e| fail(&e.to_string()))?;
+    raft.wait(Some(Duration::from_secs(30)))
+        .metrics(|m| m.purged.is_some_and(|p| p.index >= applied), "the purge")
+        .await
+        .map_err(|e| fail(&e.to_string()))?;
+    std::fs::remove_file(&marker)
+        .map_err(|source| NodeError::DataDir { path: marker.clone(), source })?;
+    tracing::info!(snapshot_index = applied, "restored data sealed in a snapshot");
+    Ok(())
 }
 
 /// Counts changes of the leader this node knows

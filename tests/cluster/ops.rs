@@ -451,10 +451,35 @@ async fn backup_restores_into_a_fresh_single_node() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("checksum"), "{out:?}");
     assert!(!target.join("db").exists());
 
-    let c = Cluster::builder().nodes(1).restore_from(&file).start().await;
+    // Node 1 starts on the restored data and bootstraps a new cluster; two
+    // more join it by gossip and must get the restored data too.
+    let mut c = Cluster::builder().nodes(1).restore_from(&file).start().await;
     c.wait_ready(0, Duration::from_secs(30)).await;
+    assert!(
+        !c.nodes[0].data_dir.join("restored").exists(),
+        "the restored data is sealed in a snapshot before the node serves"
+    );
     let (events, _) = c.all_events(0, "").await;
     assert_eq!(events, expected_events, "the same retained log");
+    let st = c.status(0).await;
+    assert_eq!(id_set(&st, "voters").len(), 1, "a new single-voter cluster: {}", status_brief(&st));
+    c.add_node(&[]).await;
+    c.add_node(&[]).await;
+    let l = c.wait_for_voters(3, Duration::from_secs(60)).await;
+    assert_eq!(l, 0, "the restored node leads");
+    for i in 1..3 {
+        wait_until(Duration::from_secs(20), "a joiner to hold the restored data", async || {
+            let (events, _) = c.all_events(i, "&consistency=local").await;
+            if events == expected_events {
+                Ok(())
+            } else {
+                Err(format!("{} has {} events", c.nodes[i].name, events.len()))
+            }
+        })
+        .await;
+        let r = c.request(i, Method::GET, "/queues/jobs/event", None, &[], false).await;
+        assert_eq!(r.text(), "job-1", "{r:?}");
+    }
     let r = c.get_event(0).await;
     assert_eq!(r.text(), front, "{r:?}");
     let r = c.get(0, "/queues/jobs/event").await;
@@ -464,8 +489,8 @@ async fn backup_restores_into_a_fresh_single_node() {
     assert_eq!(r.seq(), Some(21), "{r:?}");
     let r = c.request(0, Method::POST, "/sequences/orders", None, &[], false).await;
     assert_eq!(r.json()["first"].as_u64(), Some(next_id), "{r:?}");
-    let st = c.status(0).await;
-    assert_eq!(id_set(&st, "voters").len(), 1, "a new single-voter cluster: {}", status_brief(&st));
+    // Every node applies later writes onto the same restored state.
+    c.check_acked_everywhere(&[(21, "after-restore".to_string())]).await;
     // Restoring over a node's data dir is refused.
     let out = std::process::Command::new(crate::harness::BIN)
         .arg("restore")
