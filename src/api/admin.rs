@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::extract::Params;
-use super::Shared;
+use super::{AppState, Shared};
 use crate::raft::types::{NodeId, Op, Reply};
 
 /// The internal route a transfer target is asked to campaign on.
@@ -47,8 +47,9 @@ fn membership_json(state: &Shared) -> Value {
 ///
 /// A replicated tombstone goes first, so that autopilot (on this leader or
 /// any later one) never adds the node back even though it may still gossip;
-/// then the membership change. The leader cannot remove itself: transfer
-/// leadership first.
+/// then the membership change. Asked to remove itself, the leader hands
+/// leadership over first and redirects (307) to the new leader, which then
+/// removes it.
 pub async fn remove_node(
     State(state): State<Shared>,
     Path(raw): Path<String>,
@@ -57,13 +58,10 @@ pub async fn remove_node(
     let id = node_id(&raw)?;
     state.route_write(&uri)?;
     if id == state.node_id {
-        return Err(ApiError::Conflict {
-            code: "is_leader",
-            message: format!(
-                "node {id} is the leader: hand leadership over first \
-                 (POST /cluster/leader/transfer), then remove it"
-            ),
-        });
+        // The leader cannot take itself out: it hands leadership over, then
+        // sends the client to the new leader (307, same path), which does.
+        hand_over(&state, None).await?;
+        return Err(super::error::not_leader(state.leader_api_url(), super::path_and_query(&uri)));
     }
     let (is_voter, is_member) = {
         let metrics = state.raft.metrics().borrow().clone();
@@ -124,13 +122,30 @@ pub async fn remove_node(
 pub async fn transfer_leader(State(state): State<Shared>, uri: Uri) -> Result<Response, ApiError> {
     let params = Params::parse(uri.query())?;
     state.route_write(&uri)?;
+    let to = params.u64("to")?;
+    let previous_term = state.raft.metrics().borrow().current_term;
+    let transferred = hand_over(&state, to).await?.is_some();
+    let mut body = membership_json(&state);
+    body["transferred"] = json!(transferred);
+    if transferred {
+        body["previous_leader_id"] = json!(state.node_id);
+        body["previous_term"] = json!(previous_term);
+        body["term"] = json!(state.raft.metrics().borrow().current_term);
+    }
+    Ok(Json(body).into_response())
+}
+
+/// Hands leadership from this node (the leader) to `to`, or by default to
+/// the voter with the most of the log; see [`transfer_leader`]. `Ok(None)`
+/// when `to` is this node (nothing to do), else the new leader.
+async fn hand_over(state: &AppState, to: Option<NodeId>) -> Result<Option<NodeId>, ApiError> {
     let metrics = state.raft.metrics().borrow().clone();
     let membership = metrics.membership_config.membership().clone();
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
     let matched = |m: &openraft::RaftMetrics<NodeId, crate::raft::types::Node>, id: NodeId| {
         m.replication.as_ref().and_then(|r| r.get(&id).copied().flatten()).map(|l| l.index)
     };
-    let target = match params.u64("to")? {
+    let target = match to {
         Some(to) => to,
         None => voters
             .iter()
@@ -143,22 +158,16 @@ pub async fn transfer_leader(State(state): State<Shared>, uri: Uri) -> Result<Re
             })?,
     };
     if target == state.node_id {
-        let mut body = membership_json(&state);
-        body["transferred"] = json!(false);
-        return Ok(Json(body).into_response());
+        return Ok(None);
     }
-    if !voters.contains(&target) {
-        return Err(ApiError::Conflict {
-            code: "not_a_voter",
-            message: format!("node {target} is not a voter"),
-        });
-    }
-    let Some(target_node) = membership.get_node(&target).cloned() else {
-        return Err(ApiError::Conflict {
-            code: "not_a_voter",
-            message: format!("node {target} is not a voter"),
-        });
+    let not_a_voter = || ApiError::Conflict {
+        code: "not_a_voter",
+        message: format!("node {target} is not a voter"),
     };
+    if !voters.contains(&target) {
+        return Err(not_a_voter());
+    }
+    let target_node = membership.get_node(&target).cloned().ok_or_else(not_a_voter)?;
 
     // No new API writes while the lease runs out (each would refresh it).
     let _writes_held = state.write_gate.write().await;
@@ -178,7 +187,6 @@ pub async fn transfer_leader(State(state): State<Shared>, uri: Uri) -> Result<Re
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let previous_term = state.raft.metrics().borrow().current_term;
     let heartbeats = HeartbeatsOff::new(&state.raft);
     tokio::time::sleep(state.leader_lease + Duration::from_millis(50)).await;
     let url = format!("{}{}", target_node.raft_url(), PATH_ELECT);
@@ -207,12 +215,7 @@ pub async fn transfer_leader(State(state): State<Shared>, uri: Uri) -> Result<Re
         )));
     }
     tracing::info!(from = state.node_id, to = target, "leadership transferred");
-    let mut body = membership_json(&state);
-    body["transferred"] = json!(true);
-    body["previous_leader_id"] = json!(state.node_id);
-    body["previous_term"] = json!(previous_term);
-    body["term"] = json!(state.raft.metrics().borrow().current_term);
-    Ok(Json(body).into_response())
+    Ok(Some(target))
 }
 
 /// Heartbeats are off while this lives.

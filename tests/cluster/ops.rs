@@ -318,24 +318,24 @@ async fn leadership_transfer_and_node_removal() {
     let r = c.request(l2, Method::POST, "/cluster/leader/transfer?to=x", None, &[], false).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
 
-    // Removal: bad id, unknown id, the leader itself.
+    // Removal: bad id, unknown id.
     let r = c.request(l2, Method::DELETE, "/cluster/nodes/abc", None, &[], false).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
     let r = c.request(l2, Method::DELETE, "/cluster/nodes/424242", None, &[], false).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{r:?}");
-    let leader_id = c.node_id(l2).await;
-    let r = c
-        .request(l2, Method::DELETE, &format!("/cluster/nodes/{leader_id}"), None, &[], false)
-        .await;
-    assert_eq!(r.status, StatusCode::CONFLICT, "{r:?}");
 
-    // Remove a follower, asked through that very follower (307 to the leader).
-    let victim = c.live().into_iter().find(|&i| i != l2).expect("a follower");
+    // Remove the leader itself: it hands leadership over, then answers 307
+    // to the new leader, which removes it (the client follows the redirect).
+    let victim = l2;
     let victim_id = c.node_id(victim).await;
     let path = format!("/cluster/nodes/{victim_id}");
     let r = c.request(victim, Method::DELETE, &path, None, &[], true).await;
     assert_eq!(r.status, StatusCode::OK, "{r:?} {}", r.text());
-    assert_eq!(id_of(&r.json()["removed"]).as_deref(), Some(victim_id.as_str()));
+    let body = r.json();
+    assert_eq!(id_of(&body["removed"]).as_deref(), Some(victim_id.as_str()), "{body}");
+    let new_leader = id_of(&body["leader_id"]).expect("a leader");
+    assert_ne!(new_leader, victim_id, "{body}");
+    let l2 = c.index_of(&new_leader).expect("the new leader is one of ours");
     let members = |st: &Value| {
         let mut s = id_set(st, "voters");
         s.extend(id_set(st, "learners"));
