@@ -10,7 +10,7 @@ use axum::Json;
 use serde_json::json;
 
 use super::error::ApiError;
-use super::extract::{self, Params};
+use super::extract::{self, Params, QueuePath};
 use super::Shared;
 use crate::queue::{Command, Rejection, Seq};
 use crate::raft::types::Reply;
@@ -87,14 +87,13 @@ async fn read_body(
     axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::TooLarge { max: max_event_bytes })
 }
 
-async fn enqueue(
-    state: Shared,
-    queue: String,
+pub async fn enqueue(
+    State(state): State<Shared>,
+    QueuePath { queue, .. }: QueuePath,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    extract::name("queue", &queue)?;
     let body = read_body(&headers, body, state.max_event_bytes).await?;
     let event = extract::event(&headers, &body, state.max_event_bytes)?;
     let idempotency_key = match headers.get(IDEMPOTENCY_KEY) {
@@ -139,13 +138,12 @@ async fn enqueue(
     Ok(response)
 }
 
-async fn front(
-    state: Shared,
-    queue: String,
+pub async fn front(
+    State(state): State<Shared>,
+    QueuePath { queue, .. }: QueuePath,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    extract::name("queue", &queue)?;
     let params = Params::parse(uri.query())?;
     state.prepare_read(&params, &queue).await?;
     match state.reader.front(&queue)? {
@@ -156,13 +154,12 @@ async fn front(
     }
 }
 
-async fn dequeue(
-    state: Shared,
-    queue: String,
+pub async fn dequeue(
+    State(state): State<Shared>,
+    QueuePath { queue, .. }: QueuePath,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    extract::name("queue", &queue)?;
     let params = Params::parse(uri.query())?;
     let expect_seq = params.u64("seq")?;
     match state.propose(Command::Dequeue { queue, expect_seq }, &uri).await? {
@@ -177,8 +174,11 @@ async fn dequeue(
     }
 }
 
-async fn list(state: Shared, queue: String, uri: Uri) -> Result<Response, ApiError> {
-    extract::name("queue", &queue)?;
+pub async fn list(
+    State(state): State<Shared>,
+    QueuePath { queue, .. }: QueuePath,
+    uri: Uri,
+) -> Result<Response, ApiError> {
     let params = Params::parse(uri.query())?;
     let after = params.u64("after")?.unwrap_or(0);
     let limit = params.u64("limit")?.map_or(100, |l| l as usize).min(PAGE_MAX);
@@ -195,15 +195,13 @@ async fn list(state: Shared, queue: String, uri: Uri) -> Result<Response, ApiErr
     Ok(Json(json!({ "events": events, "head": page.head, "oldest": page.oldest })).into_response())
 }
 
-async fn by_seq(
-    state: Shared,
-    queue: String,
-    seq: String,
+pub async fn by_seq(
+    State(state): State<Shared>,
+    QueuePath { queue, seq }: QueuePath,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    extract::name("queue", &queue)?;
-    let seq: Seq = seq.parse().map_err(|_| ApiError::NotFound)?;
+    let seq: Seq = seq.and_then(|s| s.parse().ok()).ok_or(ApiError::NotFound)?;
     let params = Params::parse(uri.query())?;
     state.prepare_read(&params, &queue).await?;
     let page = state.reader.events_after(&queue, seq.saturating_sub(1), 1)?;
@@ -216,89 +214,6 @@ async fn by_seq(
         }
         _ => Err(ApiError::NotFound),
     }
-}
-
-pub async fn post_default(
-    State(s): State<Shared>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    enqueue(s, DEFAULT_QUEUE.into(), uri, headers, body).await
-}
-
-pub async fn post_named(
-    State(s): State<Shared>,
-    Path(queue): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    enqueue(s, queue, uri, headers, body).await
-}
-
-pub async fn get_default(
-    State(s): State<Shared>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    front(s, DEFAULT_QUEUE.into(), uri, headers).await
-}
-
-pub async fn get_named(
-    State(s): State<Shared>,
-    Path(queue): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    front(s, queue, uri, headers).await
-}
-
-pub async fn delete_default(
-    State(s): State<Shared>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    dequeue(s, DEFAULT_QUEUE.into(), uri, headers).await
-}
-
-pub async fn delete_named(
-    State(s): State<Shared>,
-    Path(queue): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    dequeue(s, queue, uri, headers).await
-}
-
-pub async fn list_default(State(s): State<Shared>, uri: Uri) -> Result<Response, ApiError> {
-    list(s, DEFAULT_QUEUE.into(), uri).await
-}
-
-pub async fn list_named(
-    State(s): State<Shared>,
-    Path(queue): Path<String>,
-    uri: Uri,
-) -> Result<Response, ApiError> {
-    list(s, queue, uri).await
-}
-
-pub async fn by_seq_default(
-    State(s): State<Shared>,
-    Path(seq): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    by_seq(s, DEFAULT_QUEUE.into(), seq, uri, headers).await
-}
-
-pub async fn by_seq_named(
-    State(s): State<Shared>,
-    Path((queue, seq)): Path<(String, String)>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    by_seq(s, queue, seq, uri, headers).await
 }
 
 pub async fn alloc_sequence(

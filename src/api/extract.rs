@@ -9,6 +9,36 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 
+/// The path parameters of a queue route: `{queue}` (validated; absent on the
+/// unprefixed routes, which address the queue named `default`) and, where
+/// the route has one, `{seq}`. One extractor serves `/event...` and
+/// `/queues/{queue}/event...` alike.
+pub struct QueuePath {
+    pub queue: String,
+    pub seq: Option<String>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for QueuePath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        use axum::extract::rejection::PathRejection;
+        use axum::extract::Path;
+        let mut params =
+            match Path::<BTreeMap<String, String>>::from_request_parts(parts, state).await {
+                Ok(Path(params)) => params,
+                Err(PathRejection::MissingPathParams(_)) => BTreeMap::new(),
+                Err(e) => return Err(ApiError::bad_request("invalid_path", e.body_text())),
+            };
+        let queue = params.remove("queue").unwrap_or_else(|| super::events::DEFAULT_QUEUE.into());
+        name("queue", &queue)?;
+        Ok(QueuePath { queue, seq: params.remove("seq") })
+    }
+}
+
 /// Decodes `application/x-www-form-urlencoded` pairs (also query strings).
 /// Invalid UTF-8 after percent-decoding is an error, not a replacement char.
 pub fn form_pairs(input: &[u8]) -> Result<Vec<(String, String)>, ApiError> {

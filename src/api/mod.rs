@@ -138,13 +138,14 @@ impl AppState {
 
     /// Read-your-writes: wait until this node has applied `queue`'s `seq`.
     async fn wait_for_seq(&self, queue: &str, seq: Seq) -> Result<(), ApiError> {
-        let mut metrics = self.raft.metrics();
+        // Subscribed before the check: an apply after it wakes the loop.
+        let mut applied = self.reader.subscribe_applied();
         let deadline = tokio::time::Instant::now() + MIN_SEQ_WAIT;
         loop {
             if self.reader.queue(queue).is_some_and(|m| m.head() >= seq) {
                 return Ok(());
             }
-            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+            match tokio::time::timeout_at(deadline, applied.changed()).await {
                 Ok(Ok(())) => {}
                 _ => {
                     return Err(ApiError::ReadUnavailable(format!(
@@ -268,21 +269,18 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// The public router.
 pub fn public_router(state: Shared) -> Router {
     Router::new()
-        .route(
-            "/event",
-            post(events::post_default).get(events::get_default).delete(events::delete_default),
-        )
-        .route("/events", get(events::list_default))
-        .route("/events/{seq}", get(events::by_seq_default))
+        .route("/event", post(events::enqueue).get(events::front).delete(events::dequeue))
+        .route("/events", get(events::list))
+        .route("/events/{seq}", get(events::by_seq))
         .route(
             "/queues/{queue}/event",
-            post(events::post_named).get(events::get_named).delete(events::delete_named),
+            post(events::enqueue).get(events::front).delete(events::dequeue),
         )
-        .route("/queues/{queue}/events", get(events::list_named))
-        .route("/queues/{queue}/events/{seq}", get(events::by_seq_named))
+        .route("/queues/{queue}/events", get(events::list))
+        .route("/queues/{queue}/events/{seq}", get(events::by_seq))
         .route("/sequences/{name}", post(events::alloc_sequence))
-        .route("/events/watch", get(watch::watch_default))
-        .route("/queues/{queue}/events/watch", get(watch::watch_named))
+        .route("/events/watch", get(watch::watch))
+        .route("/queues/{queue}/events/watch", get(watch::watch))
         .route("/status", get(status::status))
         .route("/healthz", get(status::healthz))
         .route("/readyz", get(status::readyz))

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Uri};
 use axum::response::Response;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -38,8 +38,7 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::error::ApiError;
-use super::events::DEFAULT_QUEUE;
-use super::extract::{self, Params};
+use super::extract::{Params, QueuePath};
 use super::Shared;
 use crate::queue::{QueueMeta, Seq};
 use crate::raft::db::StoreError;
@@ -86,30 +85,13 @@ impl WatchHub {
     }
 }
 
-pub async fn watch_default(
-    State(s): State<Shared>,
+/// `GET /events/watch` and `GET /queues/{queue}/events/watch`.
+pub async fn watch(
+    State(state): State<Shared>,
+    QueuePath { queue, .. }: QueuePath,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    watch(s, DEFAULT_QUEUE.into(), uri, headers).await
-}
-
-pub async fn watch_named(
-    State(s): State<Shared>,
-    Path(queue): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    watch(s, queue, uri, headers).await
-}
-
-async fn watch(
-    state: Shared,
-    queue: String,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    extract::name("queue", &queue)?;
     let params = Params::parse(uri.query())?;
     let requested = start_after(&headers, &params)?;
     // Subscribed before the first read: an apply after it wakes the task.

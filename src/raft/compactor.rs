@@ -78,7 +78,7 @@ pub async fn run(
 /// The compactions due now as (queue, upto), at most [`COMPACTS_PER_TICK`].
 fn plan(reader: &SmReader, policy: &RetentionPolicy, now_ms: u64) -> Vec<(String, u64)> {
     let mut due = Vec::new();
-    for (queue, meta) in reader.queue_metas() {
+    for (queue, meta) in reader.queues() {
         if meta.front <= meta.oldest {
             continue;
         }

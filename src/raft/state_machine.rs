@@ -295,11 +295,6 @@ impl SmReader {
         self.shared.applied_tx.subscribe()
     }
 
-    /// Every queue's pointers, by name.
-    pub fn queue_metas(&self) -> Vec<(String, QueueMeta)> {
-        self.shared.read().queues.queues().map(|(name, meta)| (name.to_string(), *meta)).collect()
-    }
-
     /// The retention stamp of a stored event (`None`: not stored, or stored
     /// before stamps existed).
     pub fn stamp(&self, queue: &str, seq: Seq) -> Result<Option<EventStamp>, StoreError> {
