@@ -77,6 +77,15 @@ pub struct ServeArgs {
     /// Nodes of another cluster id are ignored.
     #[arg(long, env = "RAFTQ_CLUSTER_ID", default_value = "raftq")]
     pub cluster_id: String,
+    /// Bootstrap only once this many fresh nodes see each other in gossip
+    /// (then the smallest node id bootstraps them all as voters). Give every
+    /// node of a new cluster the same value.
+    #[arg(long, env = "RAFTQ_BOOTSTRAP_EXPECT", value_parser = clap::value_parser!(u64).range(1..=15))]
+    pub bootstrap_expect: Option<u64>,
+    /// How long a seedless node on an empty data dir listens to gossip for an
+    /// existing cluster before it bootstraps a new one (e.g. 2s).
+    #[arg(long, env = "RAFTQ_BOOTSTRAP_WAIT", default_value = "2s", value_parser = crate::units::parse_duration)]
+    pub bootstrap_wait: std::time::Duration,
     /// PEM certificate (chain) of this node, used for the API and Raft ports.
     #[arg(long, env = "RAFTQ_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
     pub tls_cert: Option<PathBuf>,
@@ -109,8 +118,21 @@ pub struct ServeArgs {
     #[arg(long, env = "RAFTQ_ELECTION_TIMEOUT_MS", default_value_t = 300)]
     pub election_timeout_ms: u64,
     /// When set, every public request except /healthz needs `Authorization: Bearer <token>`.
-    #[arg(long, env = "RAFTQ_API_TOKEN")]
+    #[arg(long, env = "RAFTQ_API_TOKEN", conflicts_with = "api_token_file")]
     pub api_token: Option<String>,
+    /// `--api-token` read from a file (first line), so it stays out of `ps`.
+    #[arg(long, env = "RAFTQ_API_TOKEN_FILE")]
+    pub api_token_file: Option<PathBuf>,
+    /// Bearer token of the admin routes (remove a node, transfer leadership,
+    /// backups). Without it they answer only loopback clients.
+    #[arg(long, env = "RAFTQ_ADMIN_TOKEN", conflicts_with = "admin_token_file")]
+    pub admin_token: Option<String>,
+    /// `--admin-token` read from a file (first line).
+    #[arg(long, env = "RAFTQ_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Least time between two leadership transfers (a transfer pauses writes).
+    #[arg(long, env = "RAFTQ_TRANSFER_MIN_INTERVAL", default_value = "5s", value_parser = crate::units::parse_duration)]
+    pub transfer_min_interval: std::time::Duration,
     /// When set, public API clients must present a certificate signed by this CA.
     #[arg(long, env = "RAFTQ_API_CLIENT_CA")]
     pub api_client_ca: Option<PathBuf>,
@@ -136,6 +158,25 @@ pub struct ServeArgs {
     /// Dequeued events enqueued longer ago than this are dropped (e.g. 30s, 10m, 24h, 7d).
     #[arg(long, env = "RAFTQ_RETENTION_AGE", default_value = "7d", value_parser = crate::units::parse_duration)]
     pub retention_age: std::time::Duration,
+    /// Below this much free space in the data dir's filesystem (e.g. 256MiB
+    /// or 5%), writes answer 507 disk_full until space returns.
+    #[arg(long, env = "RAFTQ_MIN_FREE_DISK", default_value = "256MiB", value_parser = crate::node::disk::parse_min_free)]
+    pub min_free_disk: crate::node::disk::MinFree,
+    /// Open connections the public API port accepts; more are closed at once.
+    #[arg(long, env = "RAFTQ_MAX_API_CONNECTIONS", default_value_t = 4096)]
+    pub max_api_connections: usize,
+    /// Open connections the Raft port accepts (peers hold one or two each).
+    #[arg(long, env = "RAFTQ_MAX_RAFT_CONNECTIONS", default_value_t = 256)]
+    pub max_raft_connections: usize,
+    /// A TLS handshake, and an HTTP/1 request header, must complete within this.
+    #[arg(long, env = "RAFTQ_HEADER_TIMEOUT", default_value = "10s", value_parser = crate::units::parse_duration)]
+    pub header_timeout: std::time::Duration,
+    /// A connection with no byte read or written for this long is closed.
+    #[arg(long, env = "RAFTQ_IDLE_TIMEOUT", default_value = "120s", value_parser = crate::units::parse_duration)]
+    pub idle_timeout: std::time::Duration,
+    /// Concurrent HTTP/2 streams per connection on the API port.
+    #[arg(long, env = "RAFTQ_MAX_HTTP2_STREAMS", default_value_t = 64)]
+    pub max_http2_streams: u32,
     /// Concurrent `/events/watch` streams this node serves; more get 503.
     #[arg(long, env = "RAFTQ_MAX_WATCHES", default_value_t = 1000)]
     pub max_watches: usize,

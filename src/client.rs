@@ -5,6 +5,13 @@
 //! generic clients drop on a cross-origin redirect), retries `503` answers
 //! and connection failures on the next URL given, and gives up after a
 //! bounded number of attempts.
+//!
+//! Retrying a write is only safe when a repeat cannot apply twice: a POST
+//! always carries an `Idempotency-Key` (the caller's, or a random one made
+//! once and reused on every retry), and a DELETE names the seq it removes
+//! (`?seq=`, read from the front first). When the last word from the cluster
+//! left the outcome open, the error says so ([`ClientError::Unknown`]) rather
+//! than claiming a failure.
 
 use std::time::Duration;
 
@@ -27,6 +34,19 @@ pub enum ClientError {
     Api { status: StatusCode, body: String },
     #[error("unexpected answer: {0}")]
     Protocol(String),
+    /// The request may or may not have taken effect (a response was lost or
+    /// the cluster said the outcome is unknown).
+    #[error("outcome unknown: {0}")]
+    Unknown(String),
+}
+
+/// What became of a request that got no final answer.
+#[derive(Debug)]
+enum Attempts {
+    /// Nothing was sent that could have taken effect.
+    NotSent(String),
+    /// Some attempt may have reached the leader.
+    MaybeSent(String),
 }
 
 pub struct Client {
@@ -82,7 +102,23 @@ impl Client {
         body: Option<(&'static str, Vec<u8>)>,
         headers: &[(&str, String)],
     ) -> Result<reqwest::Response, ClientError> {
+        self.send_tracked(method, path, body, headers).await.map(|(r, _)| r).map_err(|a| match a {
+            Attempts::NotSent(e) => ClientError::Unreachable(e),
+            Attempts::MaybeSent(e) => ClientError::Unknown(e),
+        })
+    }
+
+    /// [`Client::send`], telling apart failures that may have written. With
+    /// a response, also says why an earlier attempt may have taken effect.
+    async fn send_tracked(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&'static str, Vec<u8>)>,
+        headers: &[(&str, String)],
+    ) -> Result<(reqwest::Response, Option<String>), Attempts> {
         let mut last_error = String::from("no --url given");
+        let mut maybe_sent = false;
         let mut target: Option<String> = None;
         for attempt in 0..ATTEMPTS_MAX {
             let url = match target.take() {
@@ -92,6 +128,8 @@ impl Client {
                     None => break,
                 },
             };
+            // Longer than the server's 10 s write timeout, so that a slow
+            // commit is answered (503 outcome unknown) rather than cut off.
             let mut request =
                 self.http.request(method.clone(), &url).timeout(Duration::from_secs(15));
             if let Some(token) = &self.token {
@@ -113,21 +151,31 @@ impl Client {
                         .and_then(|l| l.to_str().ok());
                     match location {
                         Some(location) => target = Some(location.to_string()),
-                        None => return Err(ClientError::Protocol("307 without Location".into())),
+                        None => return Err(Attempts::MaybeSent("307 without Location".into())),
                     }
                 }
                 Ok(response) if response.status() == StatusCode::SERVICE_UNAVAILABLE => {
-                    last_error = format!("{url}: {}", response.text().await.unwrap_or_default());
+                    // `unavailable` is the server's "outcome unknown";
+                    // `no_leader` and the like wrote nothing.
+                    let text = response.text().await.unwrap_or_default();
+                    maybe_sent |= text.contains("\"code\":\"unavailable\"");
+                    last_error = format!("{url}: {text}");
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
-                Ok(response) => return Ok(response),
+                Ok(response) => return Ok((response, maybe_sent.then_some(last_error))),
                 Err(e) => {
+                    // A connect failure sent nothing; anything later may have.
+                    maybe_sent |= !e.is_connect();
                     last_error = format!("{url}: {e}");
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
             }
         }
-        Err(ClientError::Unreachable(last_error))
+        Err(if maybe_sent && method != Method::GET {
+            Attempts::MaybeSent(last_error)
+        } else {
+            Attempts::NotSent(last_error)
+        })
     }
 
     async fn expect_ok(response: reqwest::Response) -> Result<reqwest::Response, ClientError> {
@@ -176,17 +224,28 @@ impl Client {
         response.json().await.map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
+    /// Enqueues `event`; every retry carries the same `Idempotency-Key`
+    /// (`idempotency_key`, or a random one), so it is enqueued at most once.
     pub async fn post(
         &self,
         queue: &str,
         event: &str,
         idempotency_key: Option<&str>,
     ) -> Result<Seq, ClientError> {
-        let headers: Vec<(&str, String)> =
-            idempotency_key.map(|k| vec![("idempotency-key", k.to_string())]).unwrap_or_default();
+        let key = idempotency_key
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("raftq-cli-{}", uuid::Uuid::new_v4()));
+        let headers = vec![("idempotency-key", key.clone())];
         let body = Some(("text/plain; charset=utf-8", event.as_bytes().to_vec()));
-        let response =
-            self.send(Method::POST, &Self::queue_path(queue, "event"), body, &headers).await?;
+        let response = self
+            .send(Method::POST, &Self::queue_path(queue, "event"), body, &headers)
+            .await
+            .map_err(|e| match e {
+                ClientError::Unknown(why) => ClientError::Unknown(format!(
+                    "{why}; re-run with --idempotency-key {key} to enqueue it at most once"
+                )),
+                other => other,
+            })?;
         let response = Self::expect_ok(response).await?;
         Self::seq_header(&response)
     }
@@ -208,7 +267,30 @@ impl Client {
         .await
     }
 
+    /// Removes the front event, or only event `seq` when given. Without
+    /// `seq` it reads the front first and removes by seq, so a retry after
+    /// a lost response can never remove a second event.
     pub async fn delete(
+        &self,
+        queue: &str,
+        seq: Option<Seq>,
+    ) -> Result<Option<Event>, ClientError> {
+        if seq.is_some() {
+            return self.delete_seq(queue, seq).await;
+        }
+        // Another consumer may take the front between our read and our
+        // delete (409): read again, a bounded number of times.
+        for _ in 0..ATTEMPTS_MAX {
+            let Some(front) = self.get(queue).await? else { return Ok(None) };
+            match self.delete_seq(queue, Some(front.seq)).await {
+                Err(ClientError::Api { status: StatusCode::CONFLICT, .. }) => continue,
+                other => return other,
+            }
+        }
+        Err(ClientError::Protocol("the front kept changing under concurrent deletes".into()))
+    }
+
+    async fn delete_seq(
         &self,
         queue: &str,
         seq: Option<Seq>,
@@ -217,6 +299,27 @@ impl Client {
         if let Some(seq) = seq {
             path.push_str(&format!("?seq={seq}"));
         }
-        Self::event_or_empty(self.send(Method::DELETE, &path, None, &[]).await?).await
+        let (response, unsure) = match self.send_tracked(Method::DELETE, &path, None, &[]).await {
+            Ok(answer) => answer,
+            Err(Attempts::NotSent(e)) => return Err(ClientError::Unreachable(e)),
+            Err(Attempts::MaybeSent(e)) => return Err(ClientError::Unknown(e)),
+        };
+        let answer = Self::event_or_empty(response).await;
+        match (unsure, seq, answer) {
+            // An earlier attempt may have removed it: "not the front any
+            // more" and "empty" do not tell who did.
+            (Some(why), Some(seq), Err(ClientError::Api { status: StatusCode::CONFLICT, .. })) => {
+                Err(ClientError::Unknown(format!(
+                    "event {seq} is no longer at the front; an earlier attempt whose response was \
+                     lost may have removed it ({why})"
+                )))
+            }
+            (Some(why), Some(seq), Ok(None)) => Err(ClientError::Unknown(format!(
+                "the queue is empty now; an earlier attempt whose response was lost may have \
+                 removed event {seq} ({why})"
+            ))),
+            (Some(why), None, _) => Err(ClientError::Unknown(why)),
+            (_, _, answer) => answer,
+        }
     }
 }

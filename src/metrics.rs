@@ -42,6 +42,18 @@ pub struct Metrics {
     pub queue_retained: IntGaugeVec,
     /// Maze counters, labelled by counter name (a fixed set).
     pub maze: IntGaugeVec,
+    /// Node-to-node requests refused for naming another node or cluster
+    /// (`direction`: sent = a peer refused ours, received = we refused one).
+    pub peer_refusals: IntCounterVec,
+    /// Per listener (api, raft, maze_source, maze_client): open connections,
+    /// the cap, and connections refused at the cap.
+    pub listener_open: IntGaugeVec,
+    pub listener_max: IntGaugeVec,
+    pub listener_refused: IntCounterVec,
+    /// Free bytes in the data dir's filesystem, and whether writes are
+    /// refused for disk space (here or on a member).
+    pub disk_available: IntGauge,
+    pub disk_low: IntGauge,
 }
 
 /// Raft state copied from openraft's metrics at scrape time.
@@ -117,6 +129,42 @@ impl Metrics {
             &["counter"],
         )?;
         registry.register(Box::new(maze.clone()))?;
+        let peer_refusals = IntCounterVec::new(
+            Opts::new(
+                "raftq_peer_refusals_total",
+                "Node-to-node requests refused for naming another node id or cluster",
+            ),
+            &["direction", "reason"],
+        )?;
+        registry.register(Box::new(peer_refusals.clone()))?;
+        let listener_open = IntGaugeVec::new(
+            Opts::new("raftq_listener_connections", "Open connections per listener"),
+            &["listener"],
+        )?;
+        registry.register(Box::new(listener_open.clone()))?;
+        let listener_max = IntGaugeVec::new(
+            Opts::new("raftq_listener_connections_max", "Connection cap per listener"),
+            &["listener"],
+        )?;
+        registry.register(Box::new(listener_max.clone()))?;
+        let listener_refused = IntCounterVec::new(
+            Opts::new(
+                "raftq_listener_connections_refused_total",
+                "Connections closed at once because the listener was at its cap",
+            ),
+            &["listener"],
+        )?;
+        registry.register(Box::new(listener_refused.clone()))?;
+        let disk_available = gauge(
+            &registry,
+            "raftq_disk_available_bytes",
+            "Free bytes in the data dir's filesystem",
+        )?;
+        let disk_low = gauge(
+            &registry,
+            "raftq_disk_writes_refused",
+            "1 while writes answer 507 disk_full (free space below --min-free-disk here or on a member)",
+        )?;
         Ok(Metrics {
             registry,
             http_requests,
@@ -127,6 +175,12 @@ impl Metrics {
             queue_head,
             queue_retained,
             maze,
+            peer_refusals,
+            listener_open,
+            listener_max,
+            listener_refused,
+            disk_available,
+            disk_low,
         })
     }
 

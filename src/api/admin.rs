@@ -22,6 +22,8 @@ use crate::raft::types::{NodeId, Op, Reply};
 pub const PATH_ELECT: &str = "/internal/elect";
 
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// An operator's removal leaves at least this many voters unless forced.
+const MIN_VOTERS: usize = crate::membership::reconcile::MIN_VOTERS;
 /// How long a transfer waits for the target to have the leader's whole log.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(3);
 /// How long a transfer waits for the target to win after it campaigned.
@@ -56,7 +58,20 @@ pub async fn remove_node(
     uri: Uri,
 ) -> Result<Response, ApiError> {
     let id = node_id(&raw)?;
+    let force = Params::parse(uri.query())?.bool("force")?.unwrap_or(false);
     state.route_write(&uri)?;
+    let voters: BTreeSet<NodeId> =
+        state.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+    if voters.contains(&id) && voters.len() - 1 < MIN_VOTERS && !force {
+        return Err(ApiError::Conflict {
+            code: "too_few_voters",
+            message: format!(
+                "removing node {id} would leave {} voter(s): with fewer than {MIN_VOTERS}, one more \
+                 failure stops the cluster; add ?force=true to remove it anyway",
+                voters.len() - 1
+            ),
+        });
+    }
     if id == state.node_id {
         // The leader cannot take itself out: it hands leadership over, then
         // sends the client to the new leader (307, same path), which does.
@@ -135,6 +150,34 @@ pub async fn transfer_leader(State(state): State<Shared>, uri: Uri) -> Result<Re
     Ok(Json(body).into_response())
 }
 
+/// Transfers pause writes for a lease: at most one per
+/// `--transfer-min-interval`, so a script in a loop cannot keep the cluster
+/// from writing.
+fn claim_transfer_slot(state: &AppState) -> Result<(), ApiError> {
+    let now = std::time::Instant::now();
+    let mut last = state
+        .last_transfer
+        .lock()
+        .map_err(|_| ApiError::Internal("transfer rate limiter poisoned".into()))?;
+    if let Some(at) = *last {
+        let since = now.duration_since(at);
+        if since < state.transfer_min_interval {
+            let wait = state.transfer_min_interval - since;
+            return Err(ApiError::RateLimited {
+                message: format!(
+                    "a leadership transfer started {} ms ago; at most one per {:?} \
+                     (--transfer-min-interval)",
+                    since.as_millis(),
+                    state.transfer_min_interval
+                ),
+                retry_after_secs: wait.as_secs() + 1,
+            });
+        }
+    }
+    *last = Some(now);
+    Ok(())
+}
+
 /// Hands leadership from this node (the leader) to `to`, or by default to
 /// the voter with the most of the log; see [`transfer_leader`]. `Ok(None)`
 /// when `to` is this node (nothing to do), else the new leader.
@@ -168,6 +211,7 @@ async fn hand_over(state: &AppState, to: Option<NodeId>) -> Result<Option<NodeId
         return Err(not_a_voter());
     }
     let target_node = membership.get_node(&target).cloned().ok_or_else(not_a_voter)?;
+    claim_transfer_slot(state)?;
 
     // No new API writes while the lease runs out (each would refresh it).
     let _writes_held = state.write_gate.write().await;
@@ -190,7 +234,8 @@ async fn hand_over(state: &AppState, to: Option<NodeId>) -> Result<Option<NodeId
     let heartbeats = HeartbeatsOff::new(&state.raft);
     tokio::time::sleep(state.leader_lease + Duration::from_millis(50)).await;
     let url = format!("{}{}", target_node.raft_url(), PATH_ELECT);
-    let asked = state.peer_client.post(&url).timeout(Duration::from_secs(2)).send().await;
+    let request = state.peer_client.post(target, &url).timeout(Duration::from_secs(2));
+    let asked = state.peer_client.send(target, request).await;
     if let Err(e) = asked.and_then(|r| r.error_for_status()) {
         drop(heartbeats);
         return Err(ApiError::Unavailable(format!("asking node {target} to campaign: {e}")));

@@ -30,6 +30,9 @@ pub enum ApiError {
     Compacted { after: Seq, oldest: Seq, head: Seq },
     #[error("{0}")]
     Full(String),
+    /// Below `--min-free-disk` (here or on a member); nothing was written.
+    #[error("{0}")]
+    DiskFull(String),
     /// Not an error for the client: go to the leader (`curl -L` does).
     #[error("redirect to the leader")]
     Redirect { location: String },
@@ -45,6 +48,11 @@ pub enum ApiError {
     Unknown { code: &'static str, message: String },
     #[error("missing or wrong bearer token")]
     Unauthorized,
+    /// An admin route without admin rights (see `api::require_token`).
+    #[error("{0}")]
+    AdminForbidden(String),
+    #[error("{message}")]
+    RateLimited { message: String, retry_after_secs: u64 },
     #[error("internal error: {0}")]
     Internal(String),
     #[error("this node already serves its maximum of {max} watches; retry shortly or watch another node")]
@@ -73,12 +81,15 @@ impl ApiError {
             ApiError::SeqMismatch { .. } => (StatusCode::CONFLICT, "seq_mismatch"),
             ApiError::Compacted { .. } => (StatusCode::GONE, "compacted"),
             ApiError::Full(_) => (StatusCode::INSUFFICIENT_STORAGE, "full"),
+            ApiError::DiskFull(_) => (StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
             ApiError::Redirect { .. } => (StatusCode::TEMPORARY_REDIRECT, "not_leader"),
             ApiError::NoLeader => (StatusCode::SERVICE_UNAVAILABLE, "no_leader"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             ApiError::Unknown { code, .. } => (StatusCode::NOT_FOUND, code),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::AdminForbidden(_) => (StatusCode::FORBIDDEN, "admin_forbidden"),
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             ApiError::TooManyWatches { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "too_many_watches")
@@ -110,6 +121,7 @@ impl IntoResponse for ApiError {
                 }
             }
             ApiError::NoLeader
+            | ApiError::DiskFull(_)
             | ApiError::Unavailable(_)
             | ApiError::ReadUnavailable(_)
             | ApiError::TooManyWatches { .. } => {
@@ -117,6 +129,9 @@ impl IntoResponse for ApiError {
             }
             ApiError::Unauthorized => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::RateLimited { retry_after_secs, .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             _ => {}
         }

@@ -75,6 +75,19 @@ impl Params {
         self.0.get(name).map(String::as_str)
     }
 
+    /// `true`/`false` (also `1`/`0`); anything else is a 400.
+    pub fn bool(&self, name: &str) -> Result<Option<bool>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some("true" | "1") => Ok(Some(true)),
+            Some("false" | "0") => Ok(Some(false)),
+            Some(_) => Err(ApiError::bad_request(
+                "invalid_parameter",
+                format!("{name} must be true or false"),
+            )),
+        }
+    }
+
     pub fn u64(&self, name: &str) -> Result<Option<u64>, ApiError> {
         match self.get(name) {
             None => Ok(None),

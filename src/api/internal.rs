@@ -1,17 +1,20 @@
 //! The internal API on the Raft port: openraft's RPCs and the node-to-node
-//! helpers. Only reachable with a client certificate of the cluster CA (the
-//! TLS layer refuses everyone else before HTTP starts).
+//! helpers. Only reachable with a node certificate of the cluster CA (the
+//! TLS layer refuses everyone else before HTTP starts), and only for
+//! requests that name this node and this cluster (see `raft::peer`): a
+//! mismatch is refused before anything reaches Raft.
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
 
-use crate::membership::driver::{Identity, PATH_IDENTITY};
 use crate::raft::network::{decode_snapshot_chunk, PATH_APPEND, PATH_SNAPSHOT, PATH_VOTE};
+use crate::raft::peer::{Identity, PeerClient, HEADER_REFUSED, PATH_IDENTITY};
 use crate::raft::submit::{Submitter, PATH_PROPOSE};
 use crate::raft::types::{NodeId, Op, Raft, TypeConfig};
 use crate::raft::ReadBarrier;
@@ -23,7 +26,8 @@ const RPC_BODY_MAX: usize = 128 << 20;
 pub struct InternalState {
     pub raft: Raft,
     pub barrier: ReadBarrier,
-    pub identity: Identity,
+    /// Our identity (node id, cluster UUID) and the refusal counter.
+    pub peer: PeerClient,
     pub submitter: Submitter,
     pub reader: crate::raft::state_machine::SmReader,
 }
@@ -54,7 +58,26 @@ async fn snapshot(State(s): State<InternalState>, body: Bytes) -> Response {
 }
 
 async fn identity(State(s): State<InternalState>) -> Json<Identity> {
-    Json(s.identity.clone())
+    Json(s.peer.identity().identity())
+}
+
+/// Refuses a request meant for another node or another cluster (`421`
+/// with `raftq-refused`); a node without a cluster yet adopts the one of the
+/// first append or snapshot (only a leader that added it sends those).
+async fn check_peer(State(s): State<InternalState>, request: Request, next: Next) -> Response {
+    let may_adopt = matches!(request.uri().path(), PATH_APPEND | PATH_SNAPSHOT);
+    match s.peer.identity().check(request.headers(), may_adopt) {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => {
+            s.peer.note_refused(&refusal);
+            (
+                StatusCode::MISDIRECTED_REQUEST,
+                [(HEADER_REFUSED, refusal.code())],
+                refusal.to_string(),
+            )
+                .into_response()
+        }
+    }
 }
 
 async fn propose(State(s): State<InternalState>, body: Bytes) -> Response {
@@ -93,6 +116,7 @@ pub fn router(state: InternalState) -> Router {
         .route(PATH_PROPOSE, post(propose))
         .route(super::admin::PATH_ELECT, post(elect))
         .route(crate::membership::driver::PATH_RETIRED, get(retired))
+        .layer(middleware::from_fn_with_state(state.clone(), check_peer))
         .layer(DefaultBodyLimit::max(RPC_BODY_MAX))
         .with_state(state)
 }

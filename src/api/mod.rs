@@ -62,6 +62,11 @@ pub struct AppState {
     pub gossip: Arc<Gossip>,
     pub max_event_bytes: usize,
     pub api_token: Option<String>,
+    /// `--admin-token`; without it admin routes answer loopback clients only.
+    pub admin_token: Option<String>,
+    /// When the last leadership transfer started, and the least interval.
+    pub last_transfer: Mutex<Option<std::time::Instant>>,
+    pub transfer_min_interval: Duration,
     pub last_membership_decision: Arc<Mutex<Option<String>>>,
     /// This node was removed from the cluster (see `membership::driver`).
     pub retired: Arc<std::sync::atomic::AtomicBool>,
@@ -71,7 +76,7 @@ pub struct AppState {
     /// to pause them (see `admin::transfer_leader`).
     pub write_gate: tokio::sync::RwLock<()>,
     /// mTLS client for node-to-node calls.
-    pub peer_client: reqwest::Client,
+    pub peer_client: crate::raft::peer::PeerClient,
     /// How long followers refuse votes after the leader's last message
     /// (openraft: `election_timeout_max`).
     pub leader_lease: Duration,
@@ -80,6 +85,10 @@ pub struct AppState {
     /// One backup at a time: each stages a full copy of the state on disk.
     pub backup_slot: Arc<tokio::sync::Semaphore>,
     pub watches: watch::WatchHub,
+    /// Connection accounting of this node's listeners, for `/metrics`.
+    pub listeners: Vec<Arc<crate::node::listener::ListenerStats>>,
+    /// The free-space watermark (`--min-free-disk`).
+    pub disk: Arc<crate::node::disk::DiskGuard>,
 }
 
 /// The maze's live counters, for `/status` (absent with `--no-maze`).
@@ -116,6 +125,17 @@ impl AppState {
 
     async fn propose_op(&self, op: Op, uri: &Uri) -> Result<Reply, ApiError> {
         self.route_write(uri)?;
+        // Writes that add data wait for disk space; a dequeue or a removal
+        // only shrinks what is stored.
+        let adds_data = matches!(
+            op,
+            Op::Queue(Command::Enqueue { .. } | Command::AllocSeq { .. }) | Op::Maze(_)
+        );
+        if adds_data {
+            if let Some(why) = self.disk.refuse_writes() {
+                return Err(ApiError::DiskFull(why));
+            }
+        }
         let _gate = self.write_gate.read().await;
         match tokio::time::timeout(WRITE_TIMEOUT, self.proposer.propose(op)).await {
             Ok(result) => result.map_err(|e| error::from_propose(e, path_and_query(uri))),
@@ -223,47 +243,91 @@ async fn count_request(State(state): State<Shared>, mut request: Request, next: 
     response
 }
 
-/// `--api-token`: every route but `/healthz` needs the bearer token.
+/// The admin routes (SPEC §6): membership, leadership and backups.
+fn is_admin_route(method: &http::Method, path: &str) -> bool {
+    (method == http::Method::DELETE && path.starts_with("/cluster/nodes/"))
+        || (method == http::Method::POST && path == "/cluster/leader/transfer")
+        || (method == http::Method::GET && path == "/cluster/backup")
+}
+
+fn bearer(request: &Request) -> Option<&str> {
+    request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+fn is_loopback(request: &Request) -> bool {
+    request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .is_some_and(|c| c.0.ip().to_canonical().is_loopback())
+}
+
+/// Who may do what:
+/// - `--api-token`: every route but `/healthz` needs that bearer token;
+/// - admin routes need `--admin-token` when it is set (it stands in for the
+///   API token there; the API token never grants admin), and answer only
+///   loopback clients when it is not (`403 admin_forbidden`).
 async fn require_token(
     State(state): State<Shared>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    if let Some(token) = &state.api_token {
-        if request.uri().path() != "/healthz" {
-            let presented = request
-                .headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
-            if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
-                // Read (and drop) the body before refusing: an HTTP/2 answer
-                // that leaves the request body unread ends the stream with
-                // RST_STREAM, which curl reports as a transport error (exit
-                // 92) instead of showing the 401. Bounded like any body.
-                // Discarded chunk by chunk, never buffered.
-                let limit = state.max_event_bytes.saturating_add(64 << 10);
-                let drain = async {
-                    use futures_util::StreamExt;
-                    let mut body = request.into_body().into_data_stream();
-                    let mut read = 0usize;
-                    while let Some(Ok(chunk)) = body.next().await {
-                        read = read.saturating_add(chunk.len());
-                        if read > limit {
-                            break;
-                        }
-                    }
-                };
-                let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
-                return Err(ApiError::Unauthorized);
+    let path = request.uri().path();
+    let verdict = if is_admin_route(request.method(), path) {
+        match (&state.admin_token, &state.api_token) {
+            (Some(admin), _) => {
+                token_matches(bearer(&request), admin).then_some(()).ok_or(ApiError::Unauthorized)
             }
+            (None, api) if is_loopback(&request) => match api {
+                Some(api) if !token_matches(bearer(&request), api) => Err(ApiError::Unauthorized),
+                _ => Ok(()),
+            },
+            (None, _) => Err(ApiError::AdminForbidden(
+                "admin routes answer only loopback clients; start the nodes with --admin-token \
+                 (or --admin-token-file) to administer them from elsewhere"
+                    .into(),
+            )),
         }
+    } else {
+        match &state.api_token {
+            Some(token) if path != "/healthz" && !token_matches(bearer(&request), token) => {
+                Err(ApiError::Unauthorized)
+            }
+            _ => Ok(()),
+        }
+    };
+    if let Err(refusal) = verdict {
+        // Read (and drop) the body before refusing: an HTTP/2 answer
+        // that leaves the request body unread ends the stream with
+        // RST_STREAM, which curl reports as a transport error (exit
+        // 92) instead of showing the refusal. Bounded like any body.
+        // Discarded chunk by chunk, never buffered.
+        let limit = state.max_event_bytes.saturating_add(64 << 10);
+        let drain = async {
+            use futures_util::StreamExt;
+            let mut body = request.into_body().into_data_stream();
+            let mut read = 0usize;
+            while let Some(Ok(chunk)) = body.next().await {
+                read = read.saturating_add(chunk.len());
+                if read > limit {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+        return Err(refusal);
     }
     Ok(next.run(request).await)
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Constant-time comparison (`subtle`): how long a refusal takes says
+/// nothing about how much of the token was right.
+fn token_matches(presented: Option<&str>, token: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    presented.is_some_and(|p| bool::from(p.as_bytes().ct_eq(token.as_bytes())))
 }
 
 /// The public router.

@@ -37,6 +37,7 @@ pub async fn status(State(state): State<Shared>) -> Json<Value> {
     Json(json!({
         "node_id": state.node_id,
         "cluster_id": state.cluster_id,
+        "cluster_uuid": state.peer_client.identity().uuid(),
         "role": role_name(metrics.state),
         "leader_id": metrics.current_leader,
         "leader_api_url": state.leader_api_url(),
@@ -56,6 +57,13 @@ pub async fn status(State(state): State<Shared>) -> Json<Value> {
         "removed": state.retired.load(std::sync::atomic::Ordering::Relaxed),
         "maze": maze_status(&state),
         "watches": state.watches.active(),
+        "disk": {
+            "available_bytes": state.disk.available(),
+            "min_free": format!("{:?}", state.disk.min()),
+            "low": state.disk.is_low(),
+            "low_peer": state.disk.low_peer(),
+            "writes_refused": state.disk.refuse_writes(),
+        },
         "version": env!("CARGO_PKG_VERSION"),
     }))
 }
@@ -100,8 +108,16 @@ pub async fn readyz(State(state): State<Shared>) -> Response {
     } else {
         None
     };
+    // A full disk stops writes, not reads: the node stays in rotation (all
+    // nodes fill together; failing readiness everywhere would stop reads
+    // too), and the body says so.
+    let disk = state.disk.refuse_writes();
     match reason {
-        None => (StatusCode::OK, Json(json!({ "ready": true }))).into_response(),
+        None => (
+            StatusCode::OK,
+            Json(json!({ "ready": true, "writable": disk.is_none(), "disk_full": disk })),
+        )
+            .into_response(),
         Some(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({ "ready": false, "error": reason, "code": "not_ready" })),
@@ -160,6 +176,16 @@ pub async fn metrics(State(state): State<Shared>) -> Response {
         m.queue_retained
             .with_label_values(&[&name])
             .set(index(Some(meta.front.saturating_sub(meta.oldest))));
+    }
+    m.disk_available.set(i64::try_from(state.disk.available()).unwrap_or(i64::MAX));
+    m.disk_low.set(i64::from(state.disk.refuse_writes().is_some()));
+    for listener in &state.listeners {
+        let name = [listener.name];
+        m.listener_open.with_label_values(&name).set(index(Some(listener.open() as u64)));
+        m.listener_max.with_label_values(&name).set(index(Some(listener.max_connections as u64)));
+        let refused = m.listener_refused.with_label_values(&name);
+        let now = listener.refused.load(std::sync::atomic::Ordering::Relaxed);
+        refused.inc_by(now.saturating_sub(refused.get()));
     }
     // The same counters `/status` shows, flattened: `stream.pending` becomes
     // `raftq_maze{counter="stream_pending"}`.

@@ -73,6 +73,44 @@ pub async fn run(
 }
 
 /// Proposes `op` until it is committed or `cancel` fires.
+/// What the leader accepts on `/internal/propose`: only what a follower's
+/// maze source and gap timer forward, within the bounds that source keeps
+/// (a peer certificate is not a licence to write anything else, nor
+/// batches no source of ours would build).
+pub fn check_forwarded(op: &Op, limits: &MazeLimits) -> Result<(), String> {
+    match op {
+        Op::Maze(MazeCommand::Reset | MazeCommand::Skip { .. }) => Ok(()),
+        Op::Maze(MazeCommand::Lines { lines, .. }) => {
+            let line_max = limits.line_bytes_max + 1;
+            if lines.len() > BATCH_LINES_MAX {
+                return Err(format!(
+                    "{} lines in one batch (at most {BATCH_LINES_MAX})",
+                    lines.len()
+                ));
+            }
+            if let Some(long) = lines.iter().find(|l| l.len() > line_max) {
+                return Err(format!("a {}-byte line (at most {line_max})", long.len()));
+            }
+            let bytes: usize = lines.iter().map(String::len).sum();
+            if bytes > BATCH_BYTES_MAX + line_max {
+                return Err(format!(
+                    "a {bytes}-byte batch (at most {})",
+                    BATCH_BYTES_MAX + line_max
+                ));
+            }
+            Ok(())
+        }
+        other => Err(format!(
+            "only follower-maze batches are forwarded between nodes, not {}",
+            match other {
+                Op::Queue(_) => "queue commands",
+                Op::RetireNode { .. } => "node removals",
+                Op::Maze(_) => "this",
+            }
+        )),
+    }
+}
+
 async fn submit_until_done(
     submitter: &Submitter,
     op: Op,
@@ -188,4 +226,34 @@ async fn serve(
     while tasks.join_next().await.is_some() {}
     tracing::info!(epoch, "maze event source closed");
     Ok(())
+}
+
+#[cfg(test)]
+mod forwarded_tests {
+    use super::*;
+    use crate::queue::Command;
+
+    #[test]
+    fn only_bounded_maze_batches_may_be_forwarded() {
+        let limits = MazeLimits::default();
+        let lines = |n: usize, len: usize| {
+            Op::Maze(MazeCommand::Lines { epoch: 1, lines: vec!["x".repeat(len); n] })
+        };
+        assert_eq!(check_forwarded(&Op::Maze(MazeCommand::Reset), &limits), Ok(()));
+        assert_eq!(
+            check_forwarded(&Op::Maze(MazeCommand::Skip { epoch: 1, seq: 3 }), &limits),
+            Ok(())
+        );
+        assert_eq!(check_forwarded(&lines(BATCH_LINES_MAX, 8), &limits), Ok(()));
+        assert!(check_forwarded(&lines(BATCH_LINES_MAX + 1, 8), &limits).is_err());
+        assert!(check_forwarded(&lines(1, limits.line_bytes_max + 2), &limits).is_err());
+        assert!(check_forwarded(&lines(200, limits.line_bytes_max), &limits).is_err());
+        assert!(check_forwarded(&Op::RetireNode { id: 2 }, &limits).is_err());
+        let enqueue = Op::Queue(Command::Enqueue {
+            queue: "default".into(),
+            event: "x".into(),
+            idempotency_key: None,
+        });
+        assert!(check_forwarded(&enqueue, &limits).unwrap_err().contains("queue commands"));
+    }
 }

@@ -11,32 +11,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openraft::{ChangeMembers, ServerState};
-use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::gossip::Gossip;
 use super::reconcile::{self, Action, View};
+use crate::raft::peer::PeerClient;
 use crate::raft::types::{Node, NodeId, Raft};
 
-pub const PATH_IDENTITY: &str = "/internal/identity";
 pub const PATH_RETIRED: &str = "/internal/retired";
 
 const TICK: Duration = Duration::from_millis(500);
 const QUARANTINE: Duration = Duration::from_secs(5);
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What a node reports about itself on the Raft port.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Identity {
-    pub node_id: NodeId,
-    pub cluster_id: String,
-}
-
 pub struct Driver {
     pub raft: Raft,
     pub gossip: Arc<Gossip>,
-    pub peer_client: reqwest::Client,
-    pub identity: Identity,
+    /// Names our cluster and node on every request; knows our identity.
+    pub peer_client: PeerClient,
     pub dead_grace: Duration,
     /// Replicated state: which nodes an operator retired.
     pub reader: crate::raft::state_machine::SmReader,
@@ -58,6 +50,12 @@ impl Driver {
             }
             self.notice_removal().await;
             let metrics = self.raft.metrics().borrow().clone();
+            if metrics.state == ServerState::Leader {
+                self.ensure_cluster_uuid();
+            }
+            if let Some(uuid) = self.peer_client.identity().uuid() {
+                self.gossip.publish_cluster_uuid(&uuid).await;
+            }
             if metrics.state != ServerState::Leader {
                 down_since_ms.clear();
                 continue;
@@ -77,7 +75,7 @@ impl Driver {
                 })
                 .unwrap_or_default();
             let view = View {
-                self_id: self.identity.node_id,
+                self_id: self.peer_client.identity().node_id(),
                 live,
                 voters: membership.voter_ids().collect(),
                 learners: membership.learner_ids().collect(),
@@ -123,7 +121,7 @@ impl Driver {
         if self.retired.load(Ordering::Relaxed) {
             return;
         }
-        let me = self.identity.node_id;
+        let me = self.peer_client.identity().node_id();
         if applied.contains(&me) || self.removal_confirmed(me).await {
             self.retired.store(true, Ordering::Relaxed);
             self.raft.runtime_config().elect(false);
@@ -139,9 +137,10 @@ impl Driver {
     /// asked over the mTLS Raft port (only cluster members hold a
     /// certificate) for the tombstones it has actually applied.
     async fn removal_confirmed(&self, me: NodeId) -> bool {
-        for raft_addr in self.gossip.peers_claiming_retired(me).await {
+        for (peer, raft_addr) in self.gossip.peers_claiming_retired(me).await {
             let url = format!("https://{raft_addr}{PATH_RETIRED}");
-            let answer = self.peer_client.get(&url).timeout(Duration::from_secs(2)).send().await;
+            let request = self.peer_client.get(peer, &url).timeout(Duration::from_secs(2));
+            let answer = self.peer_client.send(peer, request).await;
             let Ok(response) = answer else { continue };
             if let Ok(ids) = response.json::<Vec<NodeId>>().await {
                 if ids.contains(&me) {
@@ -165,7 +164,23 @@ impl Driver {
             }
             Action::Promote { id } => ChangeMembers::AddVoterIds(BTreeSet::from([*id])),
             Action::UpdateNode { id, node } => {
+                // Gossip is forgeable: the node must answer at the new
+                // address, over mTLS, as itself, before Raft sends there.
+                self.confirm(*id, node).await?;
                 ChangeMembers::SetNodes(BTreeMap::from([(*id, node.clone())]))
+            }
+            Action::ReplaceVoter { old, new } => {
+                let mut voters = self
+                    .raft
+                    .metrics()
+                    .borrow()
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .collect::<BTreeSet<_>>();
+                voters.remove(old);
+                voters.insert(*new);
+                ChangeMembers::ReplaceAllVoters(voters)
             }
             Action::RemoveVoter { id } => ChangeMembers::RemoveVoters(BTreeSet::from([*id])),
             Action::RemoveLearner { id } => ChangeMembers::RemoveNodes(BTreeSet::from([*id])),
@@ -180,21 +195,18 @@ impl Driver {
 
     /// Gossip is a hint: ask the node itself, over mTLS, who it is.
     async fn confirm(&self, id: NodeId, node: &Node) -> Result<(), String> {
-        let url = format!("{}{}", node.raft_url(), PATH_IDENTITY);
-        let response = self
-            .peer_client
-            .get(&url)
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await
-            .map_err(|e| format!("identity check {url}: {e}"))?;
-        let identity: Identity =
-            response.json().await.map_err(|e| format!("identity check {url}: bad answer: {e}"))?;
-        if identity.node_id != id || identity.cluster_id != self.identity.cluster_id {
-            return Err(format!(
-                "identity check {url}: gossip said node {id}, node says {identity:?}"
-            ));
+        self.peer_client.confirm(id, node).await.map(|_| ())
+    }
+
+    /// A leader whose data dir predates cluster UUIDs makes one: the
+    /// followers adopt it with its next append.
+    fn ensure_cluster_uuid(&self) {
+        let identity = self.peer_client.identity();
+        if identity.uuid().is_none() {
+            match identity.create() {
+                Ok(uuid) => tracing::info!(cluster_uuid = %uuid, "created the cluster uuid"),
+                Err(e) => tracing::error!(error = %e, "creating the cluster uuid failed"),
+            }
         }
-        Ok(())
     }
 }

@@ -22,6 +22,10 @@ use crate::raft::types::{Node, NodeId};
 pub const RAFT_ID_KEY: &str = "raft_id";
 pub const RAFT_ADDR_KEY: &str = "raft_addr";
 pub const API_ADDR_KEY: &str = "api_addr";
+/// The cluster UUID this node belongs to, once it has one (see `raft::peer`):
+/// a node on an empty data dir that hears of a cluster at its address joins
+/// it instead of bootstrapping a second one.
+pub const CLUSTER_UUID_KEY: &str = "cluster_uuid";
 /// Node ids an operator removed, as this node's applied state knows them
 /// (comma-separated). A removed node cut off from the log learns of its
 /// removal from here (see `driver`).
@@ -45,6 +49,10 @@ pub struct GossipMember {
     pub api_addr: String,
     pub gossip_addr: SocketAddr,
     pub live: bool,
+    /// The cluster it says it belongs to (a hint, like everything here).
+    pub cluster_uuid: Option<String>,
+    /// It says its disk is below its `--min-free-disk` (see `node::disk`).
+    pub disk_low: bool,
 }
 
 impl GossipMember {
@@ -73,6 +81,8 @@ fn member(id: &ChitchatId, state: &NodeState, live: bool) -> Option<GossipMember
         api_addr: state.get(API_ADDR_KEY)?.to_string(),
         gossip_addr: id.gossip_advertise_addr,
         live,
+        cluster_uuid: state.get(CLUSTER_UUID_KEY).filter(|v| !v.is_empty()).map(str::to_string),
+        disk_low: state.get(crate::node::disk::DISK_LOW_KEY) == Some("1"),
     })
 }
 
@@ -156,9 +166,26 @@ impl Gossip {
         }
     }
 
+    /// Publishes the cluster UUID this node belongs to.
+    pub async fn publish_cluster_uuid(&self, uuid: &str) {
+        self.publish(CLUSTER_UUID_KEY, uuid).await;
+    }
+
+    /// Sets one of this node's gossip keys (a no-op when unchanged, so that
+    /// calling it every tick costs no gossip traffic).
+    pub async fn publish(&self, key: &str, value: &str) {
+        let chitchat = self.handle.chitchat();
+        let mut chitchat = chitchat.lock().await;
+        let state = chitchat.self_node_state();
+        if state.get(key) != Some(value) {
+            state.set(key, value.to_string());
+        }
+    }
+
     /// The live nodes whose published removed ids include `id`, with their
-    /// Raft addresses (a hint only: confirm over mTLS before acting).
-    pub async fn peers_claiming_retired(&self, id: NodeId) -> Vec<String> {
+    /// node ids and Raft addresses (a hint only: confirm over mTLS before
+    /// acting).
+    pub async fn peers_claiming_retired(&self, id: NodeId) -> Vec<(NodeId, String)> {
         let chitchat = self.handle.chitchat();
         let chitchat = chitchat.lock().await;
         let live: std::collections::HashSet<&ChitchatId> = chitchat.live_nodes().collect();
@@ -169,7 +196,10 @@ impl Gossip {
             .filter(|(_, state)| {
                 state.get(RETIRED_KEY).is_some_and(|v| v.split(',').any(|x| x.parse() == Ok(id)))
             })
-            .filter_map(|(_, state)| state.get(RAFT_ADDR_KEY).map(str::to_string))
+            .filter_map(|(_, state)| {
+                let peer = state.get(RAFT_ID_KEY)?.parse().ok()?;
+                Some((peer, state.get(RAFT_ADDR_KEY)?.to_string()))
+            })
             .collect()
     }
 

@@ -6,6 +6,9 @@
 //! ```text
 //!  gossip: live, unknown ──AddLearner──▶ learner ──caught up──▶ Promote ──▶ voter
 //!  voter/learner address changed in gossip ──UpdateNode──▶ same id, new address
+//!                                   (confirmed over mTLS at the new address first)
+//!  caught-up learner at a dead voter's address ──ReplaceVoter──▶ takes its seat
+//!                                   (a wiped node back with a new id: 3 voters, not 4)
 //!  voter down longer than grace, > 3 voters ──RemoveVoter──▶ gone
 //!  learner down longer than grace ──RemoveLearner──▶ gone
 //!  retired by an operator (any role) ──RemoveVoter/RemoveLearner──▶ gone, never re-added
@@ -70,12 +73,31 @@ pub enum Action {
     RemoveVoter {
         id: NodeId,
     },
+    /// `new` (a caught-up learner) answers at `old`'s address, so `old` (a
+    /// voter) is gone for good: one joint change swaps them, keeping the
+    /// voter count.
+    ReplaceVoter {
+        old: NodeId,
+        new: NodeId,
+    },
     RemoveLearner {
         id: NodeId,
     },
 }
 
 impl View {
+    /// The voter (other than `id` and the leader) stored at `id`'s address.
+    fn voter_at_same_address(&self, id: NodeId) -> Option<NodeId> {
+        let node = self.nodes.get(&id)?;
+        self.voters.iter().copied().find(|&v| {
+            v != id
+                && v != self.self_id
+                && self.nodes.get(&v).is_some_and(|other| {
+                    other.raft_addr == node.raft_addr || other.api_addr == node.api_addr
+                })
+        })
+    }
+
     fn down_past_grace(&self, id: NodeId) -> bool {
         self.down_since_ms
             .get(&id)
@@ -117,6 +139,15 @@ pub fn decide(view: &View) -> Option<Action> {
         if view.live.contains_key(&id) {
             let matched = view.matched.get(&id).copied().unwrap_or(0);
             if matched + view.catchup_lag_max >= view.last_log_index {
+                // The learner was confirmed over mTLS at this address when it
+                // was added, so a voter stored there is a previous
+                // incarnation. Wait until gossip, too, has given that one up
+                // (promoting meanwhile would make 4 voters, 3 of them live).
+                match view.voter_at_same_address(id) {
+                    Some(old) if view.live.contains_key(&old) => continue,
+                    Some(old) => return Some(Action::ReplaceVoter { old, new: id }),
+                    None => {}
+                }
                 return Some(Action::Promote { id });
             }
         }
@@ -290,6 +321,35 @@ mod tests {
         v.live.remove(&1);
         v.down_since_ms.insert(1, 0);
         assert_eq!(decide(&v), None);
+    }
+
+    #[test]
+    fn a_new_id_at_a_dead_voters_address_takes_its_seat_once_caught_up() {
+        // Voter 2 was wiped; it came back as 7 at the same address.
+        let mut v = view(&[1, 2, 3], &[7]);
+        v.nodes.insert(7, node(2));
+        v.live.remove(&2);
+        v.live.insert(7, node(2));
+        v.down_since_ms.insert(2, v.now_ms);
+        v.matched.insert(7, 10);
+        assert_eq!(decide(&v), None, "not caught up yet: the old voter keeps its seat");
+        v.matched.insert(7, 100);
+        assert_eq!(decide(&v), Some(Action::ReplaceVoter { old: 2, new: 7 }));
+        // While gossip still reports the old one live: wait, never 4 voters.
+        v.live.insert(2, node(2));
+        assert_eq!(decide(&v), None);
+        // Another address: an ordinary promotion.
+        let mut v = view(&[1, 2, 3], &[7]);
+        v.live.remove(&2);
+        assert_eq!(decide(&v), Some(Action::Promote { id: 7 }));
+    }
+
+    #[test]
+    fn the_leader_is_never_replaced_by_a_learner_claiming_its_address() {
+        let mut v = view(&[1, 2, 3], &[7]);
+        v.nodes.insert(7, node(1));
+        v.live.insert(7, node(1));
+        assert_eq!(decide(&v), Some(Action::Promote { id: 7 }));
     }
 
     #[test]

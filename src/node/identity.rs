@@ -5,7 +5,8 @@ use std::path::Path;
 
 use crate::raft::types::NodeId;
 
-const NODE_ID_FILE: &str = "node_id";
+/// The file in the data dir that holds the node id.
+pub const NODE_ID_FILE: &str = "node_id";
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {

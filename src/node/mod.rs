@@ -1,8 +1,8 @@
 //! Wiring one node together, and taking it apart again.
 //!
-//! Start order: identity → TLS → storage → Raft → Raft port → bootstrap (only
-//! a seedless node on an empty data dir) → gossip → membership driver →
-//! proposer → public API. Listeners are bound before anything is spawned so a
+//! Start order: data-dir checks → storage → identity → TLS → Raft → Raft
+//! port → gossip → bootstrap task (only a fresh node, see
+//! `membership::bootstrap`) → membership driver → proposer → public API. Listeners are bound before anything is spawned so a
 //! port conflict fails the start instead of leaving a half-running node.
 //!
 //! Shutdown order (reverse of what depends on what): stop taking requests
@@ -10,7 +10,9 @@
 //! the background loops, then Raft, which flushes and closes its storage.
 
 pub mod advertise;
+pub mod disk;
 pub mod identity;
+pub mod listener;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -23,16 +25,19 @@ use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use self::listener::{LimitedAcceptor, ListenerStats};
 use crate::api::{self, internal, AppState, MazeHandles};
 use crate::cli::ServeArgs;
 use crate::maze::clients::Registry;
 use crate::maze::source::SourceCounters;
 use crate::maze::MazeLimits;
-use crate::membership::driver::{Driver, Identity};
+use crate::membership::bootstrap::{self, Situation, Step};
+use crate::membership::driver::Driver;
 use crate::membership::gossip::{Gossip, GossipSettings};
 use crate::queue::{Limits, RetentionPolicy};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
+use crate::raft::peer::{ClusterIdentity, PeerClient};
 use crate::raft::state_machine::StateMachine;
 use crate::raft::submit::Submitter;
 use crate::raft::types::{Node, NodeId, Raft};
@@ -61,6 +66,36 @@ pub enum NodeError {
     Gossip(#[from] crate::membership::gossip::GossipError),
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
+    #[error(
+        "{dir} holds node identity {node_id} (file node_id) but no Raft database (db/): its log \
+         and vote are gone, and starting it as node {node_id} could lose or fork acknowledged \
+         writes. Either delete {dir}/node_id too, so that it joins as a new node (the cluster \
+         replaces the old one once it has caught up), or restore a backup into an empty data dir \
+         (raftq restore)"
+    )]
+    Amnesia { dir: String, node_id: String },
+    #[error(
+        "{dir}/db holds Raft state but {dir}/node_id is missing: the node id it voted as is \
+         unknown. Put the node_id file back, or empty the data dir to start as a new node"
+    )]
+    LostIdentity { dir: String },
+    #[error("token file {path}: {why}")]
+    TokenFile { path: String, why: String },
+}
+
+/// A token from the flag, or the first line of the file flag (so it stays
+/// out of `ps`); an empty token is no token.
+fn token(flag: Option<&str>, file: Option<&std::path::Path>) -> Result<Option<String>, NodeError> {
+    if let Some(path) = file {
+        let fail = |why: String| NodeError::TokenFile { path: path.display().to_string(), why };
+        let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+        let first = text.lines().next().unwrap_or("").trim().to_string();
+        if first.is_empty() {
+            return Err(fail("the first line is empty".into()));
+        }
+        return Ok(Some(first));
+    }
+    Ok(flag.map(str::to_string).filter(|t| !t.is_empty()))
 }
 
 /// A running node.
@@ -84,17 +119,58 @@ fn bind(what: &'static str, addr: SocketAddr) -> Result<std::net::TcpListener, N
     Ok(listener)
 }
 
-/// An HTTPS server on an already bound listener. TCP_NODELAY matters: a
-/// response written in several TLS records would otherwise wait for the
-/// peer's delayed ACK (~40 ms on Linux) behind Nagle's algorithm.
+/// How an HTTPS listener bounds what a client can hold (see `listener`).
+struct ServerLimits {
+    stats: Arc<ListenerStats>,
+    handshake_and_header: Duration,
+    idle: Duration,
+    http2_streams: u32,
+    /// What one HTTP/2 stream, and one connection, may send before the
+    /// server reads it: bounds buffered request bodies per connection.
+    stream_window: u32,
+    connection_window: u32,
+}
+
+type Acceptor = RustlsAcceptor<LimitedAcceptor<NoDelayAcceptor>>;
+
+/// An HTTPS server on an already bound listener, bounded: a connection cap,
+/// TLS handshake and HTTP/1 header timeouts, an idle timeout, HTTP/2 streams
+/// per connection and the bytes a client may send ahead (flow-control
+/// windows). TCP_NODELAY matters: a response written in several TLS records
+/// would otherwise wait for the peer's delayed ACK (~40 ms on Linux) behind
+/// Nagle's algorithm.
 fn tls_server(
     listener: std::net::TcpListener,
     config: Arc<rustls::ServerConfig>,
-) -> std::io::Result<axum_server::Server<SocketAddr, RustlsAcceptor<NoDelayAcceptor>>> {
-    let acceptor =
-        RustlsAcceptor::new(RustlsConfig::from_config(config)).acceptor(NoDelayAcceptor::new());
-    Ok(axum_server::from_tcp(listener)?.acceptor(acceptor))
+    limits: &ServerLimits,
+) -> std::io::Result<axum_server::Server<SocketAddr, Acceptor>> {
+    let limited = LimitedAcceptor::new(NoDelayAcceptor::new(), limits.stats.clone(), limits.idle);
+    let acceptor = RustlsAcceptor::new(RustlsConfig::from_config(config))
+        .handshake_timeout(limits.handshake_and_header)
+        .acceptor(limited);
+    let mut server = axum_server::from_tcp(listener)?.acceptor(acceptor);
+    let builder = server.http_builder();
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        // Also the idle limit between requests on a keep-alive connection.
+        .header_read_timeout(limits.handshake_and_header)
+        .max_buf_size(HTTP1_BUFFER_MAX);
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_concurrent_streams(limits.http2_streams)
+        .max_header_list_size(HEADER_LIST_MAX)
+        .initial_stream_window_size(limits.stream_window)
+        .initial_connection_window_size(limits.connection_window)
+        .max_pending_accept_reset_streams(Some(32))
+        .max_local_error_reset_streams(Some(64));
+    Ok(server)
 }
+
+/// HTTP/1 read buffer (headers must fit).
+const HTTP1_BUFFER_MAX: usize = 64 << 10;
+const HEADER_LIST_MAX: u32 = 16 << 10;
 
 /// Seeds naming this node itself do not count: the same command line can
 /// then start every node of a cluster (the first one bootstraps).
@@ -106,10 +182,33 @@ fn other_seeds(seeds: &[String], own: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// Refuses a data dir that lost its database but kept its identity: started
+/// as that node id with an empty log and no vote, it could vote twice in a
+/// term and make the cluster lose acknowledged writes (SPEC §6).
+fn check_data_dir(data_dir: &std::path::Path) -> Result<(), NodeError> {
+    let id_file = data_dir.join(identity::NODE_ID_FILE);
+    if id_file.exists() && !data_dir.join("db").join("CURRENT").exists() {
+        let node_id = std::fs::read_to_string(&id_file).unwrap_or_default().trim().to_string();
+        return Err(NodeError::Amnesia { dir: data_dir.display().to_string(), node_id });
+    }
+    Ok(())
+}
+
 pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
     let data_dir = args.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .map_err(|source| NodeError::DataDir { path: data_dir.clone(), source })?;
+    check_data_dir(&data_dir)?;
+    // The database first, the identity file after it: a crash in between
+    // leaves an empty database without identity, which is a fresh node.
+    let db = crate::raft::db::open(&data_dir.join("db"))?;
+    let restored = data_dir.join(crate::raft::backup::RESTORED_MARKER).exists();
+    if !data_dir.join(identity::NODE_ID_FILE).exists()
+        && !restored
+        && crate::raft::log_store::has_raft_state(&db)?
+    {
+        return Err(NodeError::LostIdentity { dir: data_dir.display().to_string() });
+    }
     let (node_id, created) = identity::load_or_create(&data_dir, args.node_id)?;
     let host = advertise::resolve(
         args.advertise_host.as_deref(),
@@ -126,12 +225,13 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
         (Some(cert), Some(key), Some(ca)) => TlsMaterial::load(cert, key, ca)?,
         _ => TlsMaterial::dev(&data_dir, std::slice::from_ref(&host))?,
     };
-    let peer_client = tls.raft_client()?;
-
-    let db = crate::raft::db::open(&data_dir.join("db"))?;
     let fsync_seconds = crate::metrics::fsync_histogram()?;
-    let log_store = LogStore::new(db.clone()).with_fsync_histogram(fsync_seconds.clone());
-    let metrics = Arc::new(crate::metrics::Metrics::new(fsync_seconds)?);
+    let metrics = Arc::new(crate::metrics::Metrics::new(fsync_seconds.clone())?);
+    let cluster = ClusterIdentity::load(node_id, &args.cluster_id, db.clone())?;
+    let peer_client =
+        PeerClient::new(tls.raft_client()?, cluster.clone(), metrics.peer_refusals.clone());
+
+    let log_store = LogStore::new(db.clone()).with_fsync_histogram(fsync_seconds);
     let state_machine = StateMachine::open(db, &data_dir.join("snapshots"))?;
     let reader = state_machine.reader();
     let maze_registry = Registry::new(args.maze_client_buffer);
@@ -161,7 +261,6 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let barrier = ReadBarrier::new(raft.clone(), peer_client.clone());
-    let identity = Identity { node_id, cluster_id: args.cluster_id.clone() };
     let limits = Limits {
         retention_events: args.retention_events,
         queue_events_max: args.queue_events_max,
@@ -169,7 +268,8 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
     };
     let maze_limits = MazeLimits::default();
     let proposer = Proposer::spawn(raft.clone(), limits, maze_limits, shutdown.clone());
-    let submitter = Submitter::new(node_id, raft.clone(), proposer.clone(), peer_client.clone());
+    let submitter =
+        Submitter::new(node_id, raft.clone(), proposer.clone(), peer_client.clone(), maze_limits);
     tasks.spawn(crate::raft::compactor::run(
         raft.clone(),
         reader.clone(),
@@ -181,16 +281,34 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
         shutdown.clone(),
     ));
 
+    let raft_limits = ServerLimits {
+        stats: ListenerStats::new("raft", args.max_raft_connections),
+        handshake_and_header: args.header_timeout,
+        idle: args.idle_timeout,
+        // Peers multiplex their RPCs over one connection; entries travel
+        // in ~1 MiB messages (hyper's default windows).
+        http2_streams: 256,
+        stream_window: 1 << 20,
+        connection_window: 4 << 20,
+    };
+    let api_limits = ServerLimits {
+        stats: ListenerStats::new("api", args.max_api_connections),
+        handshake_and_header: args.header_timeout,
+        idle: args.idle_timeout,
+        http2_streams: args.max_http2_streams,
+        stream_window: 256 << 10,
+        connection_window: 1 << 20,
+    };
     let raft_port = axum_server::Handle::new();
     {
         let router = internal::router(internal::InternalState {
             raft: raft.clone(),
             barrier: barrier.clone(),
-            identity: identity.clone(),
+            peer: peer_client.clone(),
             submitter: submitter.clone(),
             reader: reader.clone(),
         });
-        let server = tls_server(raft_listener, tls.raft_server_config()?)
+        let server = tls_server(raft_listener, tls.raft_server_config()?, &raft_limits)
             .map_err(|source| NodeError::Bind { what: "raft port", addr: args.raft_addr, source })?
             .handle(raft_port.clone());
         tasks.spawn(async move {
@@ -208,13 +326,14 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
     ];
     let seeds = other_seeds(&args.seeds, &own);
     let initialized = raft.is_initialized().await.map_err(|e| NodeError::Raft(e.to_string()))?;
-    if !initialized && seeds.is_empty() {
-        tracing::info!(node_id, "no seeds and no state: bootstrapping a new single-voter cluster");
+    let fresh = !initialized && cluster.uuid().is_none();
+    if fresh && restored {
+        // A restore seeds a new cluster by definition: no waiting.
+        tracing::info!(node_id, "restored data dir: bootstrapping a new single-voter cluster");
+        cluster.create()?;
         raft.initialize(BTreeMap::from([(node_id, node.clone())]))
             .await
             .map_err(|e| NodeError::Raft(e.to_string()))?;
-    } else if !initialized {
-        tracing::info!(?seeds, "joining through gossip; waiting for the leader to add this node");
     }
     // Before gossip and autopilot start, so that no node can join first.
     seal_restored_data(&raft, &data_dir).await?;
@@ -226,18 +345,41 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
             cluster_id: args.cluster_id.clone(),
             listen_addr: args.gossip_addr,
             advertise_addr: gossip_advertise,
-            seeds,
+            seeds: seeds.clone(),
         })
         .await?,
     );
+    if let Some(uuid) = cluster.uuid() {
+        gossip.publish_cluster_uuid(&uuid).await;
+    }
+    if fresh && !restored {
+        tracing::info!(
+            ?seeds,
+            expect = args.bootstrap_expect,
+            "empty data dir: listening to gossip for an existing cluster before anything else"
+        );
+        tasks.spawn(bootstrap_when_due(
+            BootstrapPlan {
+                raft: raft.clone(),
+                gossip: gossip.clone(),
+                peer: peer_client.clone(),
+                node: node.clone(),
+                expect: args.bootstrap_expect.map(|n| n as usize),
+                has_seeds: !seeds.is_empty(),
+                wait: args.bootstrap_wait,
+            },
+            shutdown.clone(),
+        ));
+    }
 
+    let disk = disk::DiskGuard::new(&data_dir, args.min_free_disk);
+    tasks.spawn(disk::run(disk.clone(), gossip.clone(), node_id, shutdown.clone()));
     let last_decision = Arc::new(Mutex::new(None));
     let retired = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let driver = Driver {
         raft: raft.clone(),
         gossip: gossip.clone(),
         peer_client: peer_client.clone(),
-        identity,
         dead_grace: Duration::from_secs(args.dead_node_grace_secs),
         reader: reader.clone(),
         retired: retired.clone(),
@@ -300,7 +442,10 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
         barrier,
         gossip: gossip.clone(),
         max_event_bytes: args.max_event_bytes,
-        api_token: args.api_token.clone().filter(|t| !t.is_empty()),
+        api_token: token(args.api_token.as_deref(), args.api_token_file.as_deref())?,
+        admin_token: token(args.admin_token.as_deref(), args.admin_token_file.as_deref())?,
+        last_transfer: Mutex::new(None),
+        transfer_min_interval: args.transfer_min_interval,
         last_membership_decision: last_decision,
         retired,
         maze,
@@ -311,6 +456,8 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
         backup_dir: data_dir.join("tmp"),
         backup_slot: Arc::new(tokio::sync::Semaphore::new(1)),
         watches: api::watch::WatchHub::new(args.max_watches, shutdown.clone()),
+        listeners: vec![api_limits.stats.clone(), raft_limits.stats.clone()],
+        disk,
     });
     tasks.spawn(count_leader_changes(
         raft.clone(),
@@ -320,18 +467,108 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
     let api = axum_server::Handle::new();
     {
         let tls_config = tls.api_server_config(args.api_client_ca.as_deref())?;
-        let server = tls_server(api_listener, tls_config)
+        let server = tls_server(api_listener, tls_config, &api_limits)
             .map_err(|source| NodeError::Bind { what: "api port", addr: args.api_addr, source })?
             .handle(api.clone());
         let router = api::public_router(state);
         tasks.spawn(async move {
-            if let Err(e) = server.serve(router.into_make_service()).await {
+            // The peer address decides who may use the admin routes.
+            let service = router.into_make_service_with_connect_info::<SocketAddr>();
+            if let Err(e) = server.serve(service).await {
                 tracing::error!(error = %e, "api server stopped");
             }
         });
     }
     tracing::info!(node_id, api = %node.api_url(), raft = %node.raft_url(), gossip = %gossip_advertise, "node started");
     Ok(NodeHandle { node_id, raft, shutdown, tasks, api, raft_port, gossip })
+}
+
+/// What a fresh node needs to decide whether to bootstrap.
+struct BootstrapPlan {
+    raft: Raft,
+    gossip: Arc<Gossip>,
+    peer: PeerClient,
+    node: Node,
+    expect: Option<usize>,
+    has_seeds: bool,
+    wait: Duration,
+}
+
+/// Listens to gossip until [`bootstrap::decide`] says what this fresh node
+/// does: join the cluster it heard of (the leader adds it; it adopts the
+/// cluster UUID with the first append), or bootstrap a new one. Ends as
+/// soon as the node belongs to a cluster either way.
+async fn bootstrap_when_due(plan: BootstrapPlan, shutdown: CancellationToken) {
+    const TICK: Duration = Duration::from_millis(100);
+    const LOG_EVERY: Duration = Duration::from_secs(10);
+    let started = tokio::time::Instant::now();
+    let mut logged = started;
+    let me = plan.peer.identity().node_id();
+    loop {
+        let joined = plan.peer.identity().uuid().is_some()
+            || plan.raft.is_initialized().await.unwrap_or(false);
+        if joined {
+            return;
+        }
+        let live = plan
+            .gossip
+            .members()
+            .await
+            .into_iter()
+            .filter(|m| m.live && m.node_id != me)
+            .map(|m| (m.node_id, (m.node(), m.cluster_uuid.clone())))
+            .collect();
+        let situation = Situation {
+            self_id: me,
+            self_node: plan.node.clone(),
+            expect: plan.expect,
+            has_seeds: plan.has_seeds,
+            listened_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            wait_ms: u64::try_from(plan.wait.as_millis()).unwrap_or(u64::MAX),
+            live,
+        };
+        match bootstrap::decide(&situation) {
+            Step::Bootstrap(voters) => match bootstrap_now(&plan, voters).await {
+                Ok(()) => return,
+                Err(e) => tracing::warn!(error = %e, "bootstrap postponed"),
+            },
+            Step::Join if situation.live.values().any(|(_, uuid)| uuid.is_some()) => {
+                tracing::info!(
+                    "a cluster lives here (gossip): waiting for its leader to add this node; \
+                     this node will not bootstrap"
+                );
+                return;
+            }
+            Step::Join | Step::Wait => {
+                if logged.elapsed() >= LOG_EVERY {
+                    logged = tokio::time::Instant::now();
+                    tracing::info!(
+                        fresh_peers = situation.live.len(),
+                        expect = plan.expect,
+                        "still waiting: no cluster to join yet and not this node's turn to \
+                         bootstrap one"
+                    );
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(TICK) => {}
+        }
+    }
+}
+
+/// Makes the new cluster: checks every other voter over mTLS (gossip is a
+/// hint), creates the cluster UUID, then initializes Raft.
+async fn bootstrap_now(plan: &BootstrapPlan, voters: BTreeMap<NodeId, Node>) -> Result<(), String> {
+    let me = plan.peer.identity().node_id();
+    for (id, node) in voters.iter().filter(|(id, _)| **id != me) {
+        plan.peer.confirm(*id, node).await?;
+    }
+    let uuid = plan.peer.identity().create().map_err(|e| e.to_string())?;
+    tracing::info!(cluster_uuid = %uuid, voters = ?voters.keys().collect::<Vec<_>>(), "bootstrapping a new cluster");
+    plan.gossip.publish_cluster_uuid(&uuid).await;
+    plan.raft.initialize(voters).await.map_err(|e| e.to_string())
 }
 
 /// A data dir made by `raftq restore` holds data that no log entry carries.

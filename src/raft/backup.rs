@@ -49,6 +49,7 @@ fn belongs_to_old_cluster(cf_index: u8, key: &[u8]) -> bool {
     SM_CFS[cf_index as usize] == keys::CF_SM
         && (key == keys::SM_APPLIED
             || key == keys::SM_MEMBERSHIP
+            || key == keys::SM_CLUSTER_UUID
             || key.starts_with(keys::SM_RETIRED_PREFIX))
 }
 

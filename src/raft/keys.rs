@@ -7,6 +7,7 @@
 //! |----------|------------------------------|-------------------------------|
 //! | `logs`   | index (u64 big-endian)       | entry (JSON)                  |
 //! | `meta`   | `vote`, `committed`, `purged`| JSON                          |
+//! |          | `cluster`                    | cluster UUID (text)           |
 //! | `sm`     | `applied`, `membership`      | JSON                          |
 //! |          | `q/<queue>`                  | `QueueMeta` (JSON)            |
 //! |          | `s/<name>`                   | next id (u64 big-endian)      |
@@ -15,6 +16,7 @@
 //! |          | `m/p/<seq u64 BE>`           | buffered maze line            |
 //! |          | `m/f/<followed BE><follower BE>` | follow edge (empty)       |
 //! |          | `r/<node id BE>`             | retired node (empty)          |
+//! |          | `cluster`                    | cluster UUID (a copy, for snapshots and backups) |
 //! | `events` | `<queue>\0<seq u64 BE>`      | event body (UTF-8)            |
 //! | `stamps` | `<queue>\0<seq u64 BE>`      | `EventStamp` (24 bytes)       |
 //!
@@ -39,6 +41,8 @@ pub const SM_CFS: [&str; 3] = [CF_SM, CF_EVENTS, CF_STAMPS];
 pub const META_VOTE: &[u8] = b"vote";
 pub const META_COMMITTED: &[u8] = b"committed";
 pub const META_PURGED: &[u8] = b"purged";
+/// This node's cluster UUID (see `raft::peer`): node-local, never replaced by a snapshot.
+pub const META_CLUSTER_UUID: &[u8] = b"cluster";
 
 pub const SM_APPLIED: &[u8] = b"applied";
 pub const SM_MEMBERSHIP: &[u8] = b"membership";
@@ -51,6 +55,8 @@ pub const SM_MAZE_PENDING_PREFIX: &[u8] = b"m/p/";
 pub const SM_MAZE_FOLLOW_PREFIX: &[u8] = b"m/f/";
 
 pub const SM_RETIRED_PREFIX: &[u8] = b"r/";
+/// A copy of the cluster UUID, so snapshots and backups say which cluster they are of.
+pub const SM_CLUSTER_UUID: &[u8] = b"cluster";
 
 pub fn retired_key(id: u64) -> Vec<u8> {
     let mut key = SM_RETIRED_PREFIX.to_vec();

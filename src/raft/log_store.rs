@@ -114,6 +114,13 @@ impl LogStore {
     }
 }
 
+/// Whether this database has ever taken part in Raft: a vote or a log entry.
+pub fn has_raft_state(db: &DB) -> Result<bool, StoreError> {
+    let vote = db.get_cf(cf(db, CF_META)?, META_VOTE)?.is_some();
+    let log = db.iterator_cf(cf(db, CF_LOGS)?, IteratorMode::Start).next().is_some();
+    Ok(vote || log)
+}
+
 fn read_err(e: StoreError) -> StorageError {
     StorageIOError::read_logs(&e).into()
 }

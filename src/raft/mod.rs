@@ -22,6 +22,7 @@ pub mod db;
 pub mod keys;
 pub mod log_store;
 pub mod network;
+pub mod peer;
 mod proposer;
 pub mod read;
 pub mod snapshot;

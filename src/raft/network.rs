@@ -20,20 +20,22 @@ use openraft::raft::{
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::peer::PeerClient;
 use super::types::{Node, NodeId, SnapshotMeta, TypeConfig, Vote};
 
 pub const PATH_APPEND: &str = "/raft/append";
 pub const PATH_VOTE: &str = "/raft/vote";
 pub const PATH_SNAPSHOT: &str = "/raft/snapshot";
 
-/// Creates one [`Connection`] per peer; all share one pooled HTTPS client.
+/// Creates one [`Connection`] per peer; all share one pooled HTTPS client,
+/// which names the cluster and the target node on every request.
 #[derive(Clone)]
 pub struct Network {
-    client: reqwest::Client,
+    client: PeerClient,
 }
 
 impl Network {
-    pub fn new(client: reqwest::Client) -> Self {
+    pub fn new(client: PeerClient) -> Self {
         Network { client }
     }
 }
@@ -47,7 +49,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 }
 
 pub struct Connection {
-    client: reqwest::Client,
+    client: PeerClient,
     target: NodeId,
     base: String,
 }
@@ -101,21 +103,19 @@ impl Connection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let response = self
+        let request = self
             .client
-            .post(format!("{}{}", self.base, path))
+            .post(self.target, &format!("{}{}", self.base, path))
             .header(reqwest::header::CONTENT_TYPE, content_type)
             .timeout(option.hard_ttl())
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| {
-                if e.is_connect() {
-                    RPCError::Unreachable(Unreachable::new(&e))
-                } else {
-                    RPCError::Network(NetworkError::new(&e))
-                }
-            })?;
+            .body(body);
+        let response = self.client.send(self.target, request).await.map_err(|e| {
+            if e.is_connect() {
+                RPCError::Unreachable(Unreachable::new(&e))
+            } else {
+                RPCError::Network(NetworkError::new(&e))
+            }
+        })?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         if !status.is_success() {

@@ -133,6 +133,17 @@ async fn run(
         }
         let (commands, waiters): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|p| (p.op, p.reply)).unzip();
+        // Redirect only what certainly never reached the log: once openraft
+        // has appended an entry, a lost leadership makes its outcome
+        // unknown (see `map_write_error`).
+        let metrics = raft.metrics().borrow().clone();
+        if metrics.state != openraft::ServerState::Leader {
+            let leader = metrics.current_leader.and_then(|id| {
+                metrics.membership_config.membership().get_node(&id).map(|n| (id, n.clone()))
+            });
+            answer(waiters, Err(ProposeError::NotLeader { leader }));
+            continue;
+        }
         let request = Request { limits, maze_limits, ops: commands, time_ms: unix_ms() };
         match raft.client_write_ff(request).await {
             Ok(response) => {
@@ -188,11 +199,20 @@ fn answer(
     }
 }
 
+/// openraft answers `ForwardToLeader` both when it refuses a write (not
+/// leader) and when it truncates an entry it had appended (a new leader
+/// overwrote it here). The second is no proof of failure: another node may
+/// hold the entry and a later leader may still commit it. Both arrive the
+/// same way, and the proposer has just seen itself leader, so the outcome is
+/// unknown: a 503 the client retries with its `Idempotency-Key`, never a
+/// redirect that `curl -L` would follow into a duplicate.
 fn map_write_error(e: ClientWriteError<NodeId, Node>) -> ProposeError {
     match e {
-        ClientWriteError::ForwardToLeader(f) => {
-            ProposeError::NotLeader { leader: f.leader_id.zip(f.leader_node) }
-        }
+        ClientWriteError::ForwardToLeader(_) => ProposeError::Unavailable(
+            "leadership changed while the write was in flight: its outcome is unknown; retry \
+             with the same Idempotency-Key (or check the queue)"
+                .into(),
+        ),
         ClientWriteError::ChangeMembershipError(e) => ProposeError::Unavailable(e.to_string()),
     }
 }

@@ -12,7 +12,8 @@ use std::time::Duration;
 use openraft::error::{CheckIsLeaderError, RaftError};
 use serde::{Deserialize, Serialize};
 
-use super::types::{Node, Raft};
+use super::peer::PeerClient;
+use super::types::{Node, NodeId, Raft};
 
 pub const PATH_READ_INDEX: &str = "/internal/read-index";
 
@@ -41,11 +42,11 @@ pub struct ReadIndexResponse {
 #[derive(Clone)]
 pub struct ReadBarrier {
     raft: Raft,
-    peer_client: reqwest::Client,
+    peer_client: PeerClient,
 }
 
 impl ReadBarrier {
-    pub fn new(raft: Raft, peer_client: reqwest::Client) -> Self {
+    pub fn new(raft: Raft, peer_client: PeerClient) -> Self {
         ReadBarrier { raft, peer_client }
     }
 
@@ -56,8 +57,11 @@ impl ReadBarrier {
             Err(_) => Err(ReadError::Timeout),
             Ok(Ok(_)) => Ok(()),
             Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward)))) => {
-                let leader = forward.leader_node.ok_or(ReadError::NoLeader)?;
-                let index = self.ask_leader(&leader).await?;
+                let (Some(leader_id), Some(leader)) = (forward.leader_id, forward.leader_node)
+                else {
+                    return Err(ReadError::NoLeader);
+                };
+                let index = self.ask_leader(leader_id, &leader).await?;
                 if let Some(index) = index {
                     self.raft
                         .wait(Some(APPLY_WAIT))
@@ -71,12 +75,11 @@ impl ReadBarrier {
         }
     }
 
-    async fn ask_leader(&self, leader: &Node) -> Result<Option<u64>, ReadError> {
+    async fn ask_leader(&self, id: NodeId, leader: &Node) -> Result<Option<u64>, ReadError> {
+        let url = format!("{}{}", leader.raft_url(), PATH_READ_INDEX);
         let response = self
             .peer_client
-            .post(format!("{}{}", leader.raft_url(), PATH_READ_INDEX))
-            .timeout(LEADER_WAIT)
-            .send()
+            .send(id, self.peer_client.post(id, &url).timeout(LEADER_WAIT))
             .await
             .map_err(|e| ReadError::Unavailable(format!("leader unreachable: {e}")))?;
         let body: ReadIndexResponse = response

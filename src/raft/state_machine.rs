@@ -673,6 +673,9 @@ fn load_state(db: &DB) -> Result<SmState, StoreError> {
             state.last_applied = serde_json::from_slice(&value)?;
         } else if *key == *keys::SM_MEMBERSHIP {
             state.membership = serde_json::from_slice(&value)?;
+        } else if *key == *keys::SM_CLUSTER_UUID {
+            // Only carried for snapshots and backups; the node's own copy
+            // is in `meta` (see `raft::peer`).
         } else if let Some(name) = key.strip_prefix(keys::SM_QUEUE_PREFIX) {
             let meta: QueueMeta = serde_json::from_slice(&value)?;
             state.queues.restore_queue(utf8(name)?, meta);

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::peer::PeerClient;
 use super::proposer::{ProposeError, Proposer};
 use super::types::{NodeId, Op, Raft, Reply};
 
@@ -30,7 +31,8 @@ pub struct Submitter {
     node_id: NodeId,
     raft: Raft,
     proposer: Proposer,
-    peer_client: reqwest::Client,
+    peer_client: PeerClient,
+    maze_limits: crate::maze::MazeLimits,
 }
 
 impl Submitter {
@@ -38,9 +40,10 @@ impl Submitter {
         node_id: NodeId,
         raft: Raft,
         proposer: Proposer,
-        peer_client: reqwest::Client,
+        peer_client: PeerClient,
+        maze_limits: crate::maze::MazeLimits,
     ) -> Self {
-        Submitter { node_id, raft, proposer, peer_client }
+        Submitter { node_id, raft, proposer, peer_client, maze_limits }
     }
 
     pub async fn submit(&self, op: Op) -> Result<Reply, ProposeError> {
@@ -55,12 +58,11 @@ impl Submitter {
             .get_node(&leader)
             .cloned()
             .ok_or(ProposeError::NotLeader { leader: None })?;
+        let url = format!("{}{}", node.raft_url(), PATH_PROPOSE);
+        let request = self.peer_client.post(leader, &url).timeout(FORWARD_TIMEOUT).json(&op);
         let response = self
             .peer_client
-            .post(format!("{}{}", node.raft_url(), PATH_PROPOSE))
-            .timeout(FORWARD_TIMEOUT)
-            .json(&op)
-            .send()
+            .send(leader, request)
             .await
             .map_err(|e| ProposeError::Unavailable(format!("forwarding to the leader: {e}")))?;
         let answer: ProposeResponse = response
@@ -72,6 +74,9 @@ impl Submitter {
 
     /// Leader side of a forwarded proposal.
     pub async fn accept_forwarded(&self, op: Op) -> ProposeResponse {
+        if let Err(e) = crate::maze::source::check_forwarded(&op, &self.maze_limits) {
+            return ProposeResponse { result: Err(format!("refused: {e}")) };
+        }
         let result = match tokio::time::timeout(FORWARD_TIMEOUT, self.proposer.propose(op)).await {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(e)) => Err(e.to_string()),

@@ -290,6 +290,22 @@ impl NodeProc {
         self.paused = false;
     }
 
+    /// Adds `serve` arguments for this node's next spawns.
+    pub fn push_args(&mut self, args: &[&str]) {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+    }
+
+    /// SIGKILL, then delete the whole data dir (a lost volume): the next
+    /// spawn starts from nothing, under a new node id.
+    pub fn kill_and_wipe(&mut self) {
+        self.kill9();
+        if self.data_dir.exists() {
+            fs::remove_dir_all(&self.data_dir).expect("remove data dir");
+        }
+        fs::create_dir_all(&self.data_dir).expect("recreate data dir");
+        self.node_id = OnceLock::new();
+    }
+
     /// SIGKILL and reap. No-op when not running.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -846,9 +862,17 @@ pub struct ClusterBuilder {
     /// before it first starts.
     restore_from: Option<PathBuf>,
     hosts: Vec<NetnsHost>,
+    /// Where the nodes' data dirs go (default: inside the cluster's temp dir).
+    data_base: Option<PathBuf>,
 }
 
 impl ClusterBuilder {
+    /// Put node `nX`'s data dir at `base/nX` (e.g. on a small filesystem).
+    pub fn data_base(mut self, base: &Path) -> Self {
+        self.data_base = Some(base.to_path_buf());
+        self
+    }
+
     pub fn nodes(mut self, n: usize) -> Self {
         self.nodes = n;
         self
@@ -929,6 +953,7 @@ impl ClusterBuilder {
             certs,
             extra_args,
             hosts: self.hosts,
+            data_base: self.data_base,
             dir: Some(dir),
             _slot: slot,
         };
@@ -1002,6 +1027,7 @@ pub struct Cluster {
     extra_args: Vec<String>,
     /// Node `i` runs in `hosts[i]` when present (see [`ClusterBuilder::netns_hosts`]).
     hosts: Vec<NetnsHost>,
+    data_base: Option<PathBuf>,
     dir: Option<tempfile::TempDir>,
     _slot: SlotGuard,
 }
@@ -1015,6 +1041,7 @@ impl Cluster {
             client_certs: false,
             restore_from: None,
             hosts: Vec::new(),
+            data_base: None,
         }
     }
 
@@ -1052,7 +1079,10 @@ impl Cluster {
         let index = self.nodes.len();
         let name = format!("n{}", index + 1);
         let host = self.hosts.get(index).cloned();
-        let data_dir = self.dir().join(&name).join("data");
+        let data_dir = match &self.data_base {
+            Some(base) => base.join(&name),
+            None => self.dir().join(&name).join("data"),
+        };
         fs::create_dir_all(&data_dir).expect("create data dir");
         let log_path = self.dir().join(format!("{name}.log"));
         let certs = &self.certs;

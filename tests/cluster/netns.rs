@@ -612,3 +612,103 @@ async fn netns_transcript_kill_partition_heal() {
     step(&[ev(l)], "", "204").await;
     eprintln!("netns: done in {:?}", t0.elapsed());
 }
+
+/// Issue 10, acceptance 2: admin routes from another host. Without
+/// `--admin-token` they answer only loopback clients (403 from the root
+/// namespace, 200 from inside the node's own namespace); with it, only the
+/// admin token works, from any address, and a removal below 3 voters needs
+/// `?force=true`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn netns_admin_routes_need_the_admin_token_off_loopback() {
+    let lab = match Lab::create(3) {
+        Ok(lab) => lab,
+        Err(reason) => {
+            println!("SKIPPED: netns admin test: {reason}");
+            return;
+        }
+    };
+    let mut c = Cluster::builder().netns_hosts(lab.hosts()).start().await;
+    let l = c.wait_for_voters(3, Duration::from_secs(60)).await;
+    let f = (0..3).find(|&i| i != l).expect("a follower");
+    let f_id = c.node_id(f).await;
+    let admin_routes = |base: String, f_id: &str| {
+        vec![
+            ("DELETE".to_string(), format!("{base}/cluster/nodes/{f_id}")),
+            ("POST".to_string(), format!("{base}/cluster/leader/transfer")),
+            ("GET".to_string(), format!("{base}/cluster/backup")),
+        ]
+    };
+    for (method, url) in admin_routes(c.nodes[l].api_url(), &f_id) {
+        let out = curl(&["-X", &method, "-o", "/dev/null", &url]).await;
+        assert_eq!(
+            out.http_code, "403",
+            "{method} {url} from another host, no admin token: {out:?}"
+        );
+    }
+    // The same node from its own loopback: allowed (a backup is harmless to take).
+    let local = must(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &lab.nodes[l],
+            "curl",
+            "-s",
+            "-k",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "https://127.0.0.1:8080/cluster/backup",
+        ],
+    );
+    assert_eq!(local.trim(), "200", "a loopback client may take a backup");
+    assert_eq!(id_set(&c.status(l).await, "voters").len(), 3);
+
+    // Now with an admin token on every node.
+    const ADMIN: &str = "adm1n-t0ken";
+    for i in 0..3 {
+        c.nodes[i].push_args(&["--admin-token", ADMIN]);
+        c.restart(i).await;
+    }
+    let l = c.wait_for_voters(3, Duration::from_secs(60)).await;
+    let auth = format!("Authorization: Bearer {ADMIN}");
+    for (method, url) in admin_routes(c.nodes[l].api_url(), &f_id) {
+        for header in [None, Some("Authorization: Bearer wrong")] {
+            let mut args = vec!["-X", method.as_str(), "-o", "/dev/null", url.as_str()];
+            if let Some(h) = header {
+                args.extend(["-H", h]);
+            }
+            let out = curl(&args).await;
+            assert_eq!(out.http_code, "401", "{method} {url} with {header:?}: {out:?}");
+        }
+    }
+    // Data routes need no token (no --api-token).
+    step(
+        &["-X", "POST", "-d", "event=data-plane", &format!("{}/event", c.nodes[l].api_url())],
+        "",
+        "201",
+    )
+    .await;
+    let backup = format!("{}/cluster/backup", c.nodes[l].api_url());
+    let out = curl(&["-H", &auth, "-o", "/dev/null", &backup]).await;
+    assert_eq!(out.http_code, "200", "backup with the admin token: {out:?}");
+    let f = (0..3).find(|&i| i != l).expect("a follower");
+    let f_id = c.node_id(f).await;
+    let remove = format!("{}/cluster/nodes/{f_id}", c.nodes[l].api_url());
+    let out = curl(&["-X", "DELETE", "-H", &auth, &remove]).await;
+    assert_eq!(out.http_code, "409", "below 3 voters without force: {out:?}");
+    assert_eq!(id_set(&c.status(l).await, "voters").len(), 3);
+    let out = curl(&["-X", "DELETE", "-H", &auth, &format!("{remove}?force=true")]).await;
+    assert_eq!(out.http_code, "200", "forced removal: {out:?}");
+    wait_until(Duration::from_secs(20), "two voters", async || {
+        let s = c.try_status(l).await?;
+        let voters = id_set(&s, "voters");
+        if voters.len() == 2 && !voters.contains(&f_id) {
+            Ok(())
+        } else {
+            Err(format!("{voters:?}"))
+        }
+    })
+    .await;
+}

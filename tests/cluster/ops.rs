@@ -324,11 +324,26 @@ async fn leadership_transfer_and_node_removal() {
     let r = c.request(l2, Method::DELETE, "/cluster/nodes/424242", None, &[], false).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{r:?}");
 
+    // From loopback without credentials, removing either follower of the
+    // 3 voters is refused: it would leave 2.
+    for f in c.live().into_iter().filter(|&i| i != l2) {
+        let path = format!("/cluster/nodes/{}", c.node_id(f).await);
+        let r = c.request(l2, Method::DELETE, &path, None, &[], false).await;
+        assert_eq!(r.status, StatusCode::CONFLICT, "{r:?} {}", r.text());
+    }
+    assert_eq!(id_set(&c.status(l2).await, "voters").len(), 3);
+
     // Remove the leader itself: it hands leadership over, then answers 307
     // to the new leader, which removes it (the client follows the redirect).
+    // Two voters would remain: refused (409) unless forced.
     let victim = l2;
     let victim_id = c.node_id(victim).await;
     let path = format!("/cluster/nodes/{victim_id}");
+    let r = c.request(victim, Method::DELETE, &path, None, &[], true).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{r:?} {}", r.text());
+    assert_eq!(r.json()["code"], "too_few_voters", "{}", r.text());
+    assert_eq!(id_set(&c.status(victim).await, "voters").len(), 3, "the refusal changed nothing");
+    let path = format!("/cluster/nodes/{victim_id}?force=true");
     let r = c.request(victim, Method::DELETE, &path, None, &[], true).await;
     assert_eq!(r.status, StatusCode::OK, "{r:?} {}", r.text());
     let body = r.json();
