@@ -183,6 +183,9 @@ fn preflight() -> Result<(), String> {
 /// Drop it after the cluster (declare it first): its drop deletes the
 /// namespaces the nodes run in.
 struct Lab {
+    /// One lab per test process at a time: names carry the pid, and a new
+    /// lab removes whatever carries this pid as stale.
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
     switch: String,
     root_if: String,
     nodes: Vec<String>,
@@ -195,10 +198,13 @@ struct Lab {
 impl Lab {
     /// Build the lab, or `Err(reason)` when this machine cannot (skip).
     fn create(n: usize) -> Result<Lab, String> {
+        static LABS: std::sync::Mutex<()> = std::sync::Mutex::new(());
         preflight()?;
+        let one_at_a_time = LABS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         remove_stale();
         let tag = format!("{PREFIX}{}", std::process::id());
         let mut lab = Lab {
+            _one_at_a_time: one_at_a_time,
             switch: format!("{tag}-sw"),
             root_if: tag.clone(),
             nodes: (1..=n).map(|i| format!("{tag}-n{i}")).collect(),
