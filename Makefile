@@ -45,7 +45,7 @@ T0 := $(shell date +%s)
 ELAPSED = e=$$(( $$(date +%s) - $(T0) )); echo "$$((e / 60))m$$((e % 60))s"
 
 .PHONY: help deps build bin run certs cluster demo lint lint-imports fmt test bench docker clean-data
-.PHONY: docker-test
+.PHONY: docker-test fuzz
 
 help:
 	@echo "raftq make targets:"
@@ -58,6 +58,7 @@ help:
 	@echo "  fmt         cargo fmt --all (rewrites files)"
 	@echo "  certs       CA + node certificate into ./certs (CERT_HOSTS=h1,h2 adds hosts)"
 	@echo "  bench       scripts/bench.sh"
+	@echo "  fuzz        network/disk parsers on arbitrary bytes (FUZZ_SECS=30 per target, FUZZ_TARGET=filter)"
 	@echo "  docker      raftq:latest from the Dockerfile, or without a registry from a local base"
 	@echo "  docker-test 3 containers: seed transcript, docker stop/start of the leader"
 	@echo "  deps        install (root) or explain (non-root) missing system packages"
@@ -155,6 +156,14 @@ bench:
 	else \
 	  echo "make bench: not implemented yet (scripts/bench.sh is missing)"; exit 1; \
 	fi
+
+# Not part of `test`: every target in tests/fuzz.rs is #[ignore]d and runs
+# for FUZZ_SECS seconds. One thread, so that the allocation counts of one
+# input are not mixed with another target's.
+FUZZ_SECS ?= 30
+FUZZ_TARGET ?= fuzz_
+fuzz: deps
+	FUZZ_SECS=$(FUZZ_SECS) cargo test --test fuzz -- --ignored --test-threads=1 --nocapture $(FUZZ_TARGET)
 
 # The Dockerfile when its base images can be pulled, else the host binary on
 # a debootstrapped base (scripts/docker-build.sh, docs/docker.md).
