@@ -19,7 +19,7 @@ pub struct Cli {
 pub enum Command {
     /// Run a node.
     Serve(Box<ServeArgs>),
-    /// Write a CA and a node certificate (PEM) for a cluster.
+    /// Write a CA, a node certificate (PEM) and a gossip key for a cluster.
     Certs(CertsArgs),
     /// Print a node's /status in human form.
     Status(StatusArgs),
@@ -143,15 +143,22 @@ pub struct ServeArgs {
 
 #[derive(Debug, Args)]
 pub struct CertsArgs {
-    /// Directory to write ca.pem, ca-key.pem, node.pem and node-key.pem into.
+    /// Directory to write ca.pem, ca-key.pem, node.pem, node-key.pem and
+    /// gossip.key into (an existing CA and gossip.key are kept).
     #[arg(long, default_value = "certs")]
     pub out: PathBuf,
     /// Hosts (names or IPs) the node certificate covers, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "localhost,127.0.0.1")]
     pub hosts: Vec<String>,
-    /// Write NAME.pem and NAME-key.pem signed by the CA already in `--out`.
-    #[arg(long)]
+    /// Write a node certificate NAME.pem and NAME-key.pem signed by the CA
+    /// already in `--out`.
+    #[arg(long, conflicts_with = "client")]
     pub name: Option<String>,
+    /// Write an API client certificate NAME.pem and NAME-key.pem signed by
+    /// the CA already in `--out`: accepted by the public API under
+    /// `--api-client-ca`, refused by the Raft port.
+    #[arg(long, value_name = "NAME", conflicts_with = "hosts")]
+    pub client: Option<String>,
 }
 
 /// TLS and endpoint options shared by every client subcommand.
