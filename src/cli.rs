@@ -114,6 +114,10 @@ pub struct ServeArgs {
     /// When set, public API clients must present a certificate signed by this CA.
     #[arg(long, env = "RAFTQ_API_CLIENT_CA")]
     pub api_client_ca: Option<PathBuf>,
+    /// Shared key (hex, as `raftq certs` writes to gossip.key): every gossip
+    /// datagram is signed with it, and unsigned or forged ones are dropped.
+    #[arg(long, env = "RAFTQ_GOSSIP_KEY")]
+    pub gossip_key: Option<PathBuf>,
     /// Largest accepted event (bytes, at most 16 MiB); larger bodies get 413.
     #[arg(long, env = "RAFTQ_MAX_EVENT_BYTES", default_value_t = 1024 * 1024,
           value_parser = parse_max_event_bytes)]

@@ -61,6 +61,8 @@ pub enum NodeError {
     Gossip(#[from] crate::membership::gossip::GossipError),
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
+    #[error(transparent)]
+    GossipKey(#[from] crate::membership::gossip_auth::GossipKeyError),
 }
 
 /// A running node.
@@ -127,6 +129,11 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
         _ => TlsMaterial::dev(&data_dir, std::slice::from_ref(&host))?,
     };
     let peer_client = tls.raft_client()?;
+    // Read before anything is opened, so a bad key file fails the start at once.
+    let gossip_key = match &args.gossip_key {
+        Some(path) => Some(crate::membership::gossip_auth::GossipKey::load(path)?),
+        None => None,
+    };
 
     let db = crate::raft::db::open(&data_dir.join("db"))?;
     let fsync_seconds = crate::metrics::fsync_histogram()?;
@@ -227,6 +234,16 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
             listen_addr: args.gossip_addr,
             advertise_addr: gossip_advertise,
             seeds,
+            auth: match gossip_key {
+                Some(key) => Some(crate::membership::gossip_auth::GossipAuth {
+                    key,
+                    drops: crate::membership::gossip_auth::DropCounters::from_vec(
+                        &metrics.gossip_dropped,
+                    )
+                    .map_err(crate::metrics::MetricsError::from)?,
+                }),
+                None => None,
+            },
         })
         .await?,
     );
@@ -330,7 +347,7 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
             }
         });
     }
-    tracing::info!(node_id, api = %node.api_url(), raft = %node.raft_url(), gossip = %gossip_advertise, "node started");
+    tracing::info!(node_id, api = %node.api_url(), raft = %node.raft_url(), gossip = %gossip_advertise, gossip_signed = args.gossip_key.is_some(), "node started");
     Ok(NodeHandle { node_id, raft, shutdown, tasks, api, raft_port, gossip })
 }
 
