@@ -21,4 +21,5 @@ mod resilience;
 mod sequences;
 mod snapshot_join;
 mod transcript;
+mod trust;
 mod watch;
