@@ -19,7 +19,7 @@ pub struct Cli {
 pub enum Command {
     /// Run a node.
     Serve(Box<ServeArgs>),
-    /// Write a CA and a node certificate (PEM) for a cluster.
+    /// Write a CA, a node certificate (PEM) and a gossip key for a cluster.
     Certs(CertsArgs),
     /// Print a node's /status in human form.
     Status(StatusArgs),
@@ -136,6 +136,10 @@ pub struct ServeArgs {
     /// When set, public API clients must present a certificate signed by this CA.
     #[arg(long, env = "RAFTQ_API_CLIENT_CA")]
     pub api_client_ca: Option<PathBuf>,
+    /// Shared key (hex, as `raftq certs` writes to gossip.key): every gossip
+    /// datagram is signed with it, and unsigned or forged ones are dropped.
+    #[arg(long, env = "RAFTQ_GOSSIP_KEY")]
+    pub gossip_key: Option<PathBuf>,
     /// Largest accepted event (bytes, at most 16 MiB); larger bodies get 413.
     #[arg(long, env = "RAFTQ_MAX_EVENT_BYTES", default_value_t = 1024 * 1024,
           value_parser = parse_max_event_bytes)]
@@ -184,15 +188,22 @@ pub struct ServeArgs {
 
 #[derive(Debug, Args)]
 pub struct CertsArgs {
-    /// Directory to write ca.pem, ca-key.pem, node.pem and node-key.pem into.
+    /// Directory to write ca.pem, ca-key.pem, node.pem, node-key.pem and
+    /// gossip.key into (an existing CA and gossip.key are kept).
     #[arg(long, default_value = "certs")]
     pub out: PathBuf,
     /// Hosts (names or IPs) the node certificate covers, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "localhost,127.0.0.1")]
     pub hosts: Vec<String>,
-    /// Write NAME.pem and NAME-key.pem signed by the CA already in `--out`.
-    #[arg(long)]
+    /// Write a node certificate NAME.pem and NAME-key.pem signed by the CA
+    /// already in `--out`.
+    #[arg(long, conflicts_with = "client")]
     pub name: Option<String>,
+    /// Write an API client certificate NAME.pem and NAME-key.pem signed by
+    /// the CA already in `--out`: accepted by the public API under
+    /// `--api-client-ca`, refused by the Raft port.
+    #[arg(long, value_name = "NAME", conflicts_with = "hosts")]
+    pub client: Option<String>,
 }
 
 /// TLS and endpoint options shared by every client subcommand.

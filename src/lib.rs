@@ -14,6 +14,7 @@
 //! queue ★           the queue state machine's logic
 //! tls               certificates and rustls configs
 //! units             humane sizes and durations for flags
+//! log_throttle      rate-limited warnings for events outsiders can cause
 //! ```
 //!
 //! See `docs/ARCHITECTURE.md` for the data flow.
@@ -22,6 +23,7 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod consumer;
+pub mod log_throttle;
 pub mod maze;
 pub mod membership;
 pub mod metrics;

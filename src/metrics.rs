@@ -54,6 +54,9 @@ pub struct Metrics {
     /// refused for disk space (here or on a member).
     pub disk_available: IntGauge,
     pub disk_low: IntGauge,
+    /// Gossip datagrams dropped for want of a valid `--gossip-key` tag,
+    /// labelled by reason (`unsigned`, `bad_mac`); updated by the transport.
+    pub gossip_dropped: IntCounterVec,
 }
 
 /// Raft state copied from openraft's metrics at scrape time.
@@ -165,6 +168,22 @@ impl Metrics {
             "raftq_disk_writes_refused",
             "1 while writes answer 507 disk_full (free space below --min-free-disk here or on a member)",
         )?;
+        let gossip_dropped = IntCounterVec::new(
+            Opts::new(
+                "raftq_gossip_datagrams_dropped_total",
+                "Gossip datagrams dropped because they were unsigned or their tag did not verify",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(gossip_dropped.clone()))?;
+        // Both series exist from the start, so a scrape shows 0 rather than
+        // nothing before the first drop.
+        for reason in [
+            crate::membership::gossip_auth::REASON_UNSIGNED,
+            crate::membership::gossip_auth::REASON_BAD_MAC,
+        ] {
+            gossip_dropped.get_metric_with_label_values(&[reason])?;
+        }
         Ok(Metrics {
             registry,
             http_requests,
@@ -181,6 +200,7 @@ impl Metrics {
             listener_refused,
             disk_available,
             disk_low,
+            gossip_dropped,
         })
     }
 
@@ -225,6 +245,8 @@ mod tests {
             "raftq_raft_term 7",
             "# TYPE raftq_log_fsync_seconds histogram",
             "raftq_raft_leader_changes_total 0",
+            "raftq_gossip_datagrams_dropped_total{reason=\"unsigned\"} 0",
+            "raftq_gossip_datagrams_dropped_total{reason=\"bad_mac\"} 0",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }

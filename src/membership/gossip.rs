@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use chitchat::transport::UdpTransport;
 use chitchat::{
     spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, NodeState,
 };
@@ -68,6 +67,8 @@ pub struct GossipSettings {
     pub listen_addr: SocketAddr,
     pub advertise_addr: SocketAddr,
     pub seeds: Vec<String>,
+    /// `--gossip-key`: sign and verify every datagram (see `gossip_auth`).
+    pub auth: Option<super::gossip_auth::GossipAuth>,
 }
 
 pub struct Gossip {
@@ -117,7 +118,8 @@ impl Gossip {
             (RAFT_ADDR_KEY.to_string(), settings.node.raft_addr.clone()),
             (API_ADDR_KEY.to_string(), settings.node.api_addr.clone()),
         ];
-        let handle = spawn_chitchat(config, keys, &UdpTransport)
+        let transport = super::gossip_auth::transport(settings.auth);
+        let handle = spawn_chitchat(config, keys, transport.as_ref())
             .await
             .map_err(|source| GossipError::Start { addr: settings.listen_addr, source })?;
         Ok(Gossip { handle })

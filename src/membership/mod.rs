@@ -1,6 +1,8 @@
 //! Cluster membership: gossip advises, Raft decides.
 //!
 //! - [`gossip`]: chitchat; each node publishes its Raft id and addresses.
+//! - [`gossip_auth`]: with `--gossip-key`, every datagram is signed and
+//!   unsigned or forged ones are dropped.
 //! - [`reconcile`]: pure decisions (add learner, promote, update address,
 //!   remove the long dead, never below three voters).
 //! - [`driver`]: the leader-only loop that carries the decisions out.
@@ -17,4 +19,5 @@
 pub mod bootstrap;
 pub mod driver;
 pub mod gossip;
+pub mod gossip_auth;
 pub mod reconcile;

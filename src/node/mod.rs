@@ -81,6 +81,8 @@ pub enum NodeError {
     LostIdentity { dir: String },
     #[error("token file {path}: {why}")]
     TokenFile { path: String, why: String },
+    #[error(transparent)]
+    GossipKey(#[from] crate::membership::gossip_auth::GossipKeyError),
 }
 
 /// A token from the flag, or the first line of the file flag (so it stays
@@ -225,6 +227,11 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
         (Some(cert), Some(key), Some(ca)) => TlsMaterial::load(cert, key, ca)?,
         _ => TlsMaterial::dev(&data_dir, std::slice::from_ref(&host))?,
     };
+    // Read before Raft starts, so a bad key file fails the start at once.
+    let gossip_key = match &args.gossip_key {
+        Some(path) => Some(crate::membership::gossip_auth::GossipKey::load(path)?),
+        None => None,
+    };
     let fsync_seconds = crate::metrics::fsync_histogram()?;
     let metrics = Arc::new(crate::metrics::Metrics::new(fsync_seconds.clone())?);
     let cluster = ClusterIdentity::load(node_id, &args.cluster_id, db.clone())?;
@@ -346,6 +353,16 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
             listen_addr: args.gossip_addr,
             advertise_addr: gossip_advertise,
             seeds: seeds.clone(),
+            auth: match gossip_key {
+                Some(key) => Some(crate::membership::gossip_auth::GossipAuth {
+                    key,
+                    drops: crate::membership::gossip_auth::DropCounters::from_vec(
+                        &metrics.gossip_dropped,
+                    )
+                    .map_err(crate::metrics::MetricsError::from)?,
+                }),
+                None => None,
+            },
         })
         .await?,
     );
@@ -479,7 +496,7 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
             }
         });
     }
-    tracing::info!(node_id, api = %node.api_url(), raft = %node.raft_url(), gossip = %gossip_advertise, "node started");
+    tracing::info!(node_id, api = %node.api_url(), raft = %node.raft_url(), gossip = %gossip_advertise, gossip_signed = args.gossip_key.is_some(), "node started");
     Ok(NodeHandle { node_id, raft, shutdown, tasks, api, raft_port, gossip })
 }
 

@@ -1,11 +1,18 @@
 //! Certificate generation for `raftq certs` and the development fallback.
 //!
-//! One CA signs node certificates whose SANs cover every host of the
-//! cluster, with both the server-auth and client-auth extended key usages,
-//! so the same certificate serves both ends of the Raft port's mutual TLS.
-//! Keys are ECDSA P-256 (rcgen's default). Key files are written with mode
-//! 0600, through a temporary file and a rename so a crash never leaves half a
-//! key behind.
+//! One CA signs two kinds of certificates, told apart by a role URI SAN:
+//!
+//! | role | issued by | EKUs | SANs | accepted by |
+//! |---|---|---|---|---|
+//! | node ([`NODE_ROLE_URI`]) | `raftq certs --hosts`, `--name N`, the dev fallback | server-auth + client-auth | every host of the cluster + the role | the Raft port (both ends of its mutual TLS), the public API |
+//! | client ([`CLIENT_ROLE_URI`]) | `raftq certs --client NAME` | client-auth | the role only | the public API under `--api-client-ca`; never the Raft port |
+//!
+//! The role is what the Raft port checks (see
+//! [`TlsMaterial::raft_server_config`](super::TlsMaterial::raft_server_config)):
+//! the CA alone cannot tell a peer from an API client, since both hold one of
+//! its certificates. Keys are ECDSA P-256 (rcgen's default). Key files
+//! (and `gossip.key`) are written with mode 0600, through a temporary file
+//! and a rename so a crash never leaves half a key behind.
 //!
 //! A CA already in the output directory is reused rather than replaced, so
 //! re-running `raftq certs` (or adding `--name client`) keeps every
@@ -25,7 +32,9 @@ use rcgen::{
 };
 use rustls::pki_types::CertificateDer;
 
-use super::{parse_certs, read_file, verify_client_chain, TlsError};
+use super::{
+    parse_certs, read_file, verify_client_chain, TlsError, CLIENT_ROLE_URI, NODE_ROLE_URI,
+};
 
 /// CA certificate: the trust root every node and client is given.
 pub const CA_CERT_FILE: &str = "ca.pem";
@@ -35,6 +44,11 @@ pub const CA_KEY_FILE: &str = "ca-key.pem";
 pub const NODE_CERT_FILE: &str = "node.pem";
 /// Private key of [`NODE_CERT_FILE`].
 pub const NODE_KEY_FILE: &str = "node-key.pem";
+/// Shared secret that authenticates gossip datagrams (`serve --gossip-key`).
+pub const GOSSIP_KEY_FILE: &str = "gossip.key";
+/// Random bytes in a new [`GOSSIP_KEY_FILE`]: HMAC-SHA256's block-size
+/// guidance asks for at least the output length.
+const GOSSIP_KEY_BYTES: usize = 32;
 
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
@@ -86,16 +100,51 @@ pub fn write_cluster_certs(out: &Path, hosts: &[String]) -> Result<(), TlsError>
             })
         }
     };
-    let leaf = ca.issue(&hosts[0], &hosts)?;
+    let leaf = ca.issue(&hosts[0], &hosts, Profile::Node)?;
     write_file(&out.join(NODE_KEY_FILE), leaf.key_pem.as_bytes(), true)?;
     write_file(&out.join(NODE_CERT_FILE), leaf.cert_pem.as_bytes(), false)?;
     Ok(())
 }
 
-/// Write `OUT/NAME.pem` and `OUT/NAME-key.pem`, signed by the CA already in
-/// `OUT` (an error if there is none). `hosts` may be empty, e.g. for a
-/// client certificate used with `--api-client-ca`.
+/// Write `OUT/NAME.pem` and `OUT/NAME-key.pem`: a node certificate for
+/// `hosts` signed by the CA already in `OUT` (an error if there is none).
+/// `hosts` may be empty.
 pub fn write_named_cert(out: &Path, name: &str, hosts: &[String]) -> Result<(), TlsError> {
+    write_signed_leaf(out, name, hosts, Profile::Node)
+}
+
+/// Write `OUT/NAME.pem` and `OUT/NAME-key.pem`: an API client certificate
+/// (client-auth only, client role, no hosts) signed by the CA already in
+/// `OUT` (an error if there is none). The Raft port refuses it.
+pub fn write_client_cert(out: &Path, name: &str) -> Result<(), TlsError> {
+    if name == "node" || name == "node-key" {
+        // A client certificate in node.pem would lock every node that
+        // loads it out of the Raft port.
+        return Err(TlsError::InvalidName {
+            name: name.to_owned(),
+            reason: "would overwrite the node certificate",
+        });
+    }
+    write_signed_leaf(out, name, &[], Profile::Client)
+}
+
+/// A role-less certificate, as raftq issued node certificates before roles
+/// existed: for tests of what the Raft port and the dev fallback do with one.
+#[cfg(test)]
+pub(crate) fn write_roleless_cert(
+    out: &Path,
+    name: &str,
+    hosts: &[String],
+) -> Result<(), TlsError> {
+    write_signed_leaf(out, name, hosts, Profile::Roleless)
+}
+
+fn write_signed_leaf(
+    out: &Path,
+    name: &str,
+    hosts: &[String],
+    profile: Profile,
+) -> Result<(), TlsError> {
     validate_name(name)?;
     let hosts = normalize_hosts(hosts);
     for file in [CA_CERT_FILE, CA_KEY_FILE] {
@@ -105,10 +154,42 @@ pub fn write_named_cert(out: &Path, name: &str, hosts: &[String]) -> Result<(), 
         }
     }
     let ca = Ca::load(out)?;
-    let leaf = ca.issue(name, &hosts)?;
+    let leaf = ca.issue(name, &hosts, profile)?;
     write_file(&out.join(format!("{name}-key.pem")), leaf.key_pem.as_bytes(), true)?;
     write_file(&out.join(format!("{name}.pem")), leaf.cert_pem.as_bytes(), false)?;
     Ok(())
+}
+
+/// Write `OUT/gossip.key` (32 random bytes, hex) unless the file exists:
+/// every node of a cluster needs the same key, so an existing one is never
+/// replaced. Returns whether a key was written.
+pub fn write_gossip_key(out: &Path) -> Result<bool, TlsError> {
+    use ring::rand::SecureRandom;
+
+    let path = out.join(GOSSIP_KEY_FILE);
+    if path.exists() {
+        return Ok(false);
+    }
+    create_dir(out)?;
+    let mut key = [0u8; GOSSIP_KEY_BYTES];
+    ring::rand::SystemRandom::new()
+        .fill(&mut key)
+        .map_err(|_| TlsError::Random { path: path.clone() })?;
+    let mut text = hex_encode(&key);
+    text.push('\n');
+    write_file(&path, text.as_bytes(), true)?;
+    Ok(true)
+}
+
+/// Lower-case hex, two digits per byte.
+fn hex_encode(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &byte in bytes {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+    out
 }
 
 /// Generate a CA and a node certificate in memory, for
@@ -123,7 +204,7 @@ pub fn generate_ca_and_node(
         return Err(TlsError::NoHosts);
     }
     let ca = Ca::generate()?;
-    let leaf = ca.issue(&hosts[0], &hosts)?;
+    let leaf = ca.issue(&hosts[0], &hosts, Profile::Node)?;
     Ok((ca.cert_pem, ca.key_pem, leaf.cert_pem, leaf.key_pem))
 }
 
@@ -146,6 +227,17 @@ struct Ca {
     /// Where the CA came from, for errors.
     path: PathBuf,
     issuer: Issuer<'static, KeyPair>,
+}
+
+/// What an issued certificate is for: its extended key usages and its role
+/// URI SAN (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Profile {
+    Node,
+    Client,
+    /// A node certificate without a role, as issued before roles existed.
+    #[cfg(test)]
+    Roleless,
 }
 
 /// A freshly issued certificate and its key.
@@ -212,17 +304,37 @@ impl Ca {
         })
     }
 
-    /// Issue a server+client certificate for `hosts`, verified against this CA.
-    fn issue(&self, common_name: &str, hosts: &[String]) -> Result<Leaf, TlsError> {
+    /// Issue a certificate for `hosts` with `profile`'s usages and role,
+    /// verified against this CA.
+    fn issue(
+        &self,
+        common_name: &str,
+        hosts: &[String],
+        profile: Profile,
+    ) -> Result<Leaf, TlsError> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
         params.distinguished_name = distinguished_name(common_name);
         params.subject_alt_names =
             hosts.iter().map(|host| subject_alt_name(host)).collect::<Result<_, _>>()?;
+        let (role, usages) = match profile {
+            Profile::Node => (
+                Some(NODE_ROLE_URI),
+                vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+            ),
+            Profile::Client => (Some(CLIENT_ROLE_URI), vec![ExtendedKeyUsagePurpose::ClientAuth]),
+            #[cfg(test)]
+            Profile::Roleless => (
+                None,
+                vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+            ),
+        };
+        if let Some(role) = role {
+            params.subject_alt_names.push(SanType::URI(role.try_into()?));
+        }
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages =
-            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        params.extended_key_usages = usages;
         set_validity(&mut params, LEAF_VALIDITY);
         let cert = params.signed_by(&key, &self.issuer)?;
 
@@ -549,6 +661,36 @@ mod tests {
         assert_eq!(mode("client-key.pem"), 0o600);
         assert_eq!(mode(CA_CERT_FILE), 0o644);
         assert_eq!(mode(NODE_CERT_FILE), 0o644);
+    }
+
+    #[test]
+    fn the_gossip_key_is_private_hex_and_never_replaced() {
+        install_crypto_provider();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("certs");
+        assert!(write_gossip_key(&out).expect("first"), "a new key is written");
+        let path = out.join(GOSSIP_KEY_FILE);
+        let key = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(key.trim().len(), GOSSIP_KEY_BYTES * 2, "{key:?}");
+        assert!(key.trim().bytes().all(|b| b.is_ascii_hexdigit()), "{key:?}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).expect("metadata").permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+        assert!(!write_gossip_key(&out).expect("second"), "an existing key is kept");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), key);
+        let other = tempfile::tempdir().expect("tempdir");
+        write_gossip_key(other.path()).expect("other");
+        let other_key = std::fs::read_to_string(other.path().join(GOSSIP_KEY_FILE)).expect("read");
+        assert_ne!(other_key, key, "keys are random");
+    }
+
+    #[test]
+    fn hex_encoding_is_lower_case_pairs() {
+        assert_eq!(hex_encode(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        assert_eq!(hex_encode(&[]), "");
     }
 
     #[test]

@@ -3,14 +3,17 @@
 //! | where | server side | client side |
 //! |---|---|---|
 //! | public API (`--api-addr`) | [`TlsMaterial::api_server_config`]: the node certificate; with `--api-client-ca FILE` clients must present a certificate signed by FILE | [`api_client`]: CLI subcommands and tests; trusts `--ca FILE` or nothing (`--insecure`, like `curl -k`) |
-//! | Raft port (`--raft-addr`) | [`TlsMaterial::raft_server_config`]: mutual TLS, the peer must present a certificate signed by `--tls-ca` | [`TlsMaterial::raft_client`]: trusts only `--tls-ca` and presents the node certificate |
+//! | Raft port (`--raft-addr`) | [`TlsMaterial::raft_server_config`]: mutual TLS, the peer must present a certificate signed by `--tls-ca` that carries the node role ([`NODE_ROLE_URI`]) | [`TlsMaterial::raft_client`]: trusts only `--tls-ca` and presents the node certificate |
 //!
 //! One certificate serves both sides of mutual TLS: `raftq certs` issues node
 //! certificates with both the server-auth and client-auth extended key usages,
-//! and SANs that cover every host of the cluster (like the seed's shared
-//! `connector.pem`). [`TlsMaterial::load`] refuses a certificate that does not
-//! chain to the CA as a client certificate, because peers would refuse it on
-//! the Raft port anyway.
+//! SANs that cover every host of the cluster (like the seed's shared
+//! `connector.pem`), and the node role. API client certificates (`raftq certs
+//! --client`) come from the same CA with the client role; the role is what
+//! keeps them off the Raft port (see [`certs`]). [`TlsMaterial::load`]
+//! refuses a certificate that does not chain to the CA as a client
+//! certificate or lacks the node role, because peers would refuse it on the
+//! Raft port anyway.
 //!
 //! Without `--tls-cert/--tls-key/--tls-ca`, `serve` falls back to
 //! [`TlsMaterial::dev`]: a CA and node certificate generated once into
@@ -28,12 +31,24 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::client::danger::ServerCertVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig};
+
+use crate::log_throttle::LogThrottle;
+
+/// URI SAN of a node certificate: the one role the Raft port accepts.
+pub const NODE_ROLE_URI: &str = "urn:raftq:role:node";
+/// URI SAN of an API client certificate (`raftq certs --client`).
+pub const CLIENT_ROLE_URI: &str = "urn:raftq:role:client";
+
+/// At most one log line per this long about Raft-port clients refused for
+/// their role: any holder of a CA certificate can cause them at will.
+const ROLE_REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How long the Raft client waits for a TCP connect to a peer.
 const RAFT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -71,6 +86,10 @@ pub enum TlsError {
     KeyMismatch { key: PathBuf, cert: PathBuf, reason: String },
     #[error("certificate {} is not a valid client certificate signed by ca {}: {reason}", cert.display(), ca.display())]
     NotSignedByCa { cert: PathBuf, ca: PathBuf, reason: String },
+    #[error("certificate {} lacks the raftq node role ({NODE_ROLE_URI}), so peers would refuse it on the raft port; issue a node certificate with `raftq certs --out DIR --hosts ...` (the ca in DIR is kept)", cert.display())]
+    MissingNodeRole { cert: PathBuf },
+    #[error("cannot generate random bytes for {}", path.display())]
+    Random { path: PathBuf },
     #[error("no ca in {}: missing {}; run `raftq certs --out {}` first", dir.display(), missing.display(), dir.display())]
     MissingCa { dir: PathBuf, missing: PathBuf },
     #[error("cannot sign with the ca in {}: {reason}", path.display())]
@@ -179,13 +198,17 @@ impl TlsMaterial {
             ca: ca_path.to_path_buf(),
             reason,
         })?;
+        if !cert_chain.first().is_some_and(|leaf| has_role(leaf, NODE_ROLE_URI)) {
+            return Err(TlsError::MissingNodeRole { cert: cert_path.to_path_buf() });
+        }
 
         Ok(Self { ca_pem, cert_pem, key_pem, ca_certs, cert_chain, key: Arc::new(key) })
     }
 
     /// Development fallback: load `DATA_DIR/tls/{ca.pem,node.pem,node-key.pem}`,
-    /// creating them first when they are missing or the node certificate no
-    /// longer covers `hosts`, `localhost` and `127.0.0.1`.
+    /// creating them first when they are missing, the node certificate no
+    /// longer covers `hosts`, `localhost` and `127.0.0.1`, or it predates
+    /// certificate roles (a data dir from an older release).
     ///
     /// An existing dev CA (`ca.pem` + `ca-key.pem`) is kept, so a node
     /// certificate re-issued for a new advertise host stays trusted.
@@ -210,6 +233,10 @@ impl TlsMaterial {
                 Ok(_) => tracing::info!(
                     dir = %dir.display(),
                     "development certificate does not cover every host; issuing a new one"
+                ),
+                Err(TlsError::MissingNodeRole { .. }) => tracing::info!(
+                    dir = %dir.display(),
+                    "development certificate predates certificate roles; issuing a new one"
                 ),
                 Err(err) => tracing::warn!(
                     dir = %dir.display(),
@@ -268,12 +295,16 @@ impl TlsMaterial {
         Ok(Arc::new(with_alpn(config)))
     }
 
-    /// Raft port server config: a client certificate signed by our CA is
-    /// required; ALPN `h2` + `http/1.1`.
+    /// Raft port server config: a client certificate signed by our CA and
+    /// carrying the node role is required; ALPN `h2` + `http/1.1`.
     pub fn raft_server_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
+        let verifier = Arc::new(NodeRoleVerifier {
+            chain: client_verifier(&self.ca_certs)?,
+            refusals: LogThrottle::new(ROLE_REFUSAL_LOG_INTERVAL),
+        });
         let config = ServerConfig::builder_with_provider(crypto_provider())
             .with_safe_default_protocol_versions()?
-            .with_client_cert_verifier(client_verifier(&self.ca_certs)?)
+            .with_client_cert_verifier(verifier)
             .with_single_cert(self.cert_chain.clone(), self.key.clone_key())?;
         Ok(Arc::new(with_alpn(config)))
     }
@@ -383,7 +414,7 @@ fn parse_key(pem: &[u8], path: &Path) -> Result<PrivateKeyDer<'static>, TlsError
 /// A verifier that requires a client certificate chaining to `ca_certs`.
 fn client_verifier(
     ca_certs: &[CertificateDer<'static>],
-) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in ca_certs {
         roots
@@ -393,6 +424,92 @@ fn client_verifier(
     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), crypto_provider())
         .build()
         .map_err(|err| TlsError::Verifier(err.to_string()))
+}
+
+/// Whether `cert` names `role` in a URI SAN. A certificate that does not
+/// parse has no role.
+pub fn has_role(cert: &CertificateDer<'_>, role: &str) -> bool {
+    webpki::EndEntityCert::try_from(cert)
+        .is_ok_and(|cert| cert.valid_uri_names().any(|u| u == role))
+}
+
+/// The Raft port's client verifier: rustls' chain check against the cluster
+/// CA, then the node role. The CA alone cannot tell a peer from an API
+/// client (both hold one of its certificates); without the role check a
+/// client certificate could append entries, vote or force an election.
+#[derive(Debug)]
+struct NodeRoleVerifier {
+    chain: Arc<dyn ClientCertVerifier>,
+    refusals: LogThrottle,
+}
+
+impl ClientCertVerifier for NodeRoleVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.chain.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.chain.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.chain.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        // The chain first: only a certificate of our CA gets as far as the
+        // role check (and its log line).
+        let verified = self.chain.verify_client_cert(end_entity, intermediates, now)?;
+        if has_role(end_entity, NODE_ROLE_URI) {
+            return Ok(verified);
+        }
+        if let Some(suppressed) = self.refusals.allow() {
+            let roles: Vec<String> = webpki::EndEntityCert::try_from(end_entity)
+                .map(|cert| cert.valid_uri_names().map(str::to_owned).collect())
+                .unwrap_or_default();
+            tracing::warn!(
+                ?roles,
+                suppressed,
+                "refused a raft-port client: its certificate lacks the raftq node role \
+                 ({NODE_ROLE_URI}); peers need a node certificate from `raftq certs --out DIR \
+                 --hosts ...` (certificates from `raftq certs --client` are for the public api only)"
+            );
+        }
+        Err(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::ApplicationVerificationFailure,
+        ))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.chain.supported_verify_schemes()
+    }
+
+    fn requires_raw_public_keys(&self) -> bool {
+        self.chain.requires_raw_public_keys()
+    }
 }
 
 /// Check `chain` (leaf first) the way a Raft peer will: as a client
@@ -471,7 +588,8 @@ mod tests {
     use std::net::SocketAddr;
 
     use certs::{
-        write_cluster_certs, write_named_cert, CA_CERT_FILE, NODE_CERT_FILE, NODE_KEY_FILE,
+        write_client_cert, write_cluster_certs, write_named_cert, write_roleless_cert,
+        CA_CERT_FILE, NODE_CERT_FILE, NODE_KEY_FILE,
     };
 
     fn hosts(list: &[&str]) -> Vec<String> {
@@ -551,6 +669,92 @@ mod tests {
         assert!(get(&stranger, addr).await.is_err());
 
         server.abort();
+    }
+
+    /// An API client presenting `DIR/NAME.pem` and trusting `DIR/ca.pem`.
+    fn client_with_identity(dir: &Path, name: &str) -> reqwest::Client {
+        let cert = dir.join(format!("{name}.pem"));
+        let key = dir.join(format!("{name}-key.pem"));
+        api_client(Some(&dir.join(CA_CERT_FILE)), false, Some((&cert, &key))).expect("client")
+    }
+
+    #[tokio::test]
+    async fn raft_port_requires_the_node_role() {
+        install_crypto_provider();
+        let (dir, material) = cluster_dir();
+        write_client_cert(dir.path(), "app").expect("client cert");
+        write_roleless_cert(dir.path(), "legacy", &hosts(&["127.0.0.1"])).expect("legacy cert");
+        write_named_cert(dir.path(), "extra-node", &[]).expect("named node cert");
+        let ca = dir.path().join(CA_CERT_FILE);
+        let (raft, raft_server) = serve(material.raft_server_config().expect("raft config"));
+        let (api, api_server) = serve(material.api_server_config(Some(&ca)).expect("api config"));
+
+        // Node certificates get through: the cluster's own and one from `--name`.
+        assert_eq!(get(&client_with_identity(dir.path(), "node"), raft).await.expect("node"), "ok");
+        assert_eq!(
+            get(&client_with_identity(dir.path(), "extra-node"), raft).await.expect("named"),
+            "ok"
+        );
+        // Same CA, wrong or no role: refused at the handshake.
+        for name in ["app", "legacy"] {
+            let refused = get(&client_with_identity(dir.path(), name), raft).await;
+            assert!(refused.is_err(), "{name} got through: {refused:?}");
+        }
+        // The public API under --api-client-ca takes any certificate of the CA.
+        for name in ["app", "legacy", "node"] {
+            let body = get(&client_with_identity(dir.path(), name), api).await;
+            assert_eq!(body.expect(name), "ok", "{name} on the api port");
+        }
+        // A node certificate of another CA: refused (and, trusting only its
+        // own CA, that client does not trust our server either).
+        let (other_dir, _) = cluster_dir();
+        let stranger = api_client(
+            Some(&ca),
+            false,
+            Some((&other_dir.path().join(NODE_CERT_FILE), &other_dir.path().join(NODE_KEY_FILE))),
+        )
+        .expect("client");
+        assert!(get(&stranger, raft).await.is_err());
+        raft_server.abort();
+        api_server.abort();
+    }
+
+    #[test]
+    fn certificates_carry_their_role() {
+        install_crypto_provider();
+        let (dir, material) = cluster_dir();
+        assert!(has_role(&material.cert_chain[0], NODE_ROLE_URI));
+        assert!(!has_role(&material.cert_chain[0], CLIENT_ROLE_URI));
+        write_client_cert(dir.path(), "app").expect("client cert");
+        let app =
+            parse_certs(&std::fs::read(dir.path().join("app.pem")).expect("read"), dir.path())
+                .expect("parse");
+        assert!(has_role(&app[0], CLIENT_ROLE_URI));
+        assert!(!has_role(&app[0], NODE_ROLE_URI));
+        assert!(!has_role(&CertificateDer::from(vec![0x30, 0x03, 1, 2, 3]), NODE_ROLE_URI));
+
+        // A node is never started on a certificate the raft port would refuse.
+        let ca = dir.path().join(CA_CERT_FILE);
+        let err =
+            TlsMaterial::load(&dir.path().join("app.pem"), &dir.path().join("app-key.pem"), &ca)
+                .expect_err("client cert as node cert");
+        assert!(matches!(err, TlsError::MissingNodeRole { .. }), "{err}");
+        assert!(err.to_string().contains("app.pem") && err.to_string().contains("raftq certs"));
+        write_roleless_cert(dir.path(), "legacy", &hosts(&["127.0.0.1"])).expect("legacy");
+        let err = TlsMaterial::load(
+            &dir.path().join("legacy.pem"),
+            &dir.path().join("legacy-key.pem"),
+            &ca,
+        )
+        .expect_err("role-less cert as node cert");
+        assert!(matches!(err, TlsError::MissingNodeRole { .. }), "{err}");
+
+        // A client certificate never replaces the node certificate.
+        let err = write_client_cert(dir.path(), "node").expect_err("node.pem");
+        assert!(matches!(err, TlsError::InvalidName { .. }), "{err}");
+        let empty = tempfile::tempdir().expect("tempdir");
+        let err = write_client_cert(empty.path(), "app").expect_err("no ca");
+        assert!(matches!(err, TlsError::MissingCa { .. }), "{err}");
     }
 
     #[tokio::test]
@@ -690,6 +894,22 @@ mod tests {
         assert_eq!(moved.ca_pem, first.ca_pem);
         assert_ne!(moved.cert_pem, first.cert_pem);
         assert!(moved.covers_hosts(&hosts(&["10.9.8.7", "localhost", "127.0.0.1"])));
+    }
+
+    #[test]
+    fn dev_material_without_the_node_role_is_reissued() {
+        install_crypto_provider();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = TlsMaterial::dev(dir.path(), &hosts(&["node-a"])).expect("dev");
+        // What an older release left in the data dir: same CA, no role.
+        let tls_dir = dir.path().join(DEV_DIR);
+        write_roleless_cert(&tls_dir, "node", &hosts(&["node-a", "localhost", "127.0.0.1"]))
+            .expect("legacy node cert");
+        let legacy = std::fs::read(tls_dir.join(NODE_CERT_FILE)).expect("read");
+        let again = TlsMaterial::dev(dir.path(), &hosts(&["node-a"])).expect("dev again");
+        assert_eq!(again.ca_pem, first.ca_pem, "the dev CA is kept");
+        assert_ne!(again.cert_pem, legacy, "the role-less certificate is replaced");
+        assert!(has_role(&again.cert_chain[0], NODE_ROLE_URI));
     }
 
     #[test]

@@ -25,4 +25,5 @@ mod resilience;
 mod sequences;
 mod snapshot_join;
 mod transcript;
+mod trust;
 mod watch;
