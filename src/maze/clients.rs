@@ -6,6 +6,18 @@
 //! hands every notification to [`Registry::deliver`] while it applies, which
 //! only `try_send`s: a user whose queue is full is disconnected and counted,
 //! so a slow reader can never hold up the apply loop or other users.
+//!
+//! One apply works against one [`Delivery`]: a snapshot of the connected
+//! users (the [`Audience`] the state machine resolves recipients against)
+//! and of the connection ids handed out so far. Everything the apply emits
+//! goes to those connections only, so a connection opened mid-apply starts
+//! with the next apply rather than with a part of this one: each connection
+//! receives an unbroken run of its notifications.
+//!
+//! Memory of the fan-out: a notification lists at most the users connected
+//! here, and one line is shared (`Bytes`) by every queue it is put on. A
+//! [`Delivery`] holds notifications back until the apply's RocksDB write
+//! only up to a byte budget, then delivers as they come (see there).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,7 +31,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Notification, Recipients, UserId};
+use super::{Audience, ConnectedUsers, Notification, NotificationSink, Recipients, UserId};
 
 /// How long a new connection has to send its user id.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -59,10 +71,12 @@ impl Registry {
         })
     }
 
-    fn register(&self, user: UserId) -> (u64, mpsc::Receiver<Bytes>) {
+    pub(crate) fn register(&self, user: UserId) -> (u64, mpsc::Receiver<Bytes>) {
         let (tx, rx) = mpsc::channel(self.buffer_lines);
-        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let mut users = self.users.write().unwrap_or_else(|e| e.into_inner());
+        // Under the lock: a snapshot (`connected`) sees every id below its
+        // `conns_below` in the map, never an id handed out but not yet there.
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         users.entry(user).or_default().push(Conn { id, tx });
         self.counters.connected.fetch_add(1, Ordering::Relaxed);
         (id, rx)
@@ -82,14 +96,36 @@ impl Registry {
         }
     }
 
+    /// The users connected now, and the connection ids handed out so far.
+    pub fn connected(&self) -> (ConnectedUsers, u64) {
+        let users = self.users.read().unwrap_or_else(|e| e.into_inner());
+        let conns_below = self.next_conn.load(Ordering::Relaxed);
+        (users.keys().copied().collect(), conns_below)
+    }
+
+    /// Counts notifications meant for users not connected here (see
+    /// [`NotificationSink::unreached`]).
+    pub fn count_unreached(&self, recipients: u64) {
+        self.counters.notifications_dropped.fetch_add(recipients, Ordering::Relaxed);
+    }
+
     /// Queues `n` for its recipients connected here. Never blocks.
     pub fn deliver(&self, n: &Notification) {
+        self.deliver_to(n, u64::MAX);
+    }
+
+    /// Queues `n` for its recipients' connections with an id below
+    /// `conns_below` (those of a [`Registry::connected`] snapshot). Never
+    /// blocks.
+    pub fn deliver_to(&self, n: &Notification, conns_below: u64) {
         let line = Bytes::copy_from_slice(n.line.as_bytes());
         let mut slow: Vec<(UserId, u64)> = Vec::new();
         {
             let users = self.users.read().unwrap_or_else(|e| e.into_inner());
             let mut send = |user: UserId, conns: &Vec<Conn>| {
-                for conn in conns {
+                let mut sent = false;
+                for conn in conns.iter().filter(|conn| conn.id < conns_below) {
+                    sent = true;
                     match conn.tx.try_send(line.clone()) {
                         Ok(()) => {
                             self.counters.notifications_sent.fetch_add(1, Ordering::Relaxed);
@@ -97,21 +133,18 @@ impl Registry {
                         Err(_) => slow.push((user, conn.id)),
                     }
                 }
+                sent
             };
             match &n.recipients {
-                Recipients::One(user) => match users.get(user) {
-                    Some(conns) => send(*user, conns),
-                    None => {
+                Recipients::One(user) => {
+                    if !users.get(user).is_some_and(|conns| send(*user, conns)) {
                         self.counters.notifications_dropped.fetch_add(1, Ordering::Relaxed);
                     }
-                },
+                }
                 Recipients::Many(list) => {
                     for user in list {
-                        match users.get(user) {
-                            Some(conns) => send(*user, conns),
-                            None => {
-                                self.counters.notifications_dropped.fetch_add(1, Ordering::Relaxed);
-                            }
+                        if !users.get(user).is_some_and(|conns| send(*user, conns)) {
+                            self.counters.notifications_dropped.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                 }
@@ -128,6 +161,120 @@ impl Registry {
             tracing::warn!(user, "maze client too slow or gone; disconnecting");
             self.counters.slow_disconnects.fetch_add(1, Ordering::Relaxed);
             self.unregister(user, conn);
+        }
+    }
+}
+
+/// One apply's fan-out: the connected users it resolves recipients against
+/// and the connections it delivers to (both taken once, when it starts),
+/// and the notifications it holds back until the apply is written.
+///
+/// The state machine writes an apply's RocksDB batch before it tells users,
+/// so that in the ordinary case a user never hears of an entry this node has
+/// not stored. Holding notifications costs memory, so that holds only up to
+/// `held_bytes_max`; an apply that makes more delivers what it held, in
+/// order, and then each notification as it is made. Delivering an entry
+/// before it is stored here is still correct: it is committed (Raft applies
+/// only committed entries), so its notifications are decided, every node
+/// makes the same ones, and the local write only records that this node is
+/// past it. A crash between delivering and writing re-applies the entry at
+/// restart and notifies again; but the users who got the first copy were
+/// connected to the process that died, and the protocol promises a
+/// connection the notifications applied while it is open, in order and once
+/// each, nothing across reconnections (a lost unsynced write re-notifies the
+/// same way, and a user who reconnects to another node is at that node's
+/// position in the stream anyway). No entry is applied twice within one
+/// process, so no connection gets a line twice.
+pub struct Delivery<'a> {
+    users: ConnectedUsers,
+    out: Outbox<'a>,
+}
+
+/// The sending half of a [`Delivery`] (a separate borrow from its users).
+pub struct Outbox<'a> {
+    registry: Option<&'a Registry>,
+    conns_below: u64,
+    held: Vec<Notification>,
+    held_bytes: usize,
+    held_bytes_max: usize,
+    /// Over budget: every notification goes out as it is made.
+    streaming: bool,
+}
+
+impl<'a> Delivery<'a> {
+    /// Snapshots `registry`'s users; without a registry nobody is
+    /// connected and nothing is emitted.
+    pub fn new(registry: Option<&'a Registry>, held_bytes_max: usize) -> Self {
+        let (users, conns_below) = registry.map(Registry::connected).unwrap_or_default();
+        Delivery {
+            users,
+            out: Outbox {
+                registry,
+                conns_below,
+                held: Vec::new(),
+                held_bytes: 0,
+                held_bytes_max,
+                streaming: false,
+            },
+        }
+    }
+
+    /// What `MazeState::apply_for` takes: the audience and the sink.
+    pub fn parts(&mut self) -> (Audience<'_>, &mut Outbox<'a>) {
+        (Audience::Connected(&self.users), &mut self.out)
+    }
+
+    /// Delivers what was held back: call after the apply is written.
+    pub fn finish(mut self) {
+        self.out.release();
+    }
+}
+
+impl Outbox<'_> {
+    fn release(&mut self) {
+        if let Some(registry) = self.registry {
+            for n in self.held.drain(..) {
+                registry.deliver_to(&n, self.conns_below);
+            }
+        }
+        self.held_bytes = 0;
+    }
+}
+
+/// Heap and inline bytes of a held notification.
+fn held_bytes(n: &Notification) -> usize {
+    let list = match &n.recipients {
+        Recipients::Many(list) => list.capacity() * std::mem::size_of::<UserId>(),
+        Recipients::One(_) | Recipients::All => 0,
+    };
+    std::mem::size_of::<Notification>() + n.line.capacity() + list
+}
+
+impl NotificationSink for Outbox<'_> {
+    fn notify(&mut self, n: Notification) {
+        let Some(registry) = self.registry else {
+            return;
+        };
+        if !self.streaming {
+            let bytes = held_bytes(&n);
+            if self.held_bytes.saturating_add(bytes) <= self.held_bytes_max {
+                self.held_bytes += bytes;
+                self.held.push(n);
+                return;
+            }
+            tracing::debug!(
+                held_bytes = self.held_bytes,
+                "maze notifications of this apply exceed the hold budget; delivering as they come"
+            );
+            self.streaming = true;
+            self.release();
+        }
+        registry.deliver_to(&n, self.conns_below);
+    }
+
+    fn unreached(&mut self, recipients: u64) {
+        if let Some(registry) = self.registry {
+            registry.count_unreached(recipients);
         }
     }
 }
@@ -251,5 +398,90 @@ mod tests {
         registry.deliver(&notification(Recipients::Many(vec![4, 5, 6]), "1|S|9\n"));
         assert_eq!(rx.recv().await.as_deref(), Some(&b"1|S|9\n"[..]));
         assert_eq!(registry.counters.notifications_dropped.load(Ordering::Relaxed), 2);
+    }
+
+    /// What a receiver holds right now, as text.
+    fn drain(rx: &mut mpsc::Receiver<Bytes>) -> Vec<String> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_delivery_holds_its_notifications_until_finished_within_its_budget() {
+        let registry = Registry::new(16);
+        let (_, mut rx) = registry.register(7);
+        let mut delivery = Delivery::new(Some(&registry), 1 << 20);
+        let (audience, sink) = delivery.parts();
+        let Audience::Connected(users) = audience else { panic!("{audience:?}") };
+        assert_eq!(users.iter().collect::<Vec<_>>(), [7]);
+        sink.notify(notification(Recipients::One(7), "1|P|1|7\n"));
+        sink.notify(notification(Recipients::All, "2|B\n"));
+        assert_eq!(drain(&mut rx), Vec::<String>::new(), "held until the apply is written");
+        delivery.finish();
+        assert_eq!(drain(&mut rx), ["1|P|1|7\n", "2|B\n"]);
+    }
+
+    #[test]
+    fn a_delivery_over_its_budget_delivers_as_it_goes_in_order() {
+        let registry = Registry::new(16);
+        let (_, mut rx) = registry.register(7);
+        let first = notification(Recipients::Many(vec![7]), "1|S|42\n");
+        // Room for exactly the first one.
+        let mut delivery = Delivery::new(Some(&registry), held_bytes(&first));
+        let (_, sink) = delivery.parts();
+        sink.notify(first);
+        assert_eq!(drain(&mut rx), Vec::<String>::new());
+        sink.notify(notification(Recipients::Many(vec![7]), "2|S|42\n"));
+        assert_eq!(drain(&mut rx), ["1|S|42\n", "2|S|42\n"], "the held one first");
+        sink.notify(notification(Recipients::One(7), "3|F|1|7\n"));
+        assert_eq!(drain(&mut rx), ["3|F|1|7\n"], "no more holding in this apply");
+        delivery.finish();
+        assert_eq!(drain(&mut rx), Vec::<String>::new(), "nothing twice");
+    }
+
+    #[test]
+    fn a_connection_opened_during_an_apply_starts_with_the_next_one() {
+        let registry = Registry::new(16);
+        let (_, mut before) = registry.register(7);
+        let mut delivery = Delivery::new(Some(&registry), 1 << 20);
+        let (_, mut again) = registry.register(7);
+        let (_, mut other) = registry.register(8);
+        let (_, sink) = delivery.parts();
+        sink.notify(notification(Recipients::One(7), "1|P|1|7\n"));
+        sink.notify(notification(Recipients::One(8), "2|P|1|8\n"));
+        sink.notify(notification(Recipients::All, "3|B\n"));
+        delivery.finish();
+        assert_eq!(drain(&mut before), ["1|P|1|7\n", "3|B\n"]);
+        assert_eq!(drain(&mut again), Vec::<String>::new());
+        assert_eq!(drain(&mut other), Vec::<String>::new());
+        assert_eq!(registry.counters.notifications_dropped.load(Ordering::Relaxed), 1, "8");
+
+        let mut next = Delivery::new(Some(&registry), 1 << 20);
+        let (audience, sink) = next.parts();
+        let Audience::Connected(users) = audience else { panic!("{audience:?}") };
+        assert_eq!(users.iter().collect::<Vec<_>>(), [7, 8]);
+        sink.notify(notification(Recipients::All, "4|B\n"));
+        next.finish();
+        for rx in [&mut before, &mut again, &mut other] {
+            assert_eq!(drain(rx), ["4|B\n"]);
+        }
+    }
+
+    #[test]
+    fn unreached_recipients_are_counted_and_no_registry_means_no_audience() {
+        let registry = Registry::new(4);
+        let mut delivery = Delivery::new(Some(&registry), 0);
+        delivery.parts().1.unreached(99_999);
+        delivery.finish();
+        assert_eq!(registry.counters.notifications_dropped.load(Ordering::Relaxed), 99_999);
+
+        let mut nowhere = Delivery::new(None, 1 << 20);
+        let (audience, sink) = nowhere.parts();
+        let Audience::Connected(users) = audience else { panic!("{audience:?}") };
+        assert!(users.is_empty());
+        sink.notify(notification(Recipients::All, "1|B\n"));
+        sink.unreached(3);
+        nowhere.finish();
     }
 }

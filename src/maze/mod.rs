@@ -5,9 +5,10 @@
 //!        (forwarded over the Raft port when this node is a follower)     │ Raft log
 //!                                                                        ▼
 //!  every node: StateMachine::apply ─▶ MazeState (★ pure: reorder + follow graph)
-//!                                        │ ordered notifications
-//!                                        ▼
-//!              fanout.rs ─▶ this node's connected users (clients.rs, TCP 9099)
+//!                  │ connected users          │ ordered notifications, one by one,
+//!                  │ (Audience, per apply)    │ only for connected users
+//!                  ▼                          ▼
+//!              clients::Delivery ─▶ this node's connected users (clients.rs, TCP 9099)
 //! ```
 //!
 //! Where each piece runs, and why:
@@ -15,7 +16,12 @@
 //!   machine, so every node computes the same notifications in the same
 //!   order, and a leader kill loses no follow relationship.
 //! - Each node notifies only the users connected to it; a notification for a
-//!   user connected nowhere is dropped (the protocol says so).
+//!   user connected nowhere is dropped (the protocol says so). Recipients are
+//!   resolved against this node's connected users while the event is
+//!   applied (`MazeState::apply_for` with an `Audience`), so a status update
+//!   of a user with a million followers costs what its *connected* followers
+//!   cost, and notifications stream to the users rather than piling up (see
+//!   `clients::Delivery`).
 //! - Time never enters the state machine: when a seq never arrives, the
 //!   *leader* proposes a `Skip` after `--maze-gap-timeout-ms` (gap.rs), and
 //!   when the reorder buffer fills up the state machine skips forward on its
@@ -54,7 +60,10 @@ pub(crate) async fn accept(
 }
 
 pub use protocol::{parse_line, Event, EventKind, ParseError, UserId};
-pub use state::{LinesStats, MazeEffect, MazeOutcome, MazeState, Notification, Recipients};
+pub use state::{
+    Audience, ConnectedUsers, LinesStats, MazeEffect, MazeOutcome, MazeState, Notification,
+    NotificationSink, Recipients,
+};
 
 use serde::{Deserialize, Serialize};
 

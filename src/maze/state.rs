@@ -17,7 +17,25 @@
 //!
 //! Events take effect strictly in sequence order, so a status update is sent
 //! to exactly the followers its seq position implies, however the lines were
-//! shuffled, batched or re-proposed. Time never enters: a missing seq is
+//! shuffled, batched or re-proposed.
+//!
+//! # Fan-out is resolved against the connected users
+//!
+//! The replicated state records who follows whom; who *receives* a
+//! notification depends on which users are connected to the node that
+//! applies it, which is not replicated state. [`MazeState::apply_for`]
+//! therefore takes an [`Audience`] (this node's connected users) and emits
+//! only recipients in it, at the moment the event is delivered in seq order,
+//! so a follow or unfollow later in the same batch cannot change who got an
+//! earlier status update. A status update walks whichever is smaller, the
+//! source's followers or the connected users (checking the follow edge), so
+//! its time and memory are bounded by `min(followers, connected)`, never by
+//! the follow graph alone: a million followers of one user cost nothing when
+//! none of them is connected here. Notifications go to a
+//! [`NotificationSink`] one at a time, in seq order; the core holds none of
+//! them. [`Audience::Everyone`] gives the full materialisation (every
+//! follower, `All` for a broadcast): the protocol's meaning, used by tests
+//! and tools, and exactly what every connected user would get. Time never enters: a missing seq is
 //! given up only by a [`MazeCommand::Skip`] that the leader proposes after
 //! its gap timeout, or deterministically when the buffer outgrows
 //! [`MazeLimits::pending_max`]; every node makes the same decision at the
@@ -66,6 +84,80 @@ pub struct Notification {
     pub recipients: Recipients,
     /// The raw source line, line ending included, byte-identical.
     pub line: String,
+}
+
+/// The users a notification may go to: what [`MazeState::apply_for`]
+/// resolves recipients against.
+#[derive(Debug, Clone, Copy)]
+pub enum Audience<'a> {
+    /// Every user id: the full materialisation of the protocol (every
+    /// follower of a status update, `All` for a broadcast). Its memory grows
+    /// with the follow graph; for tests and tools, not for a serving node.
+    Everyone,
+    /// Exactly these users (a node's connected users): a recipient outside
+    /// the set is counted through [`NotificationSink::unreached`], a
+    /// broadcast goes out only if the set is not empty.
+    Connected(&'a ConnectedUsers),
+}
+
+/// A set of user ids, sorted and deduplicated: a node's connected users at
+/// the start of an apply.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectedUsers(Vec<UserId>);
+
+impl ConnectedUsers {
+    pub fn new(users: impl IntoIterator<Item = UserId>) -> Self {
+        let mut users: Vec<UserId> = users.into_iter().collect();
+        users.sort_unstable();
+        users.dedup();
+        ConnectedUsers(users)
+    }
+
+    pub fn contains(&self, user: UserId) -> bool {
+        self.0.binary_search(&user).is_ok()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The users in ascending order.
+    pub fn iter(&self) -> impl Iterator<Item = UserId> + '_ {
+        self.0.iter().copied()
+    }
+}
+
+impl FromIterator<UserId> for ConnectedUsers {
+    fn from_iter<I: IntoIterator<Item = UserId>>(users: I) -> Self {
+        ConnectedUsers::new(users)
+    }
+}
+
+/// Where [`MazeState::apply_for`] hands its notifications, one at a time and
+/// in seq order, as it delivers events: nothing is collected unless the sink
+/// collects it.
+pub trait NotificationSink {
+    /// The next notification (its recipients are all in the audience).
+    fn notify(&mut self, notification: Notification);
+
+    /// `recipients` users a notification was meant for are not in the
+    /// audience (connected to no node, or to another one), so nothing was
+    /// emitted for them. Ignored unless the sink counts it.
+    fn unreached(&mut self, recipients: u64) {
+        let _ = recipients;
+    }
+}
+
+/// Collects everything: the sink of [`MazeState::apply`], for tests and
+/// tools.
+impl NotificationSink for Vec<Notification> {
+    fn notify(&mut self, notification: Notification) {
+        self.push(notification);
+    }
 }
 
 /// A storage change implied by applying a command. The adapter applies them
@@ -161,12 +253,57 @@ impl Default for MazeState {
 }
 
 /// Where an apply writes besides the state: storage effects, notifications
-/// and the counters of the outcome.
+/// (resolved against `audience`) and the counters of the outcome.
 struct Sink<'a> {
     effects: &'a mut Vec<MazeEffect>,
-    notifications: &'a mut Vec<Notification>,
+    notifications: &'a mut dyn NotificationSink,
+    audience: Audience<'a>,
     stats: LinesStats,
     follow_edges_max: u64,
+}
+
+impl Sink<'_> {
+    /// `user` alone, if the audience holds it.
+    fn one(&mut self, user: UserId) -> Option<Recipients> {
+        match self.audience {
+            Audience::Everyone => Some(Recipients::One(user)),
+            Audience::Connected(users) if users.contains(user) => Some(Recipients::One(user)),
+            Audience::Connected(_) => {
+                self.notifications.unreached(1);
+                None
+            }
+        }
+    }
+
+    /// Everyone in the audience, if anyone.
+    fn all(&self) -> Option<Recipients> {
+        match self.audience {
+            Audience::Everyone => Some(Recipients::All),
+            Audience::Connected(users) => (!users.is_empty()).then_some(Recipients::All),
+        }
+    }
+
+    /// The followers of a status update's source that the audience holds.
+    /// Walks the smaller of the two sets and looks each user up in the
+    /// other, so the cost is `min(followers, connected)` lookups and the
+    /// result never outgrows the audience. Both walks are in ascending
+    /// order, so the list comes out sorted.
+    fn followers(&mut self, followers: &BTreeSet<UserId>) -> Option<Recipients> {
+        let reached: Vec<UserId> = match self.audience {
+            Audience::Everyone => followers.iter().copied().collect(),
+            Audience::Connected(users) if users.len() < followers.len() => {
+                users.iter().filter(|user| followers.contains(user)).collect()
+            }
+            Audience::Connected(users) => {
+                followers.iter().copied().filter(|&user| users.contains(user)).collect()
+            }
+        };
+        let unreached = followers.len() - reached.len();
+        if unreached > 0 {
+            self.notifications.unreached(count_u64(unreached));
+        }
+        (!reached.is_empty()).then_some(Recipients::Many(reached))
+    }
 }
 
 impl MazeState {
@@ -175,8 +312,10 @@ impl MazeState {
     }
 
     /// Apply one command: push storage effects (in order) into `effects` and
-    /// this command's notifications (in seq order) into `notifications`;
-    /// return the outcome.
+    /// this command's notifications (in seq order) into `notifications`,
+    /// every follower of a status update included ([`Audience::Everyone`]);
+    /// return the outcome. Memory grows with the follow graph times the
+    /// status updates: a serving node uses [`MazeState::apply_for`].
     pub fn apply(
         &mut self,
         cmd: &MazeCommand,
@@ -184,9 +323,26 @@ impl MazeState {
         effects: &mut Vec<MazeEffect>,
         notifications: &mut Vec<Notification>,
     ) -> MazeOutcome {
+        self.apply_for(cmd, limits, Audience::Everyone, effects, notifications)
+    }
+
+    /// Apply one command: push storage effects (in order) into `effects`,
+    /// hand this command's notifications for `audience` to `notifications`
+    /// one by one in seq order, and return the outcome. The state and the
+    /// effects do not depend on `audience`; only the notifications do, and
+    /// for every user in it they are exactly those of [`MazeState::apply`].
+    pub fn apply_for(
+        &mut self,
+        cmd: &MazeCommand,
+        limits: &MazeLimits,
+        audience: Audience<'_>,
+        effects: &mut Vec<MazeEffect>,
+        notifications: &mut dyn NotificationSink,
+    ) -> MazeOutcome {
         let mut sink = Sink {
             effects,
             notifications,
+            audience,
             stats: LinesStats::default(),
             follow_edges_max: limits.follow_edges_max,
         };
@@ -367,7 +523,7 @@ impl MazeState {
                 } else if self.add_follow(to, from) {
                     sink.effects.push(MazeEffect::PutFollow { followed: to, follower: from });
                 }
-                Some(Recipients::One(to))
+                sink.one(to)
             }
             EventKind::Unfollow { from, to } => {
                 if self.remove_follow(to, from) {
@@ -375,15 +531,17 @@ impl MazeState {
                 }
                 None
             }
-            EventKind::Broadcast => Some(Recipients::All),
-            EventKind::Private { to, .. } => Some(Recipients::One(to)),
+            EventKind::Broadcast => sink.all(),
+            EventKind::Private { to, .. } => sink.one(to),
+            // Resolved now, at this seq's place in the order: the graph is
+            // exactly what the events before it made it.
             EventKind::Status { from } => {
-                self.followers.get(&from).map(|set| Recipients::Many(set.iter().copied().collect()))
+                self.followers.get(&from).and_then(|set| sink.followers(set))
             }
         };
         if let Some(recipients) = recipients {
-            debug_assert!(recipients != Recipients::Many(Vec::new()), "empty follower set kept");
-            sink.notifications.push(Notification { seq: event.seq, recipients, line });
+            debug_assert!(recipients != Recipients::Many(Vec::new()), "empty recipient list");
+            sink.notifications.notify(Notification { seq: event.seq, recipients, line });
         }
     }
 
@@ -1508,6 +1666,258 @@ mod tests {
             }
             prop_assert_eq!(&storage.restore(false), &state);
             prop_assert_eq!(&storage.restore(true), &state);
+        }
+    }
+
+    // ---------------------------------------------------------------------
+    // Fan-out resolved against the connected users (`apply_for`)
+    // ---------------------------------------------------------------------
+
+    /// A sink that keeps everything and counts the unreached recipients.
+    #[derive(Debug, Default)]
+    struct Counted {
+        notes: Vec<Notification>,
+        unreached: u64,
+    }
+
+    impl NotificationSink for Counted {
+        fn notify(&mut self, notification: Notification) {
+            self.notes.push(notification);
+        }
+
+        fn unreached(&mut self, recipients: u64) {
+            self.unreached += recipients;
+        }
+    }
+
+    type RunFor = (MazeOutcome, Vec<MazeEffect>, Counted);
+
+    /// `run` for the users in `connected`.
+    fn run_for(state: &mut MazeState, cmd: &MazeCommand, connected: &ConnectedUsers) -> RunFor {
+        let mut effects = Vec::new();
+        let mut sink = Counted::default();
+        let outcome =
+            state.apply_for(cmd, &ROOMY, Audience::Connected(connected), &mut effects, &mut sink);
+        check_invariants(state);
+        (outcome, effects, sink)
+    }
+
+    fn users(ids: &[UserId]) -> ConnectedUsers {
+        ids.iter().copied().collect()
+    }
+
+    /// The old full materialisation restricted to `connected`: what the
+    /// users connected to a node used to receive, and how many recipients
+    /// were not connected (`All` counts none).
+    fn filtered(notes: &[Notification], connected: &ConnectedUsers) -> (Vec<Notification>, u64) {
+        let mut unreached = 0;
+        let mut out = Vec::new();
+        for n in notes {
+            let recipients = match &n.recipients {
+                Recipients::One(user) if connected.contains(*user) => Some(Recipients::One(*user)),
+                Recipients::One(_) => {
+                    unreached += 1;
+                    None
+                }
+                Recipients::Many(list) => {
+                    let kept: Vec<UserId> =
+                        list.iter().copied().filter(|&u| connected.contains(u)).collect();
+                    unreached += count_u64(list.len() - kept.len());
+                    (!kept.is_empty()).then_some(Recipients::Many(kept))
+                }
+                Recipients::All => (!connected.is_empty()).then_some(Recipients::All),
+            };
+            if let Some(recipients) = recipients {
+                out.push(Notification { seq: n.seq, recipients, line: n.line.clone() });
+            }
+        }
+        (out, unreached)
+    }
+
+    /// Whether `n` names `user` (`All` names nobody in particular).
+    fn names(n: &Notification, user: UserId) -> bool {
+        match &n.recipients {
+            Recipients::One(to) => *to == user,
+            Recipients::Many(list) => list.contains(&user),
+            Recipients::All => false,
+        }
+    }
+
+    /// The lines a connected `user` receives from `notes`, in order.
+    fn lines_of(notes: &[Notification], user: UserId) -> Vec<&str> {
+        notes
+            .iter()
+            .filter(|n| n.recipients == Recipients::All || names(n, user))
+            .map(|n| n.line.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn connected_users_are_a_sorted_set() {
+        let set = users(&[9, 3, 3, 7]);
+        assert_eq!(set.iter().collect::<Vec<_>>(), [3, 7, 9]);
+        assert_eq!((set.len(), set.is_empty()), (3, false));
+        assert!(set.contains(7) && !set.contains(8));
+        assert!(ConnectedUsers::default().is_empty());
+    }
+
+    #[test]
+    fn only_connected_recipients_are_emitted_and_the_rest_counted() {
+        let mut state = started();
+        let batch =
+            lines(1, &["1|F|7|42\n", "2|F|8|42\n", "3|F|9|42\n", "4|S|42\n", "5|P|1|8\n", "6|B\n"]);
+        let (outcome, effects, sink) = run_for(&mut state, &batch, &users(&[8, 5]));
+        assert_eq!(outcome, MazeOutcome::Lines(stats(6, 0, 0, 6)));
+        assert_eq!(
+            sink.notes,
+            vec![
+                note(4, many(&[8]), "4|S|42\n"),
+                note(5, Recipients::One(8), "5|P|1|8\n"),
+                note(6, Recipients::All, "6|B\n"),
+            ]
+        );
+        // Three follows to 42 (not connected) and 7 and 9 for the status.
+        assert_eq!(sink.unreached, 5);
+        // The replicated part does not depend on who is connected.
+        let mut everyone = started();
+        assert_eq!(run(&mut everyone, &batch, &ROOMY).1, effects);
+        assert_eq!(everyone, state);
+    }
+
+    #[test]
+    fn nobody_connected_means_no_notification_at_all() {
+        let mut state = started();
+        let batch = lines(1, &["1|F|7|42\n", "2|S|42\n", "3|B\n", "4|P|1|7\n"]);
+        let (_, _, sink) = run_for(&mut state, &batch, &ConnectedUsers::default());
+        assert_eq!(sink.notes, vec![]);
+        assert_eq!(sink.unreached, 3, "the follow, the status to 7, the private message");
+        assert_eq!(state.followers_of(42), [7]);
+    }
+
+    /// The issue-10 amplification in miniature: many followers of one user
+    /// and many status updates in one batch. Each status update yields a
+    /// list no longer than the connected set, whichever set is walked.
+    #[test]
+    fn a_status_update_costs_its_connected_followers_not_all_of_them() {
+        let mut state = started();
+        let follows: Vec<String> =
+            (1..=10_000u64).map(|seq| format!("{seq}|F|{}|42\n", 1000 + seq)).collect();
+        let cmd = MazeCommand::Lines { epoch: 1, lines: follows };
+        let (_, _, sink) = run_for(&mut state, &cmd, &users(&[1007]));
+        assert_eq!(sink.notes, vec![]);
+        assert_eq!(state.followers_of(42).len(), 10_000);
+
+        let statuses: Vec<String> =
+            (10_001..=10_500u64).map(|seq| format!("{seq}|S|42\n")).collect();
+        let cmd = MazeCommand::Lines { epoch: 1, lines: statuses.clone() };
+        // One connected follower, one connected stranger, one connected
+        // user who is 42 itself: the connected set is the smaller one.
+        let (_, _, sink) = run_for(&mut state.clone(), &cmd, &users(&[1007, 5, 42]));
+        let want: Vec<Notification> =
+            (10_001..).zip(&statuses).map(|(seq, line)| note(seq, many(&[1007]), line)).collect();
+        assert_eq!(sink.notes, want);
+        assert_eq!(sink.unreached, 500 * 9_999);
+
+        // More connected users than followers: the followers are walked.
+        let crowd: ConnectedUsers = (0..30_000u64).collect();
+        let (_, _, sink) = run_for(&mut state, &cmd, &crowd);
+        assert_eq!(sink.notes.len(), 500);
+        assert!(sink
+            .notes
+            .iter()
+            .all(|n| n.recipients == Recipients::Many((1001..=11_000).collect())));
+        assert_eq!(sink.unreached, 0);
+    }
+
+    /// Recipients are resolved when the status update is delivered in seq
+    /// order: a follow or unfollow later in the same batch (or earlier in
+    /// the batch but later in seq order) does not change who gets it.
+    #[test]
+    fn a_status_update_goes_to_the_followers_at_its_seq_not_at_the_end_of_the_batch() {
+        let mut state = started();
+        let batch = lines(
+            1,
+            &["6|S|42\n", "5|F|8|42\n", "2|S|42\n", "1|F|7|42\n", "3|U|7|42\n", "4|S|42\n"],
+        );
+        let (_, _, sink) = run_for(&mut state, &batch, &users(&[7, 8]));
+        assert_eq!(
+            sink.notes,
+            vec![note(2, many(&[7]), "2|S|42\n"), note(6, many(&[8]), "6|S|42\n")]
+        );
+        assert_eq!(sink.unreached, 2, "the two follows notify 42, who is not connected");
+    }
+
+    /// Shuffled batches: `(connected users, shuffled stream, batch sizes)`.
+    fn audience_script() -> impl Strategy<Value = (Vec<UserId>, Vec<Source>, Vec<usize>, Vec<usize>)>
+    {
+        (vec(0..=USERS + 1, 0..=USERS as usize + 2), shuffled_stream(200)).prop_map(
+            |(connected, (events, order, plan))| {
+                let takes = plan.iter().map(|step| step.take).collect();
+                (connected, events, order, takes)
+            },
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 256,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        /// For every connected user, `apply_for` gives exactly the lines of
+        /// the old full materialisation (the in-order reference), in order;
+        /// nobody else gets anything; what is not emitted is counted; and the
+        /// replicated state and effects are those of `apply`.
+        #[test]
+        fn connected_users_get_exactly_what_the_full_materialisation_gives_them(
+            (connected, events, order, takes) in audience_script()
+        ) {
+            let connected = ConnectedUsers::new(connected);
+            let mut resolved = started();
+            let mut everyone = started();
+            let mut got = Counted::default();
+            let mut rest = order.as_slice();
+            for take in takes.iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let (now, later) = rest.split_at((*take).min(rest.len()));
+                rest = later;
+                let cmd = MazeCommand::Lines {
+                    epoch: 1,
+                    lines: now.iter().map(|&i| events[i].line.clone()).collect(),
+                };
+                let mut effects = Vec::new();
+                let outcome = resolved.apply_for(
+                    &cmd,
+                    &ROOMY,
+                    Audience::Connected(&connected),
+                    &mut effects,
+                    &mut got,
+                );
+                let (want_outcome, want_effects, _) = run(&mut everyone, &cmd, &ROOMY);
+                prop_assert_eq!(outcome, want_outcome);
+                prop_assert_eq!(effects, want_effects);
+                prop_assert_eq!(&resolved, &everyone);
+            }
+            let full = reference(&events);
+            let (want, unreached) = filtered(&full, &connected);
+            prop_assert_eq!(&got.notes, &want);
+            prop_assert_eq!(got.unreached, unreached);
+            for user in 0..=USERS + 1 {
+                if connected.contains(user) {
+                    prop_assert_eq!(lines_of(&got.notes, user), lines_of(&full, user), "user {}", user);
+                } else {
+                    prop_assert!(!got.notes.iter().any(|n| names(n, user)), "user {}", user);
+                }
+            }
+            for n in &got.notes {
+                if let Recipients::Many(list) = &n.recipients {
+                    prop_assert!(list.len() <= connected.len());
+                    prop_assert!(list.windows(2).all(|w| w[0] < w[1]), "{:?}", list);
+                }
+            }
         }
     }
 }

@@ -49,8 +49,8 @@ use super::types::{
     Entry, LogId, NodeId, Op, Reply, Response, Snapshot, SnapshotMeta, StorageError,
     StoredMembership, TypeConfig,
 };
-use crate::maze::clients::Registry;
-use crate::maze::{LinesStats, MazeEffect, MazeOutcome, MazeState, Notification};
+use crate::maze::clients::{Delivery, Registry};
+use crate::maze::{LinesStats, MazeEffect, MazeOutcome, MazeState};
 use crate::queue::{Effect, EventStamp, IdemEntry, Outcome, QueueMeta, QueueState, Seq};
 
 const SNAPSHOT_FILE: &str = "current.snap";
@@ -58,6 +58,11 @@ const SNAPSHOT_FILE: &str = "current.snap";
 pub(super) const RESTORING_MARKER: &str = "restoring";
 /// About how much of a snapshot one RocksDB batch of an install carries.
 pub const RESTORE_BATCH_BYTES: usize = 4 << 20;
+/// Most bytes of maze notifications one apply holds back until its batch is
+/// written; beyond it they are delivered as they are made (see
+/// [`Delivery`]). Notifications list only users connected here, so an apply
+/// exceeds this only with many connected users and a large batch.
+pub const MAZE_HELD_BYTES_MAX: usize = 8 << 20;
 
 /// In-memory state: everything but event bodies.
 #[derive(Default)]
@@ -430,7 +435,8 @@ impl StateMachine {
         let mut effects = Vec::new();
         let mut maze_effects = Vec::new();
         let mut maze_writes = MazeWrites::default();
-        let mut notifications: Vec<Notification> = Vec::new();
+        // Taken at the first maze command: the users this apply notifies.
+        let mut maze_delivery: Option<Delivery<'_>> = None;
         let mut responses = Vec::with_capacity(entries.len());
         let mut membership_changed = false;
 
@@ -458,11 +464,19 @@ impl StateMachine {
                             }
                             Op::Maze(command) => {
                                 maze_effects.clear();
-                                let outcome = state.maze.apply(
+                                let delivery = maze_delivery.get_or_insert_with(|| {
+                                    Delivery::new(
+                                        self.shared.maze_sink.get().map(|r| &**r),
+                                        MAZE_HELD_BYTES_MAX,
+                                    )
+                                });
+                                let (audience, sink) = delivery.parts();
+                                let outcome = state.maze.apply_for(
                                     command,
                                     &request.maze_limits,
+                                    audience,
                                     &mut maze_effects,
-                                    &mut notifications,
+                                    sink,
                                 );
                                 if let MazeOutcome::Lines(stats) | MazeOutcome::Skipped(stats) =
                                     &outcome
@@ -540,12 +554,11 @@ impl StateMachine {
             batch.put_cf(sm_cf, keys::SM_MEMBERSHIP, serde_json::to_vec(&state.membership)?);
         }
         db.write(batch)?;
-        // Deliver only what is stored: a crash right here re-applies these
-        // entries and notifies again, never the other way round.
-        if let Some(sink) = self.shared.maze_sink.get() {
-            for notification in &notifications {
-                sink.deliver(notification);
-            }
+        // What the apply held back (all of it unless it outgrew the budget)
+        // goes out once stored: a crash right here re-applies these entries
+        // and notifies again, never the other way round.
+        if let Some(delivery) = maze_delivery {
+            delivery.finish();
         }
         let applied = state.last_applied;
         drop(state);

@@ -40,7 +40,10 @@ mod state_machine {
     use super::super::state_machine::{StateMachine, RESTORE_BATCH_BYTES, RESTORING_MARKER};
     use super::super::types::{Entry, LogId, Op, Reply, Request, Response, SnapshotMeta};
     use super::super::{db, keys};
+    use crate::maze::clients::Registry;
+    use crate::maze::MazeCommand;
     use crate::queue::{Command, EventStamp, Limits};
+    use std::sync::atomic::Ordering;
 
     fn open(dir: &Path) -> StateMachine {
         let db = db::open(&dir.join("db")).unwrap();
@@ -410,6 +413,51 @@ mod state_machine {
         assert_eq!(reader.events_page("default", 0, 10, 150).unwrap().events.len(), 2);
         assert_eq!(reader.events_page("default", 0, 10, 1).unwrap().events.len(), 1);
         assert_eq!(reader.events_page("default", 2, 10, 1).unwrap().events, vec![(3, "s".into())]);
+    }
+
+    fn maze_entry(index: u64, command: MazeCommand) -> Entry {
+        let mut e = entry(index, vec![]);
+        if let EntryPayload::Normal(request) = &mut e.payload {
+            request.ops = vec![Op::Maze(command)];
+        }
+        e
+    }
+
+    /// Issue 10's amplification through the real apply path: the status
+    /// updates of a user with thousands of followers reach the one follower
+    /// connected here, in order, and nobody else; the others are counted.
+    #[tokio::test]
+    async fn maze_status_updates_reach_the_connected_followers_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = open(dir.path());
+        let registry = Registry::new(1000);
+        let (_, mut seven) = registry.register(7);
+        let (_, mut stranger) = registry.register(8);
+        sm.set_maze_sink(registry.clone());
+
+        let follows: Vec<String> = (1..=5000u64)
+            .map(|seq| format!("{seq}|F|{}|42\n", 1000 + seq))
+            .chain(["5001|F|7|42\n".to_string()])
+            .collect();
+        let statuses: Vec<String> = (5002..=5101u64).map(|seq| format!("{seq}|S|42\n")).collect();
+        apply(
+            &mut sm,
+            vec![
+                maze_entry(1, MazeCommand::Reset),
+                maze_entry(2, MazeCommand::Lines { epoch: 1, lines: follows }),
+                maze_entry(3, MazeCommand::Lines { epoch: 1, lines: statuses.clone() }),
+            ],
+        )
+        .await;
+
+        let got: Vec<String> = std::iter::from_fn(|| seven.try_recv().ok())
+            .map(|b| String::from_utf8(b.to_vec()).unwrap())
+            .collect();
+        assert_eq!(got, statuses);
+        assert!(stranger.try_recv().is_err(), "8 follows nobody");
+        let dropped = registry.counters.notifications_dropped.load(Ordering::Relaxed);
+        assert_eq!(dropped, 5001 + 100 * 5000, "the follows to 42 and 42's other followers");
+        assert_eq!(sm.reader().maze_status().next_seq, 5102);
     }
 
     #[tokio::test]
