@@ -110,6 +110,9 @@ fn syntax_bytes(alphabet: &'static [u8], max: usize) -> impl Strategy<Value = Ve
     )
 }
 
+/// The size of a byte-vector input (a `fn` pointer over the strategy's
+/// value type, hence `&Vec`).
+#[allow(clippy::ptr_arg)]
 fn len(v: &Vec<u8>) -> usize {
     v.len()
 }

@@ -23,6 +23,7 @@ pub mod keys;
 pub mod log_store;
 pub mod network;
 pub mod peer;
+pub mod peer_check;
 mod proposer;
 pub mod read;
 pub mod snapshot;
