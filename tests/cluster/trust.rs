@@ -320,3 +320,58 @@ async fn forged_gossip_changes_nothing_with_a_gossip_key() {
         "correctly signed datagrams are not dropped"
     );
 }
+
+/// Issue 9, acceptance 4 (second half): without `--gossip-key`, a forged
+/// datagram does reach gossip (the members list shows the forger's
+/// addresses under a real node's id), but the address change it asks for is
+/// confirmed over mTLS first, fails (nobody with a node certificate answers
+/// there as that node), and never reaches the Raft membership.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_address_change_is_refused_by_the_mtls_check_without_a_key() {
+    let c = Cluster::start(3).await;
+    let leader = c.wait_for_voters(3, Duration::from_secs(30)).await;
+    let victim_index = (0..3).find(|&i| i != leader).expect("a follower");
+    let victim = c.node_id(victim_index).await;
+    let before = membership(&c, leader).await;
+    assert_eq!(before.len(), 3, "{before:?}");
+
+    let forgery = Forgery::new(victim.clone());
+    let forger = forgery.spawn(c.nodes[leader].gossip_addr(), &UdpTransport).await;
+    // The forgery is believed by gossip (no key)...
+    wait_until(Duration::from_secs(10), "the forgery to reach the leader's gossip", async || {
+        let seen = members_mentioning(&c, leader, &forgery.addrs()).await;
+        if seen.is_empty() {
+            Err("not yet".to_string())
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    // ...and the leader tries the change, checks it over mTLS, and refuses.
+    wait_until(Duration::from_secs(10), "the leader to try and refuse the change", async || {
+        let st = c.try_status(leader).await?;
+        let last = st["membership_last_decision"].as_str().unwrap_or_default().to_string();
+        if last.contains("UpdateNode") && last.contains("identity check") {
+            Ok(())
+        } else {
+            Err(last)
+        }
+    })
+    .await;
+    nothing_changes_in_raft(&c, &before, Duration::from_secs(4)).await;
+    forger.shutdown().await.expect("forger shutdown");
+    // Writes still reach every voter at their real addresses.
+    let r = c.post_follow(victim_index, "after-forgery").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+}
+
+/// For `watch`, on every node: the Raft membership stays `before`.
+async fn nothing_changes_in_raft(c: &Cluster, before: &BTreeMap<String, String>, watch: Duration) {
+    let deadline = Instant::now() + watch;
+    while Instant::now() < deadline {
+        for i in c.live() {
+            assert_eq!(&membership(c, i).await, before, "{}: membership changed", c.nodes[i].name);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
