@@ -107,6 +107,10 @@ pub struct ServeArgs {
     /// How long the leader waits for a missing maze seq before skipping it.
     #[arg(long, env = "RAFTQ_MAZE_GAP_TIMEOUT_MS", default_value_t = 2000)]
     pub maze_gap_timeout_ms: u64,
+    /// Maze user clients connected at once; more are closed at once. Each
+    /// holds up to --maze-client-buffer queued lines.
+    #[arg(long, env = "RAFTQ_MAX_MAZE_CLIENTS", default_value_t = 10_000)]
+    pub max_maze_clients: usize,
     /// Notifications buffered per maze user; a user that falls further behind is disconnected.
     #[arg(long, env = "RAFTQ_MAZE_CLIENT_BUFFER", default_value_t = 100_000)]
     pub maze_client_buffer: usize,

@@ -13,6 +13,7 @@
 //!                   proposer (group commit), read barrier
 //! queue ★           the queue state machine's logic
 //! tls               certificates and rustls configs
+//! listener          connection caps and idle limits of every port
 //! units             humane sizes and durations for flags
 //! log_throttle      rate-limited warnings for events outsiders can cause
 //! ```
@@ -23,6 +24,7 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod consumer;
+pub mod listener;
 pub mod log_throttle;
 pub mod maze;
 pub mod membership;

@@ -86,7 +86,7 @@ pub struct AppState {
     pub backup_slot: Arc<tokio::sync::Semaphore>,
     pub watches: watch::WatchHub,
     /// Connection accounting of this node's listeners, for `/metrics`.
-    pub listeners: Vec<Arc<crate::node::listener::ListenerStats>>,
+    pub listeners: Vec<Arc<crate::listener::ListenerStats>>,
     /// The free-space watermark (`--min-free-disk`).
     pub disk: Arc<crate::node::disk::DiskGuard>,
 }

@@ -280,14 +280,28 @@ impl NotificationSink for Outbox<'_> {
 }
 
 /// Accepts user clients until `shutdown`.
-pub async fn run(listener: TcpListener, registry: Arc<Registry>, shutdown: CancellationToken) {
+/// Serves user clients, at most `stats.max_connections` at a time (each
+/// holds a per-user queue; one more is closed at once and counted).
+pub async fn run(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    stats: Arc<crate::listener::ListenerStats>,
+    shutdown: CancellationToken,
+) {
     loop {
         let Some((stream, peer)) = super::accept(&listener, &shutdown, "maze clients").await else {
             return;
         };
+        let Some(permit) = stats.admit() else {
+            drop(stream);
+            continue;
+        };
         let registry = registry.clone();
         let shutdown = shutdown.clone();
-        tokio::spawn(async move { serve(stream, peer, registry, shutdown).await });
+        tokio::spawn(async move {
+            serve(stream, peer, registry, shutdown).await;
+            drop(permit);
+        });
     }
 }
 

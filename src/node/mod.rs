@@ -12,7 +12,6 @@
 pub mod advertise;
 pub mod disk;
 pub mod identity;
-pub mod listener;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -25,9 +24,9 @@ use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use self::listener::{LimitedAcceptor, ListenerStats};
 use crate::api::{self, internal, AppState, MazeHandles};
 use crate::cli::ServeArgs;
+use crate::listener::{LimitedAcceptor, ListenerStats};
 use crate::maze::clients::Registry;
 use crate::maze::source::SourceCounters;
 use crate::maze::MazeLimits;
@@ -404,6 +403,7 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
     };
     tasks.spawn(driver.run(shutdown.clone()));
 
+    let maze_client_stats = ListenerStats::new("maze_client", args.max_maze_clients);
     let maze = match maze_listeners {
         None => None,
         Some((source_listener, client_listener)) => {
@@ -424,6 +424,7 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
             tasks.spawn(crate::maze::clients::run(
                 client_listener,
                 maze_registry.clone(),
+                maze_client_stats.clone(),
                 shutdown.clone(),
             ));
             tasks.spawn(crate::maze::source::run(
@@ -473,7 +474,11 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
         backup_dir: data_dir.join("tmp"),
         backup_slot: Arc::new(tokio::sync::Semaphore::new(1)),
         watches: api::watch::WatchHub::new(args.max_watches, shutdown.clone()),
-        listeners: vec![api_limits.stats.clone(), raft_limits.stats.clone()],
+        listeners: vec![
+            api_limits.stats.clone(),
+            raft_limits.stats.clone(),
+            maze_client_stats.clone(),
+        ],
         disk,
     });
     tasks.spawn(count_leader_changes(
