@@ -237,15 +237,24 @@ impl Client {
             .unwrap_or_else(|| format!("raftq-cli-{}", uuid::Uuid::new_v4()));
         let headers = vec![("idempotency-key", key.clone())];
         let body = Some(("text/plain; charset=utf-8", event.as_bytes().to_vec()));
-        let response = self
-            .send(Method::POST, &Self::queue_path(queue, "event"), body, &headers)
-            .await
-            .map_err(|e| match e {
-                ClientError::Unknown(why) => ClientError::Unknown(format!(
-                    "{why}; re-run with --idempotency-key {key} to enqueue it at most once"
-                )),
-                other => other,
-            })?;
+        let rerun = |why: String| {
+            ClientError::Unknown(format!(
+                "{why}; re-run with --idempotency-key {key} to enqueue it at most once"
+            ))
+        };
+        let path = Self::queue_path(queue, "event");
+        let (response, unsure) = match self.send_tracked(Method::POST, &path, body, &headers).await
+        {
+            Ok(answer) => answer,
+            Err(Attempts::NotSent(e)) => return Err(ClientError::Unreachable(e)),
+            Err(Attempts::MaybeSent(e)) => return Err(rerun(e)),
+        };
+        // A refusal after an attempt that may have been applied (say a 507
+        // for disk space) does not mean the event is not in the queue.
+        if let (Some(why), false) = (&unsure, response.status().is_success()) {
+            let status = response.status();
+            return Err(rerun(format!("{why}; then the cluster answered {status}")));
+        }
         let response = Self::expect_ok(response).await?;
         Self::seq_header(&response)
     }

@@ -225,6 +225,41 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Limited<S> {
     }
 }
 
+/// Descriptors kept back for everything but client connections: RocksDB's
+/// files, peers, gossip, logs.
+const FD_RESERVE: u64 = 1024;
+
+/// Raises the open-file soft limit to the hard limit (as Go's runtime does):
+/// the connection caps are meaningless if the process runs out of
+/// descriptors first, and then RocksDB, not a client, gets EMFILE. Warns
+/// when the caps plus a reserve still do not fit.
+pub fn raise_fd_limit(connection_caps: u64) {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let limit = getrlimit(Resource::Nofile);
+    let mut current = limit.current;
+    if let (Some(soft), Some(hard)) = (limit.current, limit.maximum) {
+        if soft < hard {
+            let raised = rustix::process::Rlimit { current: Some(hard), maximum: Some(hard) };
+            match setrlimit(Resource::Nofile, raised) {
+                Ok(()) => current = Some(hard),
+                Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+            }
+        }
+    }
+    if let Some(current) = current {
+        let needed = connection_caps.saturating_add(FD_RESERVE);
+        if current < needed {
+            tracing::warn!(
+                open_file_limit = current,
+                connection_caps,
+                "the connection caps plus {FD_RESERVE} reserved descriptors exceed the open-file \
+                 limit: raise `ulimit -n` (LimitNOFILE=, --ulimit nofile=) or lower the \
+                 --max-*-connections flags, or clients can exhaust descriptors before the caps"
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

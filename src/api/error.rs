@@ -170,6 +170,7 @@ pub fn from_propose(e: ProposeError, path_and_query: &str) -> ApiError {
             not_leader(leader.map(|(_, node)| node.api_url()), path_and_query)
         }
         ProposeError::Unavailable(msg) => ApiError::Unavailable(msg),
+        ProposeError::DiskFull(msg) => ApiError::DiskFull(msg),
     }
 }
 

@@ -125,17 +125,6 @@ impl AppState {
 
     async fn propose_op(&self, op: Op, uri: &Uri) -> Result<Reply, ApiError> {
         self.route_write(uri)?;
-        // Writes that add data wait for disk space; a dequeue or a removal
-        // only shrinks what is stored.
-        let adds_data = matches!(
-            op,
-            Op::Queue(Command::Enqueue { .. } | Command::AllocSeq { .. }) | Op::Maze(_)
-        );
-        if adds_data {
-            if let Some(why) = self.disk.refuse_writes() {
-                return Err(ApiError::DiskFull(why));
-            }
-        }
         let _gate = self.write_gate.read().await;
         match tokio::time::timeout(WRITE_TIMEOUT, self.proposer.propose(op)).await {
             Ok(result) => result.map_err(|e| error::from_propose(e, path_and_query(uri))),
@@ -247,7 +236,9 @@ async fn count_request(State(state): State<Shared>, mut request: Request, next: 
 fn is_admin_route(method: &http::Method, path: &str) -> bool {
     (method == http::Method::DELETE && path.starts_with("/cluster/nodes/"))
         || (method == http::Method::POST && path == "/cluster/leader/transfer")
-        || (method == http::Method::GET && path == "/cluster/backup")
+        // axum runs a GET handler for HEAD too (it only drops the body).
+        || ((method == http::Method::GET || method == http::Method::HEAD)
+            && path == "/cluster/backup")
 }
 
 fn bearer(request: &Request) -> Option<&str> {

@@ -11,7 +11,10 @@
 //!   node adopts the UUID with its first append), never bootstrap;
 //! - with `--bootstrap-expect N` (Consul's model), nobody bootstraps until N
 //!   fresh nodes see each other; then the one with the smallest node id
-//!   bootstraps with all N as voters, and the others wait for its appends;
+//!   bootstraps with all N as voters, and the others wait for its appends.
+//!   More than N fresh nodes at once stops everyone (with a log line): two
+//!   nodes whose gossip views differ could each pick a different N and make
+//!   two clusters, so waiting for the operator is the safe side;
 //! - without it, a node with no seeds bootstraps alone once it has listened
 //!   for `--bootstrap-wait` without hearing of a cluster; a node with seeds
 //!   never bootstraps (it was told where the cluster is).
@@ -21,7 +24,7 @@ use std::collections::BTreeMap;
 use crate::raft::types::{Node, NodeId};
 
 /// What a fresh node knows when it decides.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Situation {
     pub self_id: NodeId,
     pub self_node: Node,
@@ -40,6 +43,9 @@ pub struct Situation {
 pub enum Step {
     /// Keep listening.
     Wait,
+    /// More fresh nodes than `--bootstrap-expect` see each other: nobody
+    /// bootstraps (the count is in the variant, for the log).
+    Overfull(usize),
     /// A cluster is here (or another node will make it): wait to be added.
     Join,
     /// Bootstrap a new cluster with these voters (this node among them).
@@ -57,6 +63,9 @@ pub fn decide(s: &Situation) -> Step {
             fresh.insert(s.self_id, s.self_node.clone());
             if fresh.len() < expect.max(1) {
                 return Step::Wait;
+            }
+            if fresh.len() > expect.max(1) {
+                return Step::Overfull(fresh.len());
             }
             // The same rule on every node picks one bootstrapper: the
             // smallest id among the first `expect` ids.
@@ -146,10 +155,14 @@ mod tests {
             })
             .collect();
         assert_eq!(steps, vec![Step::Wait, Step::Bootstrap(all.clone()), Step::Wait]);
-        // A fourth fresh node does not change who bootstraps, nor the voters.
+        // A fourth fresh node at the same time stops everyone: views that
+        // differ by one node could otherwise pick two different trios.
         let mut late = situation(40);
         late.expect = Some(3);
         late.live = all.iter().map(|(id, n)| (*id, (n.clone(), None))).collect();
-        assert_eq!(decide(&late), Step::Wait);
+        assert_eq!(decide(&late), Step::Overfull(4));
+        let mut first = nodes[1].clone();
+        first.live.insert(40, (node(40), None));
+        assert_eq!(decide(&first), Step::Overfull(4), "not even the smallest id bootstraps");
     }
 }

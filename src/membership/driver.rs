@@ -98,7 +98,10 @@ impl Driver {
             };
             if let Err(e) = outcome {
                 tracing::warn!(?action, error = %e, "membership change failed; will retry");
-                if let Action::AddLearner { id, .. } = action {
+                // A node that failed its identity check (a forged address
+                // change, say) is left alone for a while, so that the
+                // other changes still happen meanwhile.
+                if let Action::AddLearner { id, .. } | Action::UpdateNode { id, .. } = action {
                     quarantined.insert(id, Instant::now() + QUARANTINE);
                 }
             }

@@ -47,7 +47,8 @@ pub struct View {
     pub dead_grace_ms: u64,
     /// A learner within this many entries of the leader counts as caught up.
     pub catchup_lag_max: u64,
-    /// Nodes not to add for now (their identity check failed recently).
+    /// Nodes not to add, nor move to a new address, for now (their identity
+    /// check failed recently).
     pub quarantined: BTreeSet<NodeId>,
     /// Nodes an operator removed (replicated tombstones): out for good.
     pub retired: BTreeSet<NodeId>,
@@ -124,6 +125,9 @@ pub fn decide(view: &View) -> Option<Action> {
     }
     // Wrong addresses make a member unreachable: fix them first.
     for (&id, node) in &view.live {
+        if view.quarantined.contains(&id) {
+            continue;
+        }
         if let Some(stored) = view.nodes.get(&id) {
             if stored != node && !node.raft_addr.is_empty() && !node.api_addr.is_empty() {
                 return Some(Action::UpdateNode { id, node: node.clone() });
@@ -298,6 +302,19 @@ mod tests {
             Node { raft_addr: "10.9.9.9:1112".into(), api_addr: "10.9.9.9:8080".into() },
         );
         assert!(matches!(decide(&v), Some(Action::UpdateNode { id: 3, .. })));
+    }
+
+    #[test]
+    fn a_refused_address_change_does_not_block_other_changes() {
+        let mut v = view(&[1, 2, 3], &[4]);
+        v.matched.insert(4, 100);
+        v.live.insert(
+            3,
+            Node { raft_addr: "10.9.9.9:1112".into(), api_addr: "10.9.9.9:8080".into() },
+        );
+        assert!(matches!(decide(&v), Some(Action::UpdateNode { id: 3, .. })));
+        v.quarantined.insert(3);
+        assert_eq!(decide(&v), Some(Action::Promote { id: 4 }));
     }
 
     #[test]

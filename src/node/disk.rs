@@ -5,9 +5,12 @@
 //! same log, they all fill at the same rate. So writes stop before the disk
 //! does: below the watermark, the leader answers new writes `507 disk_full`
 //! before proposing them, reads keep working, and writes resume by
-//! themselves once space is back. The leader also honours its voters'
-//! watermarks, which each node publishes in gossip (a hint: at worst a
-//! forged one pauses writes, never data).
+//! themselves once space is back. The check sits in the proposer, the one
+//! place every write passes (API, maze source, forwarded maze batches). The
+//! leader also honours its voters' watermarks, which each node publishes in
+//! gossip: only a member that is a voter in the Raft membership and gossips
+//! from the address the membership has for it counts (still a hint: without
+//! `--gossip-key` a forged datagram can pause writes, never touch data).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -148,15 +151,28 @@ pub const DISK_LOW_KEY: &str = "disk_low";
 
 /// Measures every second, publishes the state in gossip and notes the
 /// members that publish theirs as low.
-pub async fn run(guard: Arc<DiskGuard>, gossip: Arc<Gossip>, me: u64, shutdown: CancellationToken) {
+pub async fn run(
+    guard: Arc<DiskGuard>,
+    gossip: Arc<Gossip>,
+    raft: crate::raft::types::Raft,
+    shutdown: CancellationToken,
+) {
     loop {
         guard.measure();
         gossip.publish(DISK_LOW_KEY, if guard.is_low() { "1" } else { "0" }).await;
+        let metrics = raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
         let low_peer = gossip
             .members()
             .await
             .into_iter()
-            .find(|m| m.live && m.disk_low && m.node_id != me)
+            .find(|m| {
+                m.live
+                    && m.disk_low
+                    && m.node_id != metrics.id
+                    && membership.voter_ids().any(|v| v == m.node_id)
+                    && membership.get_node(&m.node_id).is_some_and(|n| n.raft_addr == m.raft_addr)
+            })
             .map_or(0, |m| m.node_id);
         guard.low_peer.store(low_peer, Ordering::Relaxed);
         tokio::select! {

@@ -273,7 +273,9 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
         ..Limits::default()
     };
     let maze_limits = MazeLimits::default();
-    let proposer = Proposer::spawn(raft.clone(), limits, maze_limits, shutdown.clone());
+    let disk = disk::DiskGuard::new(&data_dir, args.min_free_disk);
+    let proposer =
+        Proposer::spawn(raft.clone(), limits, maze_limits, disk.clone(), shutdown.clone());
     let submitter =
         Submitter::new(node_id, raft.clone(), proposer.clone(), peer_client.clone(), maze_limits);
     tasks.spawn(crate::raft::compactor::run(
@@ -287,6 +289,9 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
         shutdown.clone(),
     ));
 
+    crate::listener::raise_fd_limit(
+        (args.max_api_connections + args.max_raft_connections + args.max_maze_clients) as u64,
+    );
     let raft_limits = ServerLimits {
         stats: ListenerStats::new("raft", args.max_raft_connections),
         handshake_and_header: args.header_timeout,
@@ -388,8 +393,7 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
         ));
     }
 
-    let disk = disk::DiskGuard::new(&data_dir, args.min_free_disk);
-    tasks.spawn(disk::run(disk.clone(), gossip.clone(), node_id, shutdown.clone()));
+    tasks.spawn(disk::run(disk.clone(), gossip.clone(), raft.clone(), shutdown.clone()));
     let last_decision = Arc::new(Mutex::new(None));
     let retired = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let driver = Driver {
@@ -560,6 +564,18 @@ async fn bootstrap_when_due(plan: BootstrapPlan, shutdown: CancellationToken) {
                      this node will not bootstrap"
                 );
                 return;
+            }
+            Step::Overfull(fresh) => {
+                if logged.elapsed() >= LOG_EVERY {
+                    logged = tokio::time::Instant::now();
+                    tracing::error!(
+                        fresh,
+                        expect = plan.expect,
+                        "more fresh nodes than --bootstrap-expect see each other: nobody \
+                         bootstraps (two clusters could form). Start exactly that many, or give \
+                         every node the same, right --bootstrap-expect"
+                    );
+                }
             }
             Step::Join | Step::Wait => {
                 if logged.elapsed() >= LOG_EVERY {

@@ -32,6 +32,9 @@ pub fn open(path: &Path) -> Result<Arc<DB>, StoreError> {
     opts.set_max_background_jobs(2);
     // Bound the WAL: old log files are recycled once their memtables flushed.
     opts.set_max_total_wal_size(64 << 20);
+    // Bound RocksDB's descriptors (it keeps every table file open by
+    // default): they share the process limit with client connections.
+    opts.set_max_open_files(512);
     let cfs = [CF_LOGS, CF_META, CF_SM, CF_EVENTS, CF_STAMPS]
         .into_iter()
         .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));

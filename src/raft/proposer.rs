@@ -40,6 +40,21 @@ pub enum ProposeError {
     /// Raft is shutting down or failed; the outcome of the write is unknown.
     #[error("raft unavailable: {0}")]
     Unavailable(String),
+    /// Free disk space is below `--min-free-disk` (here or on a voter):
+    /// refused before proposing, so nothing was written.
+    #[error("{0}")]
+    DiskFull(String),
+}
+
+/// Operations that add data wait for disk space; dequeues, compaction,
+/// removals and maze skips only shrink what is stored (and must go on, or a
+/// full disk could never drain).
+fn adds_data(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Queue(Command::Enqueue { .. } | Command::AllocSeq { .. })
+            | Op::Maze(MazeCommand::Lines { .. } | MazeCommand::Reset)
+    )
 }
 
 struct Pending {
@@ -50,6 +65,8 @@ struct Pending {
 #[derive(Clone)]
 pub struct Proposer {
     tx: mpsc::Sender<Pending>,
+    /// The one place every write passes: API, maze source, forwarded batches.
+    disk: Arc<crate::node::disk::DiskGuard>,
 }
 
 impl Proposer {
@@ -58,15 +75,24 @@ impl Proposer {
         raft: Raft,
         limits: Limits,
         maze_limits: MazeLimits,
+        disk: Arc<crate::node::disk::DiskGuard>,
         shutdown: CancellationToken,
     ) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE_MAX);
         tokio::spawn(run(raft, limits, maze_limits, rx, shutdown));
-        Proposer { tx }
+        Proposer { tx, disk }
     }
 
     /// Proposes one operation and waits until it is committed and applied.
+    /// Below the disk watermark, one that adds data is refused first
+    /// ([`ProposeError::DiskFull`]); the maze source retries it, which
+    /// stops it reading its socket until space returns.
     pub async fn propose(&self, op: Op) -> Result<Reply, ProposeError> {
+        if adds_data(&op) {
+            if let Some(why) = self.disk.refuse_writes() {
+                return Err(ProposeError::DiskFull(why));
+            }
+        }
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Pending { op, reply })

@@ -651,6 +651,8 @@ async fn netns_admin_routes_need_the_admin_token_off_loopback() {
             "{method} {url} from another host, no admin token: {out:?}"
         );
     }
+    let head = curl(&["-I", &format!("{}/cluster/backup", c.nodes[l].api_url())]).await;
+    assert_eq!(head.http_code, "403", "HEAD runs the backup handler too: {head:?}");
     // The same node from its own loopback: allowed (a backup is harmless to take).
     let local = must(
         "ip",

@@ -157,6 +157,9 @@ async fn token_auth_and_metrics() {
             assert_json_error_body(&out.stdout, &format!("{method} {path}"));
         }
     }
+    // HEAD runs the GET handler in axum: it is an admin route as well.
+    let out = curl(&["-I", &format!("{base}/cluster/backup")]).await;
+    assert_eq!(out.http_code, "401", "HEAD /cluster/backup without the token: {out:?}");
     let r = c.get(l, "/events?after=0").await;
     let events = r.json()["events"].as_array().cloned().unwrap_or_default();
     assert_eq!(events.len(), 1, "only the authenticated POST got in: {r:?}");
