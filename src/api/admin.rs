@@ -60,6 +60,7 @@ pub async fn remove_node(
     let id = node_id(&raw)?;
     let force = Params::parse(uri.query())?.bool("force")?.unwrap_or(false);
     state.route_write(&uri)?;
+    let _one_change_at_a_time = state.membership_lock.lock().await;
     let voters: BTreeSet<NodeId> =
         state.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
     if voters.contains(&id) && voters.len() - 1 < MIN_VOTERS && !force {

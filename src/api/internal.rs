@@ -66,7 +66,8 @@ async fn identity(State(s): State<InternalState>) -> Json<Identity> {
 /// first append or snapshot (only a leader that added it sends those).
 async fn check_peer(State(s): State<InternalState>, request: Request, next: Next) -> Response {
     let may_adopt = matches!(request.uri().path(), PATH_APPEND | PATH_SNAPSHOT);
-    match s.peer.identity().check(request.headers(), may_adopt) {
+    let identity = request.uri().path() == PATH_IDENTITY;
+    match s.peer.identity().check(request.headers(), may_adopt, identity) {
         Ok(()) => next.run(request).await,
         Err(refusal) => {
             s.peer.note_refused(&refusal);

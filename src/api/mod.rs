@@ -84,6 +84,10 @@ pub struct AppState {
     pub backup_dir: std::path::PathBuf,
     /// One backup at a time: each stages a full copy of the state on disk.
     pub backup_slot: Arc<tokio::sync::Semaphore>,
+    /// Held by an operator's removal and by each autopilot change (shared
+    /// with `membership::driver`), so the 3-voter floor is checked against
+    /// the membership the change applies to.
+    pub membership_lock: Arc<tokio::sync::Mutex<()>>,
     pub watches: watch::WatchHub,
     /// Connection accounting of this node's listeners, for `/metrics`.
     pub listeners: Vec<Arc<crate::listener::ListenerStats>>,

@@ -36,6 +36,9 @@ pub struct Driver {
     pub retired: Arc<std::sync::atomic::AtomicBool>,
     /// Last decision and its outcome, for `/status`.
     pub last_decision: Arc<std::sync::Mutex<Option<String>>>,
+    /// Shared with operator removals (`api::admin`): one membership change
+    /// at a time, each decided on the membership it changes.
+    pub membership_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Driver {
@@ -60,6 +63,8 @@ impl Driver {
                 down_since_ms.clear();
                 continue;
             }
+            let _one_change_at_a_time = self.membership_lock.lock().await;
+            let metrics = self.raft.metrics().borrow().clone();
             let now_ms = started.elapsed().as_millis() as u64;
             let live = self.gossip.live().await;
             let membership = metrics.membership_config.membership();

@@ -184,6 +184,25 @@ impl Gossip {
         }
     }
 
+    /// Other gossip incarnations (earlier chitchat generations, live or dead)
+    /// of Raft node `id`, with the cluster UUID each published if it has
+    /// reached us yet: how a fresh node learns that its id was in use before
+    /// its data dir existed.
+    pub async fn earlier_incarnations(&self, id: NodeId) -> Vec<Option<String>> {
+        let chitchat = self.handle.chitchat();
+        let chitchat = chitchat.lock().await;
+        let me = chitchat.self_chitchat_id().clone();
+        chitchat
+            .node_states()
+            .iter()
+            .filter(|(chitchat_id, _)| **chitchat_id != me)
+            .filter(|(_, state)| state.get(RAFT_ID_KEY).and_then(|v| v.parse().ok()) == Some(id))
+            .map(|(_, state)| {
+                state.get(CLUSTER_UUID_KEY).filter(|v| !v.is_empty()).map(str::to_string)
+            })
+            .collect()
+    }
+
     /// The live nodes whose published removed ids include `id`, with their
     /// node ids and Raft addresses (a hint only: confirm over mTLS before
     /// acting).

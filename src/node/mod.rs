@@ -253,6 +253,19 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
             .await
             .map_err(|e| NodeError::Raft(e.to_string()))?;
 
+    // An operator-chosen id on an empty data dir may be an id the cluster
+    // already knows (a volume lost under a pinned id): stay out of Raft
+    // until gossip has had the chance to say so (see `bootstrap_when_due`).
+    let reused_id_check = args.node_id.is_some()
+        && !restored
+        && cluster.uuid().is_none()
+        && !raft.is_initialized().await.map_err(|e| NodeError::Raft(e.to_string()))?;
+    if reused_id_check {
+        cluster.hold(format!(
+            "node {node_id} was started with --node-id on an empty data dir and is checking that \
+             the cluster never knew that id"
+        ));
+    }
     let raft_listener = bind("raft port", args.raft_addr)?;
     let api_listener = bind("api port", args.api_addr)?;
     let maze_listeners = if args.no_maze {
@@ -388,6 +401,7 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
                 expect: args.bootstrap_expect.map(|n| n as usize),
                 has_seeds: !seeds.is_empty(),
                 wait: args.bootstrap_wait,
+                reused_id_check,
             },
             shutdown.clone(),
         ));
@@ -395,6 +409,7 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
 
     tasks.spawn(disk::run(disk.clone(), gossip.clone(), raft.clone(), shutdown.clone()));
     let last_decision = Arc::new(Mutex::new(None));
+    let membership_lock = Arc::new(tokio::sync::Mutex::new(()));
     let retired = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let driver = Driver {
         raft: raft.clone(),
@@ -404,6 +419,7 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
         reader: reader.clone(),
         retired: retired.clone(),
         last_decision: last_decision.clone(),
+        membership_lock: membership_lock.clone(),
     };
     tasks.spawn(driver.run(shutdown.clone()));
 
@@ -477,6 +493,7 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
         leader_lease: Duration::from_millis(args.election_timeout_ms * 2),
         backup_dir: data_dir.join("tmp"),
         backup_slot: Arc::new(tokio::sync::Semaphore::new(1)),
+        membership_lock,
         watches: api::watch::WatchHub::new(args.max_watches, shutdown.clone()),
         listeners: vec![
             api_limits.stats.clone(),
@@ -518,6 +535,9 @@ struct BootstrapPlan {
     expect: Option<usize>,
     has_seeds: bool,
     wait: Duration,
+    /// The node id came from `--node-id`: check gossip for an earlier
+    /// incarnation before taking part (see `ClusterIdentity::hold`).
+    reused_id_check: bool,
 }
 
 /// Listens to gossip until [`bootstrap::decide`] says what this fresh node
@@ -530,7 +550,36 @@ async fn bootstrap_when_due(plan: BootstrapPlan, shutdown: CancellationToken) {
     let started = tokio::time::Instant::now();
     let mut logged = started;
     let me = plan.peer.identity().node_id();
+    let mut checking_id = plan.reused_id_check;
     loop {
+        if checking_id {
+            // Any earlier gossip incarnation of this id means the id was in
+            // use before this data dir existed (a crashed first start would
+            // look the same: it is held too, the message says what to do).
+            let earlier = plan.gossip.earlier_incarnations(me).await;
+            if !earlier.is_empty() {
+                let cluster = earlier.into_iter().flatten().next().unwrap_or_default();
+                let why = format!(
+                    "node {me} was known to the cluster {cluster} before this data dir existed: \
+                     its vote and log are lost, and taking part again could lose acknowledged \
+                     writes. Remove it (DELETE /cluster/nodes/{me}) and start this data dir without \
+                     --node-id or with a new one (it joins as a new node), or restore a backup"
+                );
+                tracing::error!("{why}");
+                plan.peer.identity().hold(why);
+                return;
+            }
+            if started.elapsed() < plan.wait {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(TICK) => {}
+                }
+                continue;
+            }
+            tracing::info!(node_id = me, "gossip knows no earlier node {me}: taking part");
+            plan.peer.identity().release();
+            checking_id = false;
+        }
         let joined = plan.peer.identity().uuid().is_some()
             || plan.raft.is_initialized().await.unwrap_or(false);
         if joined {

@@ -44,6 +44,9 @@ pub struct ClusterIdentity {
     uuid: RwLock<Option<String>>,
     /// Serialises adoption so that two concurrent first appends persist once.
     adopting: Mutex<()>,
+    /// Set while this node must not take part in Raft yet (see
+    /// [`ClusterIdentity::hold`]); the reason is what peers are told.
+    held: RwLock<Option<String>>,
 }
 
 impl ClusterIdentity {
@@ -65,6 +68,7 @@ impl ClusterIdentity {
             db,
             uuid: RwLock::new(uuid),
             adopting: Mutex::new(()),
+            held: RwLock::new(None),
         }))
     }
 
@@ -115,9 +119,39 @@ impl ClusterIdentity {
         Ok(())
     }
 
+    /// Keeps this node out of Raft (no vote, no append) until [`release`]:
+    /// a fresh node started with an explicit `--node-id` first makes sure
+    /// the cluster never knew that id (an earlier incarnation whose volume
+    /// was lost would make this one an amnesiac voter: it could vote twice
+    /// in a term).
+    ///
+    /// [`release`]: ClusterIdentity::release
+    pub fn hold(&self, reason: String) {
+        if let Ok(mut held) = self.held.write() {
+            *held = Some(reason);
+        }
+    }
+
+    pub fn release(&self) {
+        if let Ok(mut held) = self.held.write() {
+            *held = None;
+        }
+    }
+
     /// The receiver's check of one request (see [`verdict`]); adopts the
-    /// sender's UUID when the verdict says so.
-    pub fn check(&self, headers: &HeaderMap, may_adopt: bool) -> Result<(), Refusal> {
+    /// sender's UUID when the verdict says so. `identity` requests are
+    /// answered even while held (they only say who this node is).
+    pub fn check(
+        &self,
+        headers: &HeaderMap,
+        may_adopt: bool,
+        identity: bool,
+    ) -> Result<(), Refusal> {
+        if !identity {
+            if let Some(reason) = self.held.read().ok().and_then(|h| h.clone()) {
+                return Err(Refusal::Held(reason));
+            }
+        }
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let own = self.uuid();
         match verdict(
@@ -197,6 +231,7 @@ impl PeerClient {
             let reason: &'static str = match reason.as_bytes() {
                 b"wrong_node" => "wrong_node",
                 b"wrong_cluster" => "wrong_cluster",
+                b"held" => "held",
                 _ => "other",
             };
             self.refusals.with_label_values(&["sent", reason]).inc();

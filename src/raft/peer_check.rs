@@ -32,6 +32,10 @@ pub enum Refusal {
     WrongNode { asked: String, me: NodeId },
     #[error("this node belongs to cluster {mine}, the request to cluster {asked:?}")]
     WrongCluster { asked: String, mine: String },
+    /// A fresh node with an operator-chosen id does not take part yet (or
+    /// ever: the cluster knew that id before this data dir existed).
+    #[error("{0}")]
+    Held(String),
 }
 
 impl Refusal {
@@ -39,6 +43,7 @@ impl Refusal {
         match self {
             Refusal::WrongNode { .. } => "wrong_node",
             Refusal::WrongCluster { .. } => "wrong_cluster",
+            Refusal::Held(_) => "held",
         }
     }
 }

@@ -235,3 +235,51 @@ async fn bootstrap_expect_waits_for_every_expected_node() {
     let r = c.post_follow(2, "formed").await;
     assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
 }
+
+/// An operator pinned a node id (`--node-id`) and the volume was lost: the
+/// node comes back with the same id and no state. It must not take part
+/// (it could vote twice in a term); gossip tells it the id was in use, and
+/// it says what to do. A pinned id that the cluster never knew joins as
+/// usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_node_id_on_a_lost_volume_stays_out() {
+    let mut c = Cluster::start(3).await;
+    c.wait_for_voters(3, Duration::from_secs(30)).await;
+    let pinned = c.add_node(&["--node-id", "4242"]).await;
+    c.wait_for_voters(4, Duration::from_secs(40)).await;
+    let r = c.post_follow(0, "before-loss").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+
+    c.nodes[pinned].kill_and_wipe();
+    c.nodes[pinned].spawn();
+    c.wait_healthy(pinned).await;
+    wait_until(Duration::from_secs(20), "the amnesiac to refuse to take part", async || {
+        let log = std::fs::read_to_string(&c.nodes[pinned].log_path).unwrap_or_default();
+        if log.contains("was known to the cluster") {
+            Ok(())
+        } else {
+            Err("not yet".into())
+        }
+    })
+    .await;
+    // It never adopted the cluster, never applied anything, and the others
+    // keep going with it counted as a (silent) voter.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let s = c.status(pinned).await;
+    assert!(s["cluster_uuid"].is_null(), "the amnesiac joined: {s}");
+    assert!(s["applied_index"].is_null() || s["applied_index"] == 0, "{s}");
+    let mut l = None;
+    for i in 0..3 {
+        if c.status(i).await["role"] == "leader" {
+            l = Some(i);
+        }
+    }
+    let l = l.expect("one of the three others leads");
+    let r = c.post_follow(l, "after-loss").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+    let metrics = c.get(l, "/metrics").await.text();
+    assert!(
+        metrics.lines().any(|m| m.starts_with("raftq_peer_refusals_total{direction=\"sent\",reason=\"held\"}")),
+        "the leader's requests to the amnesiac are refused and counted:\n{metrics}"
+    );
+}
