@@ -284,14 +284,14 @@ impl Client {
         queue: &str,
         seq: Option<Seq>,
     ) -> Result<Option<Event>, ClientError> {
-        if seq.is_some() {
+        if let Some(seq) = seq {
             return self.delete_seq(queue, seq).await;
         }
         // Another consumer may take the front between our read and our
         // delete (409): read again, a bounded number of times.
         for _ in 0..ATTEMPTS_MAX {
             let Some(front) = self.get(queue).await? else { return Ok(None) };
-            match self.delete_seq(queue, Some(front.seq)).await {
+            match self.delete_seq(queue, front.seq).await {
                 Err(ClientError::Api { status: StatusCode::CONFLICT, .. }) => continue,
                 other => return other,
             }
@@ -299,36 +299,28 @@ impl Client {
         Err(ClientError::Protocol("the front kept changing under concurrent deletes".into()))
     }
 
-    async fn delete_seq(
-        &self,
-        queue: &str,
-        seq: Option<Seq>,
-    ) -> Result<Option<Event>, ClientError> {
-        let mut path = Self::queue_path(queue, "event");
-        if let Some(seq) = seq {
-            path.push_str(&format!("?seq={seq}"));
-        }
+    async fn delete_seq(&self, queue: &str, seq: Seq) -> Result<Option<Event>, ClientError> {
+        let path = format!("{}?seq={seq}", Self::queue_path(queue, "event"));
         let (response, unsure) = match self.send_tracked(Method::DELETE, &path, None, &[]).await {
             Ok(answer) => answer,
             Err(Attempts::NotSent(e)) => return Err(ClientError::Unreachable(e)),
             Err(Attempts::MaybeSent(e)) => return Err(ClientError::Unknown(e)),
         };
         let answer = Self::event_or_empty(response).await;
-        match (unsure, seq, answer) {
+        match (unsure, answer) {
             // An earlier attempt may have removed it: "not the front any
             // more" and "empty" do not tell who did.
-            (Some(why), Some(seq), Err(ClientError::Api { status: StatusCode::CONFLICT, .. })) => {
+            (Some(why), Err(ClientError::Api { status: StatusCode::CONFLICT, .. })) => {
                 Err(ClientError::Unknown(format!(
                     "event {seq} is no longer at the front; an earlier attempt whose response was \
                      lost may have removed it ({why})"
                 )))
             }
-            (Some(why), Some(seq), Ok(None)) => Err(ClientError::Unknown(format!(
+            (Some(why), Ok(None)) => Err(ClientError::Unknown(format!(
                 "the queue is empty now; an earlier attempt whose response was lost may have \
                  removed event {seq} ({why})"
             ))),
-            (Some(why), None, _) => Err(ClientError::Unknown(why)),
-            (_, _, answer) => answer,
+            (_, answer) => answer,
         }
     }
 }

@@ -160,12 +160,7 @@ impl Gossip {
             .map(u64::to_string)
             .collect::<Vec<_>>()
             .join(",");
-        let chitchat = self.handle.chitchat();
-        let mut chitchat = chitchat.lock().await;
-        let state = chitchat.self_node_state();
-        if state.get(RETIRED_KEY) != Some(value.as_str()) {
-            state.set(RETIRED_KEY, value);
-        }
+        self.publish(RETIRED_KEY, &value).await;
     }
 
     /// Publishes the cluster UUID this node belongs to.

@@ -545,41 +545,14 @@ struct BootstrapPlan {
 /// cluster UUID with the first append), or bootstrap a new one. Ends as
 /// soon as the node belongs to a cluster either way.
 async fn bootstrap_when_due(plan: BootstrapPlan, shutdown: CancellationToken) {
-    const TICK: Duration = Duration::from_millis(100);
     const LOG_EVERY: Duration = Duration::from_secs(10);
     let started = tokio::time::Instant::now();
     let mut logged = started;
     let me = plan.peer.identity().node_id();
-    let mut checking_id = plan.reused_id_check;
+    if plan.reused_id_check && !pinned_id_is_new(&plan, started, &shutdown).await {
+        return;
+    }
     loop {
-        if checking_id {
-            // Any earlier gossip incarnation of this id means the id was in
-            // use before this data dir existed (a crashed first start would
-            // look the same: it is held too, the message says what to do).
-            let earlier = plan.gossip.earlier_incarnations(me).await;
-            if !earlier.is_empty() {
-                let cluster = earlier.into_iter().flatten().next().unwrap_or_default();
-                let why = format!(
-                    "node {me} was known to the cluster {cluster} before this data dir existed: \
-                     its vote and log are lost, and taking part again could lose acknowledged \
-                     writes. Remove it (DELETE /cluster/nodes/{me}) and start this data dir without \
-                     --node-id or with a new one (it joins as a new node), or restore a backup"
-                );
-                tracing::error!("{why}");
-                plan.peer.identity().hold(why);
-                return;
-            }
-            if started.elapsed() < plan.wait {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(TICK) => {}
-                }
-                continue;
-            }
-            tracing::info!(node_id = me, "gossip knows no earlier node {me}: taking part");
-            plan.peer.identity().release();
-            checking_id = false;
-        }
         let joined = plan.peer.identity().uuid().is_some()
             || plan.raft.is_initialized().await.unwrap_or(false);
         if joined {
@@ -607,10 +580,10 @@ async fn bootstrap_when_due(plan: BootstrapPlan, shutdown: CancellationToken) {
                 Ok(()) => return,
                 Err(e) => tracing::warn!(error = %e, "bootstrap postponed"),
             },
-            Step::Join if situation.live.values().any(|(_, uuid)| uuid.is_some()) => {
+            Step::Join => {
                 tracing::info!(
-                    "a cluster lives here (gossip): waiting for its leader to add this node; \
-                     this node will not bootstrap"
+                    "waiting for a leader to add this node (a cluster lives here, or seeds were \
+                     given); this node will not bootstrap"
                 );
                 return;
             }
@@ -626,7 +599,7 @@ async fn bootstrap_when_due(plan: BootstrapPlan, shutdown: CancellationToken) {
                     );
                 }
             }
-            Step::Join | Step::Wait => {
+            Step::Wait => {
                 if logged.elapsed() >= LOG_EVERY {
                     logged = tokio::time::Instant::now();
                     tracing::info!(
@@ -638,11 +611,51 @@ async fn bootstrap_when_due(plan: BootstrapPlan, shutdown: CancellationToken) {
                 }
             }
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(TICK) => {}
+        if !tick(&shutdown).await {
+            return;
         }
     }
+}
+
+/// One listening round of a fresh node; `false` on shutdown.
+async fn tick(shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = tokio::time::sleep(Duration::from_millis(100)) => true,
+    }
+}
+
+/// A pinned id (`--node-id`) on an empty data dir: listens to gossip for
+/// `--bootstrap-wait`, then releases the node (`true`), unless gossip knows
+/// an earlier incarnation of the id, which keeps it out for good (`false`).
+/// A crashed first start looks the same; the message says what to do.
+async fn pinned_id_is_new(
+    plan: &BootstrapPlan,
+    started: tokio::time::Instant,
+    shutdown: &CancellationToken,
+) -> bool {
+    let me = plan.peer.identity().node_id();
+    while started.elapsed() < plan.wait {
+        let earlier = plan.gossip.earlier_incarnations(me).await;
+        if !earlier.is_empty() {
+            let cluster = earlier.into_iter().flatten().next().unwrap_or_default();
+            let why = format!(
+                "node {me} was known to the cluster {cluster} before this data dir existed: its \
+                 vote and log are lost, and taking part again could lose acknowledged writes. \
+                 Remove it (DELETE /cluster/nodes/{me}) and start this data dir without --node-id \
+                 or with a new one (it joins as a new node), or restore a backup"
+            );
+            tracing::error!("{why}");
+            plan.peer.identity().hold(why);
+            return false;
+        }
+        if !tick(shutdown).await {
+            return false;
+        }
+    }
+    tracing::info!(node_id = me, "gossip knows no earlier node {me}: taking part");
+    plan.peer.identity().release();
+    true
 }
 
 /// Makes the new cluster: checks every other voter over mTLS (gossip is a

@@ -162,11 +162,16 @@ async fn run(
         // Redirect only what certainly never reached the log: once openraft
         // has appended an entry, a lost leadership makes its outcome
         // unknown (see `map_write_error`).
-        let metrics = raft.metrics().borrow().clone();
-        if metrics.state != openraft::ServerState::Leader {
-            let leader = metrics.current_leader.and_then(|id| {
-                metrics.membership_config.membership().get_node(&id).map(|n| (id, n.clone()))
-            });
+        let not_leader = {
+            let metrics = raft.metrics();
+            let metrics = metrics.borrow();
+            (metrics.state != openraft::ServerState::Leader).then(|| {
+                metrics.current_leader.and_then(|id| {
+                    metrics.membership_config.membership().get_node(&id).map(|n| (id, n.clone()))
+                })
+            })
+        };
+        if let Some(leader) = not_leader {
             answer(waiters, Err(ProposeError::NotLeader { leader }));
             continue;
         }

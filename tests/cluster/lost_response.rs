@@ -135,61 +135,59 @@ fn serve(sock: TcpStream, config: &ProxyConfig, swallowed: &AtomicUsize) -> std:
     let mut tls = rustls::StreamOwned::new(conn, sock);
     // One request per connection: the answer says `Connection: close`.
     let Some((head, body)) = read_request(&mut tls)? else { return Ok(()) };
-    {
-        let method = head.split(' ').next().unwrap_or("").to_string();
-        // Forward with `Connection: close` so the answer ends at EOF.
-        let mut forwarded: Vec<u8> = head
-            .lines()
-            .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
-            .flat_map(|l| [l.as_bytes(), b"\r\n"].concat())
-            .collect();
-        forwarded.extend_from_slice(b"Connection: close\r\n\r\n");
-        forwarded.extend_from_slice(&body);
-        let upstream = TcpStream::connect(config.upstream)?;
-        upstream.set_read_timeout(Some(Duration::from_secs(20)))?;
-        let name = ServerName::try_from("127.0.0.1").unwrap();
-        let client = rustls::ClientConnection::new(config.client.clone(), name)
-            .map_err(std::io::Error::other)?;
-        let mut up = rustls::StreamOwned::new(client, upstream);
-        up.write_all(&forwarded)?;
-        let mut answer = Vec::new();
-        match up.read_to_end(&mut answer) {
-            Ok(_) => {}
-            // The server may end TLS without close_notify after the answer.
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !answer.is_empty() => {}
-            Err(e) => return Err(e),
-        }
-        let swallow = config
-            .swallow
-            .iter()
-            .find(|(m, done)| *m == method && !done.swap(true, Ordering::SeqCst))
-            .is_some();
-        if swallow {
-            swallowed.fetch_add(1, Ordering::SeqCst);
-            // Drop the client's connection without a word (no close_notify).
-            let (_, sock) = tls.into_parts();
-            let _ = sock.shutdown(std::net::Shutdown::Both);
-            return Ok(());
-        }
-        // Relay as is, but tell the client this connection ends here.
-        let relayed = match answer.windows(4).position(|w| w == b"\r\n\r\n") {
-            Some(end) => {
-                let head: String = String::from_utf8_lossy(&answer[..end])
-                    .lines()
-                    .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
-                    .map(|l| format!("{l}\r\n"))
-                    .collect();
-                let mut out = format!("{head}Connection: close\r\n\r\n").into_bytes();
-                out.extend_from_slice(&answer[end + 4..]);
-                out
-            }
-            None => answer,
-        };
-        tls.write_all(&relayed)?;
-        tls.flush()?;
-        tls.conn.send_close_notify();
-        let _ = tls.flush();
+    let method = head.split(' ').next().unwrap_or("").to_string();
+    // Forward with `Connection: close` so the answer ends at EOF.
+    let mut forwarded: Vec<u8> = head
+        .lines()
+        .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+        .flat_map(|l| [l.as_bytes(), b"\r\n"].concat())
+        .collect();
+    forwarded.extend_from_slice(b"Connection: close\r\n\r\n");
+    forwarded.extend_from_slice(&body);
+    let upstream = TcpStream::connect(config.upstream)?;
+    upstream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let client = rustls::ClientConnection::new(config.client.clone(), name)
+        .map_err(std::io::Error::other)?;
+    let mut up = rustls::StreamOwned::new(client, upstream);
+    up.write_all(&forwarded)?;
+    let mut answer = Vec::new();
+    match up.read_to_end(&mut answer) {
+        Ok(_) => {}
+        // The server may end TLS without close_notify after the answer.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !answer.is_empty() => {}
+        Err(e) => return Err(e),
     }
+    let swallow = config
+        .swallow
+        .iter()
+        .find(|(m, done)| *m == method && !done.swap(true, Ordering::SeqCst))
+        .is_some();
+    if swallow {
+        swallowed.fetch_add(1, Ordering::SeqCst);
+        // Drop the client's connection without a word (no close_notify).
+        let (_, sock) = tls.into_parts();
+        let _ = sock.shutdown(std::net::Shutdown::Both);
+        return Ok(());
+    }
+    // Relay as is, but tell the client this connection ends here.
+    let relayed = match answer.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(end) => {
+            let head: String = String::from_utf8_lossy(&answer[..end])
+                .lines()
+                .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+                .map(|l| format!("{l}\r\n"))
+                .collect();
+            let mut out = format!("{head}Connection: close\r\n\r\n").into_bytes();
+            out.extend_from_slice(&answer[end + 4..]);
+            out
+        }
+        None => answer,
+    };
+    tls.write_all(&relayed)?;
+    tls.flush()?;
+    tls.conn.send_close_notify();
+    let _ = tls.flush();
     Ok(())
 }
 
