@@ -11,6 +11,7 @@
 //! membership        gossip (chitchat), ★ reconcile decisions, leader driver
 //! raft              openraft wiring: RocksDB log + state machine, network,
 //!                   proposer (group commit), read barrier
+//! sm ★              the replicated core: applies committed entries
 //! queue ★           the queue state machine's logic
 //! tls               certificates and rustls configs
 //! listener          connection caps and idle limits of every port
@@ -33,5 +34,6 @@ pub mod node;
 pub mod queue;
 pub mod raft;
 pub mod sequence;
+pub mod sm;
 pub mod tls;
 pub mod units;

@@ -279,6 +279,25 @@ impl NotificationSink for Outbox<'_> {
     }
 }
 
+/// The fan-out the state machine applies against (`sm::Fanout`): one
+/// [`Delivery`] per apply.
+impl crate::sm::Fanout for Registry {
+    fn begin(&self, held_bytes_max: usize) -> Box<dyn crate::sm::Notifier + '_> {
+        Box::new(Delivery::new(Some(self), held_bytes_max))
+    }
+}
+
+impl crate::sm::Notifier for Delivery<'_> {
+    fn parts(&mut self) -> (Audience<'_>, &mut dyn NotificationSink) {
+        let (audience, out) = Delivery::parts(self);
+        (audience, out)
+    }
+
+    fn finish(self: Box<Self>) {
+        Delivery::finish(*self);
+    }
+}
+
 /// Accepts user clients until `shutdown`.
 /// Serves user clients, at most `stats.max_connections` at a time (each
 /// holds a per-user queue; one more is closed at once and counted).

@@ -4,7 +4,7 @@
 //!  event source ──TCP 9090──▶ source.rs (any node) ──batches of raw lines──▶ leader
 //!        (forwarded over the Raft port when this node is a follower)     │ Raft log
 //!                                                                        ▼
-//!  every node: StateMachine::apply ─▶ MazeState (★ pure: reorder + follow graph)
+//!  every node: sm::Core::apply ─▶ MazeState (★ pure: reorder + follow graph)
 //!                  │ connected users          │ ordered notifications, one by one,
 //!                  │ (Audience, per apply)    │ only for connected users
 //!                  ▼                          ▼
@@ -36,6 +36,9 @@ pub mod protocol;
 pub mod source;
 pub mod state;
 pub mod workload;
+
+#[cfg(test)]
+mod scenarios;
 
 /// Accepts the next connection, or `None` once `shutdown` fires. Accept
 /// errors (e.g. out of file descriptors) are logged and retried after a

@@ -394,6 +394,16 @@ impl MazeState {
         self.followers.get(&user).map(|set| set.iter().copied().collect()).unwrap_or_default()
     }
 
+    /// The buffered lines by seq, raw (what storage holds).
+    pub fn pending_lines(&self) -> impl Iterator<Item = (MazeSeq, &str)> + '_ {
+        self.pending.iter().map(|(&seq, (_, line))| (seq, line.as_str()))
+    }
+
+    /// Every follow edge as (followed, follower), in ascending order.
+    pub fn follow_edges(&self) -> impl Iterator<Item = (UserId, UserId)> + '_ {
+        self.followers.iter().flat_map(|(&followed, set)| set.iter().map(move |&f| (followed, f)))
+    }
+
     /// Rebuild from storage (entries in any order): the cursor.
     pub fn restore_cursor(&mut self, epoch: u64, next: MazeSeq) {
         self.epoch = epoch;

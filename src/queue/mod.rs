@@ -2,8 +2,8 @@
 //!
 //! Every node applies the same committed [`Command`]s in the same order to a
 //! [`QueueState`] and so reaches the same state. `apply` returns the client-visible
-//! [`Outcome`] and appends the storage [`Effect`]s that the RocksDB adapter
-//! (`raft::state_machine`) writes in one batch. The state itself holds only
+//! [`Outcome`] and appends the storage [`Effect`]s that the replicated core
+//! (`sm::Core`) turns into the writes of one batch. The state itself holds only
 //! metadata (per-queue seq pointers, named sequences, the idempotency window);
 //! event bodies live in storage, so memory does not grow with queue length.
 //!
@@ -20,7 +20,8 @@
 //! clock, randomness or a node's local configuration.
 //!
 //! This module must not import tokio, axum, rocksdb, openraft or anything that
-//! does I/O (checked by `make lint`).
+//! does I/O (checked by `make lint`). Scenario files of input commands and
+//! expected outcomes live in `testdata/` (see `scenarios.rs`).
 
 pub mod retention;
 mod state;
@@ -84,8 +85,10 @@ pub enum Outcome {
     /// The event now has `seq`; `duplicate` when an idempotency key matched
     /// and nothing new was enqueued.
     Enqueued { seq: Seq, duplicate: bool },
-    /// The front event `seq` was removed (its body is fetched by the adapter).
-    Dequeued { seq: Seq },
+    /// The front event `seq` of `queue` was removed. Its body lives in
+    /// storage: the replicated core (`sm`) reads it from there by this
+    /// queue and seq, without looking back at the command.
+    Dequeued { queue: String, seq: Seq },
     /// Nothing to dequeue.
     Empty,
     /// `expect_seq` did not match; `front` is the actual front (None: empty).
@@ -171,3 +174,6 @@ pub enum Effect {
     /// Store the next value of named sequence `name`.
     PutSequence { name: String, next: u64 },
 }
+
+#[cfg(test)]
+mod scenarios;

@@ -92,6 +92,15 @@ impl QueueState {
         self.idem.get(queue)?.get(key).map(|slot| slot.seq)
     }
 
+    /// The idempotency window, oldest first: (key, entry) in eviction order.
+    pub fn idempotency_window(&self) -> impl Iterator<Item = (&str, IdemEntry)> + '_ {
+        self.idem_order.iter().filter_map(|(&ordinal, (queue, key))| {
+            let slot = self.idem.get(queue)?.get(key)?;
+            let entry = IdemEntry { queue: queue.clone(), seq: slot.seq, ordinal };
+            Some((key.as_str(), entry))
+        })
+    }
+
     /// Rebuild from storage: one queue's pointers.
     pub fn restore_queue(&mut self, name: String, meta: QueueMeta) {
         self.queues.insert(name, meta);
@@ -245,7 +254,7 @@ impl QueueState {
         debug_assert_meta(&meta);
         self.queues.insert(queue.to_owned(), meta);
         effects.push(Effect::PutQueue { queue: queue.to_owned(), meta });
-        Outcome::Dequeued { seq }
+        Outcome::Dequeued { queue: queue.to_owned(), seq }
     }
 
     fn compact(&mut self, queue: &str, upto: Seq, effects: &mut Vec<Effect>) -> Outcome {
@@ -587,7 +596,7 @@ mod tests {
             vec![put_event("", 1, ""), put_idem("", "", 1, 1), put_queue("", meta(1, 1, 2))]
         );
         assert_eq!(run_noop(&mut s, &enq_key("", "x", ""), &ROOMY), duplicate(1));
-        assert_eq!(run(&mut s, &deq(""), &ROOMY).0, Outcome::Dequeued { seq: 1 });
+        assert_eq!(run(&mut s, &deq(""), &ROOMY).0, Outcome::Dequeued { queue: "".into(), seq: 1 });
         assert_eq!(run(&mut s, &alloc("", 1), &ROOMY).0, Outcome::Allocated { first: 1, last: 1 });
     }
 
@@ -630,7 +639,7 @@ mod tests {
         let zero_retention = limits(0, 100, 100, 100);
         assert_eq!(run(&mut s, &enq_key("q", "a", "k"), &zero_retention).0, enqueued(1));
         let (o, e) = run(&mut s, &deq("q"), &zero_retention);
-        assert_eq!(o, Outcome::Dequeued { seq: 1 });
+        assert_eq!(o, Outcome::Dequeued { queue: "q".into(), seq: 1 });
         assert_eq!(e, vec![delete_events("q", 1, 2), put_queue("q", meta(2, 2, 2))]);
         assert_eq!(run_noop(&mut s, &enq_key("q", "a", "k"), &zero_retention), duplicate(1));
     }
@@ -854,7 +863,7 @@ mod tests {
         assert_eq!(s.idempotent_seq("q", "k"), None);
         // Other queues are unaffected.
         assert_eq!(run(&mut s, &enq("r", "c"), &l).0, enqueued(1));
-        assert_eq!(run(&mut s, &deq("q"), &l).0, Outcome::Dequeued { seq: 1 });
+        assert_eq!(run(&mut s, &deq("q"), &l).0, Outcome::Dequeued { queue: "q".into(), seq: 1 });
         // Rejections consumed no seq.
         assert_eq!(run(&mut s, &enq_key("q", "c", "k"), &l).0, enqueued(3));
         assert_eq!(run_noop(&mut s, &enq("q", "d"), &l), full);
@@ -866,7 +875,7 @@ mod tests {
         let l = limits(100, 1, 100, 100);
         for seq in 1..=3 {
             assert_eq!(run(&mut s, &enq("q", "a"), &l).0, enqueued(seq));
-            assert_eq!(run(&mut s, &deq("q"), &l).0, Outcome::Dequeued { seq });
+            assert_eq!(run(&mut s, &deq("q"), &l).0, Outcome::Dequeued { queue: "q".into(), seq });
         }
         assert_eq!(s.queue("q"), Some(&meta(1, 4, 4)));
     }
@@ -899,7 +908,7 @@ mod tests {
             Outcome::Rejected(Rejection::QueueFull { max: 100 })
         );
         let (o, e) = run(&mut s, &deq("q"), &limits(0, 100, 100, 100));
-        assert_eq!(o, Outcome::Dequeued { seq: Seq::MAX - 1 });
+        assert_eq!(o, Outcome::Dequeued { queue: "q".into(), seq: Seq::MAX - 1 });
         assert_eq!(
             e,
             vec![
@@ -940,10 +949,10 @@ mod tests {
         run(&mut s, &enq("q", "a"), &ROOMY);
         run(&mut s, &enq("q", "b"), &ROOMY);
         let (o, e) = run(&mut s, &deq("q"), &ROOMY);
-        assert_eq!(o, Outcome::Dequeued { seq: 1 });
+        assert_eq!(o, Outcome::Dequeued { queue: "q".into(), seq: 1 });
         assert_eq!(e, vec![put_queue("q", meta(1, 2, 3))]);
         let (o, e) = run(&mut s, &deq("q"), &ROOMY);
-        assert_eq!(o, Outcome::Dequeued { seq: 2 });
+        assert_eq!(o, Outcome::Dequeued { queue: "q".into(), seq: 2 });
         assert_eq!(e, vec![put_queue("q", meta(1, 3, 3))]);
         assert_eq!(run_noop(&mut s, &deq("q"), &ROOMY), Outcome::Empty);
         // New events continue the numbering.
@@ -961,7 +970,7 @@ mod tests {
         assert_eq!(run_noop(&mut s, &deq_at("q", 2), &ROOMY), conflict);
         assert_eq!(run_noop(&mut s, &deq_at("q", Seq::MAX), &ROOMY), conflict);
         let (o, e) = run(&mut s, &deq_at("q", 1), &ROOMY);
-        assert_eq!(o, Outcome::Dequeued { seq: 1 });
+        assert_eq!(o, Outcome::Dequeued { queue: "q".into(), seq: 1 });
         assert_eq!(e, vec![put_queue("q", meta(1, 2, 4))]);
         // A retried DELETE ?seq=1 cannot remove a second event.
         assert_eq!(run_noop(&mut s, &deq_at("q", 1), &ROOMY), Outcome::Conflict { front: Some(2) });
@@ -975,10 +984,10 @@ mod tests {
             run(&mut s, &enq("q", e), &l);
         }
         let (o, e) = run(&mut s, &deq("q"), &l);
-        assert_eq!(o, Outcome::Dequeued { seq: 1 });
+        assert_eq!(o, Outcome::Dequeued { queue: "q".into(), seq: 1 });
         assert_eq!(e, vec![delete_events("q", 1, 2), put_queue("q", meta(2, 2, 4))]);
         let (o, e) = run(&mut s, &deq_at("q", 2), &l);
-        assert_eq!(o, Outcome::Dequeued { seq: 2 });
+        assert_eq!(o, Outcome::Dequeued { queue: "q".into(), seq: 2 });
         assert_eq!(e, vec![delete_events("q", 2, 3), put_queue("q", meta(3, 3, 4))]);
     }
 
@@ -997,7 +1006,7 @@ mod tests {
         ];
         for (seq, effects) in (1..).zip(expected) {
             let (o, e) = run(&mut s, &deq("q"), &l);
-            assert_eq!(o, Outcome::Dequeued { seq });
+            assert_eq!(o, Outcome::Dequeued { queue: "q".into(), seq });
             assert_eq!(e, effects);
         }
         let m = s.queue("q").unwrap();
@@ -1015,7 +1024,7 @@ mod tests {
         }
         assert_eq!(s.queue("q"), Some(&meta(1, 6, 11)));
         let (o, e) = run(&mut s, &deq("q"), &limits(1, 100, 100, 100));
-        assert_eq!(o, Outcome::Dequeued { seq: 6 });
+        assert_eq!(o, Outcome::Dequeued { queue: "q".into(), seq: 6 });
         assert_eq!(e, vec![delete_events("q", 1, 6), put_queue("q", meta(6, 7, 11))]);
         // A grown retention deletes nothing until the gap reaches it again.
         let (_, e) = run(&mut s, &deq("q"), &limits(3, 100, 100, 100));
@@ -1462,7 +1471,7 @@ mod tests {
                             while q.retained.len() as u64 > l.retention_events {
                                 q.retained.pop_front();
                             }
-                            Outcome::Dequeued { seq: front }
+                            Outcome::Dequeued { queue: queue.clone(), seq: front }
                         }
                     }
                 }

@@ -24,8 +24,14 @@
 //! scans and `delete_range` follow seqs and log indexes. Queue names cannot
 //! contain NUL (the API validates them), which keeps `<queue>\0` prefixes
 //! unambiguous.
+//!
+//! [`encode`] turns the core's typed writes into these keys and values, and
+//! [`decode_state`] turns an `sm` record back into the core's typed record:
+//! the one place that knows both the layout and the core's types.
 
-use crate::queue::Seq;
+use super::db::StoreError;
+use crate::queue::{EventStamp, Seq};
+use crate::sm::{Record, Write};
 
 pub const CF_LOGS: &str = "logs";
 pub const CF_META: &str = "meta";
@@ -130,6 +136,137 @@ pub fn idem_key(queue: &str, key: &str) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(key.as_bytes());
     k
+}
+
+/// A column family of the state machine, by its place in [`SM_CFS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SmCf {
+    Sm = 0,
+    Events = 1,
+    Stamps = 2,
+}
+
+/// Where [`encode`] puts its key/value changes: a RocksDB `WriteBatch`, or
+/// an in-memory map in tests.
+pub trait KvBatch {
+    fn put(&mut self, cf: SmCf, key: &[u8], value: &[u8]);
+    fn delete(&mut self, cf: SmCf, key: &[u8]);
+    /// Deletes every key in `from..to`.
+    fn delete_range(&mut self, cf: SmCf, from: &[u8], to: &[u8]);
+}
+
+/// Encodes the core's writes, in order, into `out`.
+pub fn encode(writes: &[Write], out: &mut impl KvBatch) -> Result<(), StoreError> {
+    for write in writes {
+        match write {
+            Write::Stamp { queue, seq, stamp } => {
+                out.put(SmCf::Stamps, &event_key(queue, *seq), &stamp.encode());
+            }
+            Write::Event { queue, seq, body } => {
+                out.put(SmCf::Events, &event_key(queue, *seq), body.as_bytes());
+            }
+            Write::DeleteEvents { queue, from, to } => {
+                let (start, end) = (event_key(queue, *from), event_key(queue, *to));
+                out.delete_range(SmCf::Events, &start, &end);
+                out.delete_range(SmCf::Stamps, &start, &end);
+            }
+            Write::Queue { queue, meta } => {
+                out.put(SmCf::Sm, &prefixed(SM_QUEUE_PREFIX, queue), &serde_json::to_vec(meta)?);
+            }
+            Write::Idem { key, entry } => {
+                out.put(SmCf::Sm, &idem_key(&entry.queue, key), &serde_json::to_vec(entry)?);
+            }
+            Write::DelIdem { queue, key } => out.delete(SmCf::Sm, &idem_key(queue, key)),
+            Write::Sequence { name, next } => {
+                out.put(SmCf::Sm, &prefixed(SM_SEQUENCE_PREFIX, name), &next.to_be_bytes());
+            }
+            Write::Retired { id } => out.put(SmCf::Sm, &retired_key(*id), &[]),
+            Write::ClearMaze => {
+                for prefix in [SM_MAZE_PENDING_PREFIX, SM_MAZE_FOLLOW_PREFIX] {
+                    out.delete_range(SmCf::Sm, prefix, &prefix_end(prefix));
+                }
+            }
+            Write::MazePending { seq, line: Some(line) } => {
+                out.put(SmCf::Sm, &maze_pending_key(*seq), line.as_bytes());
+            }
+            Write::MazePending { seq, line: None } => out.delete(SmCf::Sm, &maze_pending_key(*seq)),
+            Write::Follow { followed, follower, present } => {
+                let key = maze_follow_key(*followed, *follower);
+                if *present {
+                    out.put(SmCf::Sm, &key, &[]);
+                } else {
+                    out.delete(SmCf::Sm, &key);
+                }
+            }
+            Write::MazeCursor { epoch, next } => {
+                out.put(SmCf::Sm, SM_MAZE_CURSOR, &serde_json::to_vec(&(epoch, next))?);
+            }
+            Write::Applied(applied) => out.put(SmCf::Sm, SM_APPLIED, &serde_json::to_vec(applied)?),
+            Write::Membership(membership) => {
+                out.put(SmCf::Sm, SM_MEMBERSHIP, &serde_json::to_vec(membership)?);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Decodes one record of the `sm` family: its key says which of the nine
+/// kinds it is. Anything else is corruption.
+pub fn decode_state(key: &[u8], value: &[u8]) -> Result<Record, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("{what} {key:?}"));
+    let utf8 = |bytes: &[u8]| {
+        std::str::from_utf8(bytes).map(str::to_owned).map_err(|_| corrupt("non-UTF-8 state key"))
+    };
+    let be = |bytes: &[u8], what: &str| {
+        <[u8; 8]>::try_from(bytes).map(u64::from_be_bytes).map_err(|_| corrupt(what))
+    };
+    Ok(if key == SM_APPLIED {
+        Record::Applied(serde_json::from_slice(value)?)
+    } else if key == SM_MEMBERSHIP {
+        Record::Membership(serde_json::from_slice(value)?)
+    } else if key == SM_CLUSTER_UUID {
+        // Only carried for snapshots and backups; the node's own copy is
+        // in `meta` (see `raft::peer`).
+        Record::ClusterUuid
+    } else if let Some(name) = key.strip_prefix(SM_QUEUE_PREFIX) {
+        Record::Queue { name: utf8(name)?, meta: serde_json::from_slice(value)? }
+    } else if let Some(name) = key.strip_prefix(SM_SEQUENCE_PREFIX) {
+        Record::Sequence { name: utf8(name)?, next: be(value, "bad sequence value for")? }
+    } else if key == SM_MAZE_CURSOR {
+        let (epoch, next): (u64, u64) = serde_json::from_slice(value)?;
+        Record::MazeCursor { epoch, next }
+    } else if let Some(seq) = key.strip_prefix(SM_MAZE_PENDING_PREFIX) {
+        Record::MazePending { seq: be(seq, "bad maze key")?, line: utf8(value)? }
+    } else if let Some(edge) = key.strip_prefix(SM_MAZE_FOLLOW_PREFIX) {
+        let (followed, follower) = edge.split_at(edge.len().min(8));
+        Record::Follow {
+            followed: be(followed, "bad maze follow key")?,
+            follower: be(follower, "bad maze follow key")?,
+        }
+    } else if let Some(id) = key.strip_prefix(SM_RETIRED_PREFIX) {
+        Record::Retired { id: be(id, "bad node key")? }
+    } else if let Some(rest) = key.strip_prefix(SM_IDEM_PREFIX) {
+        let entry = serde_json::from_slice(value)?;
+        let idem = rest
+            .iter()
+            .position(|&b| b == 0)
+            .map(|nul| &rest[nul + 1..])
+            .ok_or_else(|| corrupt("bad idempotency key"))?;
+        Record::Idem { key: utf8(idem)?, entry }
+    } else {
+        return Err(corrupt("unknown state key"));
+    })
+}
+
+/// Decodes a stored retention stamp.
+pub fn decode_stamp(queue: &str, seq: Seq, bytes: &[u8]) -> Result<EventStamp, StoreError> {
+    EventStamp::decode(bytes)
+        .ok_or_else(|| StoreError::Corrupt(format!("stamp of {queue}/{seq} is malformed")))
+}
+
+/// Decodes a stored event body.
+pub fn decode_body(seq: Seq, bytes: Vec<u8>) -> Result<String, StoreError> {
+    String::from_utf8(bytes).map_err(|_| StoreError::Corrupt(format!("event {seq} is not UTF-8")))
 }
 
 #[cfg(test)]

@@ -5,11 +5,14 @@
 //!                                                                  │ append (LogStore, fsync)
 //!                                                                  │ replicate (network, mTLS)
 //!                                                                  ▼ commit
-//!  api reads ◀── SmReader ◀── StateMachine::apply ◀── committed entries
+//!  api reads ◀── SmReader ◀── StateMachine::apply (sm::Core) ◀── committed entries
 //! ```
 //!
 //! - [`types`]: the type config; a log entry is a *batch* of queue commands.
-//! - [`log_store`] / [`state_machine`]: RocksDB storage, one DB per node.
+//! - [`log_store`] / [`state_machine`]: RocksDB storage, one DB per node;
+//!   the state machine is a thin adapter of the pure core (`crate::sm`),
+//!   [`snapshot`] holds the snapshot format and lifecycle, [`keys`] the
+//!   layout and the encoding of the core's writes.
 //! - [`network`]: outgoing RPC; the receiving side is `api::internal`.
 //! - [`Proposer`]: group commit. openraft 0.9 awaits one fsync per
 //!   `client_write`, so concurrent writes are gathered into one entry.

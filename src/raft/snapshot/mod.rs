@@ -23,7 +23,12 @@
 //! answered `None`: whoever must not act on a torn file validates it in a
 //! first pass ([`Reader::validate`]) and reads the records in a second.
 //! [`SnapshotFile`] is the snapshot data openraft sends from and receives
-//! into: a file on disk, never a buffer.
+//! into: a file on disk, never a buffer. [`lifecycle`] builds, installs and
+//! recovers the state machine's snapshots in this format.
+
+pub mod lifecycle;
+
+pub use lifecycle::write_view;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
