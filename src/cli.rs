@@ -35,6 +35,18 @@ pub enum Command {
     Consume(ConsumeArgs),
     /// Named gapless sequences: lease blocks of ids and print them.
     Seq(SeqArgs),
+    /// Print a stopped node's replicated state (queues, sequences, maze) as JSON.
+    Dump(DumpArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DumpArgs {
+    /// The data dir of a stopped node.
+    #[arg(long, env = "RAFTQ_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Also print every stored event body (pending and retained).
+    #[arg(long)]
+    pub events: bool,
 }
 
 #[derive(Debug, Args)]

@@ -30,6 +30,7 @@ fn main() -> anyhow::Result<()> {
             Command::Restore(args) => cmd::restore::run(args),
             Command::Consume(args) => cmd::consume::run(args).await,
             Command::Seq(args) => cmd::seq::run(args).await,
+            Command::Dump(args) => cmd::dump::run(args),
         }
     })
 }

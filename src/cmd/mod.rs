@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod certs;
 pub mod consume;
+pub mod dump;
 pub mod event;
 pub mod maze_verify;
 pub mod restore;

@@ -19,6 +19,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("background storage task failed: {0}")]
     Join(String),
+    #[error("{0} is in use by a running node (its RocksDB lock is held); stop the node first")]
+    Locked(String),
 }
 
 /// Opens (creating if missing) the RocksDB at `path` with every column family.
@@ -35,10 +37,37 @@ pub fn open(path: &Path) -> Result<Arc<DB>, StoreError> {
     // Bound RocksDB's descriptors (it keeps every table file open by
     // default): they share the process limit with client connections.
     opts.set_max_open_files(512);
-    let cfs = [CF_LOGS, CF_META, CF_SM, CF_EVENTS, CF_STAMPS]
+    Ok(Arc::new(DB::open_cf_descriptors(&opts, path, families())?))
+}
+
+/// Opens the RocksDB at `path` read-only, for tools (`raftq dump`). Refuses
+/// a DB that does not exist, or whose lock a running node holds: its
+/// state would be changing under the reader.
+pub fn open_read_only(path: &Path) -> Result<DB, StoreError> {
+    let lock = path.join("LOCK");
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(&lock).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            StoreError::Corrupt(format!("{} holds no node's data", path.display()))
+        } else {
+            e.into()
+        }
+    })?;
+    // RocksDB locks with fcntl (POSIX) locks, which this probe sees. They
+    // belong to the process: the probe is only sound where this process
+    // has not opened the DB itself, which a tool has not.
+    if rustix::fs::fcntl_lock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err()
+    {
+        return Err(StoreError::Locked(path.display().to_string()));
+    }
+    let _ = rustix::fs::fcntl_lock(&file, rustix::fs::FlockOperation::NonBlockingUnlock);
+    drop(file);
+    Ok(DB::open_cf_descriptors_read_only(&Options::default(), path, families(), false)?)
+}
+
+fn families() -> impl Iterator<Item = ColumnFamilyDescriptor> {
+    [CF_LOGS, CF_META, CF_SM, CF_EVENTS, CF_STAMPS]
         .into_iter()
-        .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
-    Ok(Arc::new(DB::open_cf_descriptors(&opts, path, cfs)?))
+        .map(|name| ColumnFamilyDescriptor::new(name, Options::default()))
 }
 
 pub(crate) fn cf<'a>(db: &'a DB, name: &str) -> Result<&'a rocksdb::ColumnFamily, StoreError> {

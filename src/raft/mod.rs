@@ -13,6 +13,7 @@
 //!   the state machine is a thin adapter of the pure core (`crate::sm`),
 //!   [`snapshot`] holds the snapshot format and lifecycle, [`keys`] the
 //!   layout and the encoding of the core's writes.
+//! - [`dump`]: a stopped node's state, for `raftq dump`.
 //! - [`network`]: outgoing RPC; the receiving side is `api::internal`.
 //! - [`Proposer`]: group commit. openraft 0.9 awaits one fsync per
 //!   `client_write`, so concurrent writes are gathered into one entry.
@@ -22,6 +23,7 @@
 pub mod backup;
 pub mod compactor;
 pub mod db;
+pub mod dump;
 pub mod keys;
 pub mod log_store;
 pub mod network;
