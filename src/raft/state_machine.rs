@@ -297,18 +297,19 @@ impl KvBatch for RocksBatch<'_> {
 
 /// Rebuilds the core from the `sm` column family.
 pub(super) fn load_state(db: &DB) -> Result<Core, StoreError> {
-    let mut records = Vec::new();
+    let mut core = Core::default();
     for item in db.iterator_cf(cf(db, CF_SM)?, IteratorMode::Start) {
         let (key, value) = item?;
-        records.push(keys::decode_state(&key, &value)?);
+        core.restore_record(keys::decode_state(&key, &value)?)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
     }
-    Core::restore(records).map_err(|e| StoreError::Corrupt(e.to_string()))
+    Ok(core)
 }
 
 pub struct StateMachine {
-    pub(super) shared: Arc<Shared>,
-    pub(super) snapshot_dir: PathBuf,
-    pub(super) snapshot_count: u64,
+    shared: Arc<Shared>,
+    snapshot_dir: PathBuf,
+    snapshot_count: u64,
 }
 
 impl StateMachine {

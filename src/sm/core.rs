@@ -210,7 +210,8 @@ impl Core {
         Ok(core)
     }
 
-    fn restore_record(&mut self, record: Record) -> Result<(), RestoreError> {
+    /// Restores one stored record (records may come in any order).
+    pub fn restore_record(&mut self, record: Record) -> Result<(), RestoreError> {
         match record {
             Record::Applied(applied) => self.last_applied = applied,
             Record::Membership(membership) => self.membership = membership,
