@@ -393,21 +393,47 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 /// Applies of entries of ops: `[apply][entry][op]`.
-fn applies() -> impl Strategy<Value = Vec<Vec<Vec<Op>>>> {
-    vec(vec(vec(op(), 0..4), 1..4), 1..8)
+/// What one generated entry carries.
+#[derive(Debug, Clone)]
+enum Spec {
+    Ops(Vec<Op>),
+    /// A membership of these voters.
+    Membership(BTreeSet<NodeId>),
+    Blank,
+}
+
+/// Applies of entries: `[apply][entry]`.
+fn applies() -> impl Strategy<Value = Vec<Vec<Spec>>> {
+    let spec = prop_oneof![
+        8 => vec(op(), 0..4).prop_map(Spec::Ops),
+        1 => prop::collection::btree_set(1u64..4, 1..3).prop_map(Spec::Membership),
+        1 => Just(Spec::Blank),
+    ];
+    vec(vec(spec, 1..4), 1..8)
 }
 
 /// Numbers the entries of `applies` from 1.
-fn entries(applies: &[Vec<Vec<Op>>]) -> Vec<Vec<Entry>> {
+fn entries(applies: &[Vec<Spec>]) -> Vec<Vec<Entry>> {
     let mut index = 0;
     applies
         .iter()
         .map(|apply| {
             apply
                 .iter()
-                .map(|ops| {
+                .map(|spec| {
                     index += 1;
-                    entry(index, ops.clone())
+                    let log_id = LogId::new(CommittedLeaderId::new(1, 1), index);
+                    match spec {
+                        Spec::Ops(ops) => entry(index, ops.clone()),
+                        Spec::Membership(voters) => Entry {
+                            log_id,
+                            payload: EntryPayload::Membership(openraft::Membership::new(
+                                vec![voters.clone()],
+                                None,
+                            )),
+                        },
+                        Spec::Blank => Entry { log_id, payload: EntryPayload::Blank },
+                    }
                 })
                 .collect()
         })
@@ -422,17 +448,28 @@ proptest! {
     #[test]
     fn the_core_answers_like_the_model_and_restores_from_its_writes(applies in applies()) {
         let (mut core, mut kv, mut model) = (Core::default(), MemKv::default(), Model::default());
+        let mut membership_at = None;
         for batch in entries(&applies) {
             let mut notes = Vec::new();
             let applied = apply(&mut core, &mut kv, &batch, &mut notes);
+            prop_assert_eq!(applied.replies.len(), batch.len());
             let mut expected_notes = Vec::new();
             for (entry, response) in batch.iter().zip(&applied.replies) {
-                let EntryPayload::Normal(request) = &entry.payload else { unreachable!() };
-                let expected: Vec<Reply> =
-                    request.ops.iter().map(|op| model.apply(op, &mut expected_notes)).collect();
+                let expected: Vec<Reply> = match &entry.payload {
+                    EntryPayload::Normal(request) => {
+                        request.ops.iter().map(|op| model.apply(op, &mut expected_notes)).collect()
+                    }
+                    EntryPayload::Membership(_) => {
+                        membership_at = Some(entry.log_id);
+                        Vec::new()
+                    }
+                    EntryPayload::Blank => Vec::new(),
+                };
                 prop_assert_eq!(&response.replies, &expected);
             }
             prop_assert_eq!(notes, expected_notes);
+            prop_assert_eq!(core.membership().log_id(), &membership_at);
+            prop_assert_eq!(core.last_applied(), batch.last().map(|e| e.log_id));
             prop_assert_eq!(&kv.restore(), &core);
         }
     }
