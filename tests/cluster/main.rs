@@ -13,6 +13,7 @@ mod concurrency;
 mod consumer;
 mod demo;
 mod disk_full;
+mod dump;
 mod failover;
 mod formation;
 mod hostile;
