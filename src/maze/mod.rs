@@ -35,7 +35,6 @@ pub mod gap;
 pub mod protocol;
 pub mod source;
 pub mod state;
-pub mod workload;
 
 /// Accepts the next connection, or `None` once `shutdown` fires. Accept
 /// errors (e.g. out of file descriptors) are logged and retried after a
