@@ -117,9 +117,10 @@ pub struct NodeHandle {
     tasks: JoinSet<()>,
     addrs: BoundAddrs,
     gossip: Arc<Gossip>,
-    /// The database, to see it closed: [`NodeHandle::shutdown`] returns once
-    /// the last task holding it has ended, so the data dir can be reused.
-    db: std::sync::Weak<rocksdb::DB>,
+    /// The database, to close it: [`NodeHandle::shutdown`] waits until every
+    /// task holding it has ended and drops this last reference itself, so
+    /// RocksDB is closed (its lock released) when shutdown returns.
+    db: Arc<rocksdb::DB>,
 }
 
 /// Seeds naming this node itself do not count: the same command line can
@@ -163,7 +164,7 @@ pub async fn start_on(config: Config, listeners: Listeners) -> Result<NodeHandle
     // The database first, the identity file after it: a crash in between
     // leaves an empty database without identity, which is a fresh node.
     let db = crate::raft::db::open(&data_dir.join("db"))?;
-    let db_closed = Arc::downgrade(&db);
+    let db_handle = db.clone();
     let restored = data_dir.join(crate::raft::backup::RESTORED_MARKER).exists();
     if !data_dir.join(identity::NODE_ID_FILE).exists()
         && !restored
@@ -481,7 +482,7 @@ pub async fn start_on(config: Config, listeners: Listeners) -> Result<NodeHandle
         )?);
     }
     tracing::info!(node_id, api = %node.api_url(), raft = %node.raft_url(), gossip = %gossip_advertise, gossip_signed = config.gossip_key.is_some(), "node started");
-    Ok(NodeHandle { node_id, raft, shutdown, tasks, addrs: bound, gossip, db: db_closed })
+    Ok(NodeHandle { node_id, raft, shutdown, tasks, addrs: bound, gossip, db: db_handle })
 }
 
 /// What a fresh node needs to decide whether to bootstrap.
@@ -710,15 +711,20 @@ impl NodeHandle {
         }
         drop(self.raft);
         // Tasks outside the set (connections, the proposer) end on the
-        // token a moment later; RocksDB closes with the last of them.
-        let closed = async {
-            while self.db.strong_count() > 0 {
+        // token a moment later. Once this is the last reference, dropping
+        // it here closes RocksDB before shutdown returns (dropping it while
+        // others hold it would leave the close to whichever ends last).
+        let others_gone = async {
+            while Arc::strong_count(&self.db) > 1 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         };
-        if tokio::time::timeout(Duration::from_secs(5), closed).await.is_err() {
-            tracing::warn!("the database is still open 5 s after shutdown");
+        if tokio::time::timeout(Duration::from_secs(5), others_gone).await.is_err() {
+            tracing::warn!("the database is still in use 5 s after shutdown; it closes later");
         }
+        let db = self.db;
+        // Closing flushes and joins RocksDB's threads: not on a runtime worker.
+        let _ = tokio::task::spawn_blocking(move || drop(db)).await;
         tracing::info!(node_id = self.node_id, "node stopped");
     }
 }

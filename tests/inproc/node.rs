@@ -1,13 +1,14 @@
 //! One real node inside the test process: `raftq::node::start` with a plain
 //! `Config`, RocksDB in a tempdir, its development TLS certificates, and
-//! every TCP listener on `127.0.0.1:0` (the node reports the ports it got).
+//! every TCP listener bound here on `127.0.0.1:0` and handed to
+//! `raftq::node::start_on` (the node reports and advertises those ports).
 //! Requests go through reqwest over real HTTPS, verified against the node's
 //! own CA.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use raftq::node::{Config, NodeHandle};
+use raftq::node::{Config, Listeners, NodeHandle};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -62,9 +63,13 @@ impl TestNode {
         tweak(&mut config);
         let data_dir = config.data_dir.clone();
         let token = config.api_token.clone();
-        let handle = raftq::node::start(config).await.expect("start the node");
-        let api = handle.addrs().api;
-        assert_ne!(api.port(), 0, "the node reports the port it bound");
+        // Bound here, as an embedding program may: the node serves these.
+        let listeners = Listeners::bind(&config).expect("bind the listeners");
+        let bound = listeners.local_addrs().expect("bound addresses");
+        let handle = raftq::node::start_on(config, listeners).await.expect("start the node");
+        assert_eq!(handle.addrs(), bound, "the node reports the ports it was given");
+        let api = bound.api;
+        assert_ne!(api.port(), 0, "port 0 was replaced by the kernel's choice");
         let ca = data_dir.join("tls").join("ca.pem");
         let http = raftq::tls::api_client_builder(Some(&ca), false, None)
             .expect("client with the node's CA")
