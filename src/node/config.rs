@@ -46,7 +46,7 @@ pub struct Config {
     pub node_id: Option<u64>,
     pub api_addr: SocketAddr,
     pub raft_addr: SocketAddr,
-    /// UDP; chitchat binds it itself, so port 0 is not supported here.
+    /// UDP; chitchat binds it itself, so it needs a real port (not 0).
     pub gossip_addr: SocketAddr,
     pub advertise_host: Option<String>,
     pub bind_interface: Option<String>,
@@ -108,6 +108,8 @@ pub enum ConfigError {
     Timing { heartbeat_ms: u64, election_timeout_ms: u64 },
     #[error("{0} must be at least 1")]
     Zero(&'static str),
+    #[error("the gossip address {0} needs a port: chitchat binds it itself and cannot report one")]
+    GossipPortZero(SocketAddr),
 }
 
 impl Config {
@@ -189,6 +191,9 @@ impl Config {
         if let Some((what, _)) = at_least_one.iter().find(|(_, n)| *n == 0) {
             return Err(ConfigError::Zero(what));
         }
+        if self.gossip_addr.port() == 0 {
+            return Err(ConfigError::GossipPortZero(self.gossip_addr));
+        }
         Ok(())
     }
 }
@@ -232,6 +237,10 @@ mod tests {
             (
                 Config { maze_client_buffer: 0, ..base.clone() },
                 ConfigError::Zero("maze client buffer"),
+            ),
+            (
+                Config { gossip_addr: "127.0.0.1:0".parse().expect("addr"), ..base.clone() },
+                ConfigError::GossipPortZero("127.0.0.1:0".parse().expect("addr")),
             ),
         ];
         for (config, want) in cases {
