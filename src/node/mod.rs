@@ -10,9 +10,10 @@
 //! [`start`] takes a plain [`Config`] (built from the flags by `cmd/serve.rs`,
 //! or in code by a test); [`start_on`] also takes the bound listeners.
 //!
-//! Shutdown order (reverse of what depends on what): stop taking requests
-//! (public API, then the Raft port after a short grace), stop gossip, stop
-//! the background loops, then Raft, which flushes and closes its storage.
+//! Shutdown order (reverse of what depends on what): one token stops the
+//! listeners and the background loops (open API requests get 2 s to finish,
+//! Raft RPCs 0.5 s), then gossip, then Raft, which flushes its storage; the
+//! handle then waits for the last task holding RocksDB and closes it.
 
 pub mod advertise;
 pub mod config;
