@@ -200,6 +200,26 @@ pub struct ServeArgs {
     /// Concurrent `/events/watch` streams this node serves; more get 503.
     #[arg(long, env = "RAFTQ_MAX_WATCHES", default_value_t = 1000)]
     pub max_watches: usize,
+    /// Distinct queues, and distinct named sequences, the cluster holds; a
+    /// POST that would create one more gets 507.
+    #[arg(long, env = "RAFTQ_QUEUES_MAX", default_value_t = 10_000)]
+    pub queues_max: u64,
+    /// Idempotency keys the cluster remembers (oldest forgotten first).
+    #[arg(long, env = "RAFTQ_IDEMPOTENCY_KEYS_MAX", default_value_t = 100_000)]
+    pub idempotency_keys_max: u64,
+    /// Maze lines buffered out of order; beyond it the missing seqs are skipped.
+    #[arg(long, env = "RAFTQ_MAZE_PENDING_MAX", default_value_t = 100_000)]
+    pub maze_pending_max: u64,
+    /// Longest maze source line (bytes, line ending included); longer ones are malformed.
+    #[arg(long, env = "RAFTQ_MAZE_LINE_BYTES_MAX", default_value_t = 1024)]
+    pub maze_line_bytes_max: usize,
+    /// Follow edges the maze remembers; beyond it a follow is notified but not recorded.
+    #[arg(long, env = "RAFTQ_MAZE_FOLLOW_EDGES_MAX", default_value_t = 1_000_000)]
+    pub maze_follow_edges_max: u64,
+    /// Queues that get their own `queue` label in /metrics (the first seen);
+    /// the others are summed under `queue="(other)"`.
+    #[arg(long, env = "RAFTQ_METRICS_QUEUES_MAX", default_value_t = 100)]
+    pub metrics_queues_max: usize,
 }
 
 #[derive(Debug, Args)]
@@ -242,6 +262,18 @@ pub struct ClientArgs {
     /// Bearer token for a node started with --api-token.
     #[arg(long, env = "RAFTQ_TOKEN")]
     pub token: Option<String>,
+}
+
+impl ClientArgs {
+    /// The library's plain form of these flags.
+    pub fn config(&self) -> crate::client::ClientConfig {
+        crate::client::ClientConfig {
+            urls: self.url.clone(),
+            ca: self.ca.clone(),
+            insecure: self.insecure,
+            token: self.token.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -389,10 +421,7 @@ pub enum SeqAction {
     },
 }
 
-/// Upper bound of `--max-event-bytes`: an event travels whole in one Raft
-/// entry, one AppendEntries message (which must finish within a heartbeat
-/// interval) and one snapshot record, so it must stay far below those limits.
-pub const MAX_EVENT_BYTES_LIMIT: usize = 16 << 20;
+pub use crate::node::config::MAX_EVENT_BYTES_LIMIT;
 
 fn parse_max_event_bytes(s: &str) -> Result<usize, String> {
     let n: usize = s.parse().map_err(|_| format!("{s:?} is not a byte count"))?;

@@ -18,7 +18,6 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::cli::ClientArgs;
 use crate::queue::Seq;
 
 const ATTEMPTS_MAX: usize = 20;
@@ -49,6 +48,20 @@ enum Attempts {
     MaybeSent(String),
 }
 
+/// Where and how to reach the cluster (the client subcommands build it from
+/// `--url`, `--ca`, `--insecure` and `--token`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// Node API base URLs, tried in order.
+    pub urls: Vec<String>,
+    /// CA certificate to verify the nodes with (default: the system roots).
+    pub ca: Option<std::path::PathBuf>,
+    /// Do not verify the node's certificate (like curl -k).
+    pub insecure: bool,
+    /// Bearer token for nodes started with `--api-token`.
+    pub token: Option<String>,
+}
+
 pub struct Client {
     http: reqwest::Client,
     urls: Vec<String>,
@@ -63,18 +76,18 @@ pub struct Event {
 }
 
 impl Client {
-    pub fn new(args: &ClientArgs) -> Result<Self, ClientError> {
-        let http = crate::tls::api_client_builder(args.ca.as_deref(), args.insecure, None)?
+    pub fn new(config: &ClientConfig) -> Result<Self, ClientError> {
+        let http = crate::tls::api_client_builder(config.ca.as_deref(), config.insecure, None)?
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ClientError::Tls(crate::tls::TlsError::Client(e.to_string())))?;
-        let urls = args
-            .url
+        let urls = config
+            .urls
             .iter()
             .map(|u| u.trim_end_matches('/').to_string())
             .filter(|u| !u.is_empty())
             .collect();
-        Ok(Client { http, urls, token: args.token.clone() })
+        Ok(Client { http, urls, token: config.token.clone() })
     }
 
     /// The node base URLs given (no trailing slash), in order.

@@ -11,7 +11,14 @@ fn init_tracing() {
         .unwrap_or_else(|_| {
             tracing_subscriber::EnvFilter::new("info,openraft=error,chitchat=warn")
         });
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // Colour only on a terminal: in a log file or a pipe (systemd, docker
+    // logs, the test harness) escape codes are noise in every grep.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .init();
 }
 
 fn main() -> anyhow::Result<()> {

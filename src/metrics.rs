@@ -10,6 +10,15 @@
 //!
 //! Names follow Prometheus conventions: `raftq_` prefix, `_total` counters,
 //! `_seconds` histograms.
+//!
+//! Label values never come unbounded from clients: routes are templates,
+//! methods outside the standard set are `other`, and queue names (chosen by
+//! clients) get their own `queue` label only for the first
+//! `--metrics-queues-max` queues a scrape sees; the rest are summed under
+//! [`OTHER_QUEUES`] (see [`Metrics::set_queues`]).
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -19,6 +28,21 @@ use prometheus::{
 /// Latency buckets for HTTP requests and fsyncs: 0.5 ms .. 10 s.
 const LATENCY_BUCKETS: &[f64] =
     &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// The `queue` label of the queues beyond `--metrics-queues-max`. Not a
+/// valid queue name (those are `A-Z a-z 0-9 . _ -`), so it never collides.
+pub const OTHER_QUEUES: &str = "(other)";
+
+/// Default of `--metrics-queues-max`.
+pub const QUEUE_LABELS_MAX: usize = 100;
+
+/// One queue's gauges, as [`Metrics::set_queues`] takes them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueGauges {
+    pub pending: u64,
+    pub head: u64,
+    pub retained: u64,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
@@ -36,7 +60,8 @@ pub struct Metrics {
     pub http_seconds: HistogramVec,
     pub leader_changes: IntCounter,
     pub raft: RaftGauges,
-    /// Per-queue gauges, labelled by queue name (bounded by `queues_max`).
+    /// Per-queue gauges, labelled by queue name for the first
+    /// `queue_labels_max` queues (see [`Metrics::set_queues`]).
     pub queue_pending: IntGaugeVec,
     pub queue_head: IntGaugeVec,
     pub queue_retained: IntGaugeVec,
@@ -57,6 +82,10 @@ pub struct Metrics {
     /// Gossip datagrams dropped for want of a valid `--gossip-key` tag,
     /// labelled by reason (`unsigned`, `bad_mac`); updated by the transport.
     pub gossip_dropped: IntCounterVec,
+    /// How many queue names get a label of their own, and which ones have
+    /// (kept for the process's life, so a queue's series never moves).
+    queue_labels_max: usize,
+    labelled_queues: Mutex<BTreeSet<String>>,
 }
 
 /// Raft state copied from openraft's metrics at scrape time.
@@ -201,7 +230,47 @@ impl Metrics {
             disk_available,
             disk_low,
             gossip_dropped,
+            queue_labels_max: QUEUE_LABELS_MAX,
+            labelled_queues: Mutex::new(BTreeSet::new()),
         })
+    }
+
+    /// At most `max` queues get a `queue` label of their own.
+    pub fn with_queue_labels_max(mut self, max: usize) -> Self {
+        self.queue_labels_max = max;
+        self
+    }
+
+    /// Sets the per-queue gauges. The first `queue_labels_max` queue names
+    /// seen (over the process's life, in the order given) are labelled by
+    /// name; the others are summed under [`OTHER_QUEUES`] (pending and
+    /// retained added up, head the largest), which exists only once there
+    /// are such queues.
+    pub fn set_queues(&self, queues: impl IntoIterator<Item = (String, QueueGauges)>) {
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let mut other: Option<QueueGauges> = None;
+        // A poisoned lock only means a panic elsewhere mid-insert; the set
+        // is still a set.
+        let mut labelled = self.labelled_queues.lock().unwrap_or_else(|p| p.into_inner());
+        for (name, q) in queues {
+            let own = labelled.contains(&name)
+                || (labelled.len() < self.queue_labels_max && labelled.insert(name.clone()));
+            if !own {
+                let sum = other.get_or_insert_with(QueueGauges::default);
+                sum.pending = sum.pending.saturating_add(q.pending);
+                sum.retained = sum.retained.saturating_add(q.retained);
+                sum.head = sum.head.max(q.head);
+                continue;
+            }
+            self.queue_pending.with_label_values(&[&name]).set(gauge(q.pending));
+            self.queue_head.with_label_values(&[&name]).set(gauge(q.head));
+            self.queue_retained.with_label_values(&[&name]).set(gauge(q.retained));
+        }
+        if let Some(sum) = other {
+            self.queue_pending.with_label_values(&[OTHER_QUEUES]).set(gauge(sum.pending));
+            self.queue_head.with_label_values(&[OTHER_QUEUES]).set(gauge(sum.head));
+            self.queue_retained.with_label_values(&[OTHER_QUEUES]).set(gauge(sum.retained));
+        }
     }
 
     /// The Prometheus text exposition of everything registered.
@@ -250,5 +319,74 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }
+    }
+
+    fn queue(pending: u64, head: u64, retained: u64) -> QueueGauges {
+        QueueGauges { pending, head, retained }
+    }
+
+    /// Series of one metric family in the rendered text.
+    fn series<'a>(text: &'a str, family: &str) -> Vec<&'a str> {
+        text.lines().filter(|l| l.starts_with(&format!("{family}{{"))).collect()
+    }
+
+    #[test]
+    fn queue_labels_are_bounded_and_the_rest_summed() {
+        let m = Metrics::new(fsync_histogram().expect("histogram"))
+            .expect("metrics")
+            .with_queue_labels_max(2);
+        m.set_queues([
+            ("a".to_string(), queue(1, 10, 100)),
+            ("b".to_string(), queue(2, 20, 200)),
+            ("c".to_string(), queue(3, 30, 300)),
+            ("d".to_string(), queue(4, 5, 400)),
+        ]);
+        let text = m.render().expect("render");
+        assert_eq!(
+            series(&text, "raftq_queue_length"),
+            [
+                "raftq_queue_length{queue=\"(other)\"} 7",
+                "raftq_queue_length{queue=\"a\"} 1",
+                "raftq_queue_length{queue=\"b\"} 2",
+            ],
+            "{text}"
+        );
+        assert!(text.contains("raftq_queue_head_seq{queue=\"(other)\"} 30"), "{text}");
+        assert!(text.contains("raftq_queue_retained_events{queue=\"(other)\"} 700"), "{text}");
+
+        // A queue that had a label keeps it, even when it comes later in a
+        // scrape than the newcomers; newcomers never get one.
+        m.set_queues([
+            ("0".to_string(), queue(9, 9, 9)),
+            ("b".to_string(), queue(5, 21, 0)),
+            ("c".to_string(), queue(0, 30, 0)),
+        ]);
+        let text = m.render().expect("render");
+        assert!(text.contains("raftq_queue_length{queue=\"b\"} 5"), "{text}");
+        assert!(text.contains("raftq_queue_length{queue=\"(other)\"} 9"), "{text}");
+        assert_eq!(series(&text, "raftq_queue_length").len(), 3, "{text}");
+    }
+
+    #[test]
+    fn no_other_series_while_every_queue_has_a_label() {
+        let m = Metrics::new(fsync_histogram().expect("histogram")).expect("metrics");
+        m.set_queues([("default".to_string(), queue(1, 1, 0))]);
+        let text = m.render().expect("render");
+        assert!(!text.contains(OTHER_QUEUES), "{text}");
+        assert!(text.contains("raftq_queue_length{queue=\"default\"} 1"), "{text}");
+    }
+
+    #[test]
+    fn zero_labels_sums_everything() {
+        let m = Metrics::new(fsync_histogram().expect("histogram"))
+            .expect("metrics")
+            .with_queue_labels_max(0);
+        m.set_queues([("x".to_string(), queue(1, 4, 0)), ("y".to_string(), queue(2, 3, 0))]);
+        let text = m.render().expect("render");
+        assert_eq!(
+            series(&text, "raftq_queue_length"),
+            ["raftq_queue_length{queue=\"(other)\"} 3"],
+            "{text}"
+        );
     }
 }

@@ -1,6 +1,12 @@
 //! Humane sizes and durations for flags: `1GiB`, `512MB`, `4096`; `30s`,
 //! `10m`, `24h`, `7d`, `250ms`. Used as clap value parsers, so a bad value
 //! is refused at startup with the reason.
+//!
+//! Durations are parsed by `humantime`, which also takes compound and long
+//! forms (`1h 30m`, `2days`, `500msec`); fractions stay refused, as before.
+//! Sizes stay a small table here:
+//! `bytesize` and `parse-size` accept fractions (`1.5GiB`), which these
+//! flags refuse, and would need a filter around them larger than the table.
 
 use std::time::Duration;
 
@@ -44,20 +50,20 @@ pub fn parse_bytes(input: &str) -> Result<u64, UnitError> {
     number.checked_mul(factor).ok_or_else(|| UnitError::Overflow(input.into()))
 }
 
-/// A duration with a unit (`ms`, `s`, `m`, `h`, `d`). A bare number is
-/// refused: `--retention-age 7` could mean seconds or days.
+/// A duration with a unit (`ms`, `s`, `m`, `h`, `d`, or any other form
+/// `humantime` knows, e.g. `1h 30m`). A bare number is refused:
+/// `--retention-age 7` could mean seconds or days.
 pub fn parse_duration(input: &str) -> Result<Duration, UnitError> {
-    let (number, unit) = split_number(input).ok_or_else(|| UnitError::Duration(input.into()))?;
-    let ms_per_unit: u64 = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(UnitError::Duration(input.into())),
-    };
-    let ms = number.checked_mul(ms_per_unit).ok_or_else(|| UnitError::Overflow(input.into()))?;
-    Ok(Duration::from_millis(ms))
+    // humantime 2.2 also reads fractions (`1.5h`); these flags never did,
+    // and whole units say the same without rounding (`1h 30m`).
+    if input.contains('.') {
+        return Err(UnitError::Duration(input.into()));
+    }
+    match humantime::parse_duration(input.trim()) {
+        Ok(duration) => Ok(duration),
+        Err(humantime::DurationError::NumberOverflow) => Err(UnitError::Overflow(input.into())),
+        Err(_) => Err(UnitError::Duration(input.into())),
+    }
 }
 
 #[cfg(test)]
@@ -91,5 +97,12 @@ mod tests {
             assert!(matches!(parse_duration(bad), Err(UnitError::Duration(_))), "{bad:?}");
         }
         assert!(matches!(parse_duration("999999999999999999d"), Err(UnitError::Overflow(_))));
+    }
+
+    #[test]
+    fn humantime_forms_are_accepted_too() {
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5_400)));
+        assert_eq!(parse_duration("2days"), Ok(Duration::from_secs(2 * 86_400)));
+        assert_eq!(parse_duration(" 30s "), Ok(Duration::from_secs(30)));
     }
 }

@@ -170,13 +170,14 @@ pub async fn metrics(State(state): State<Shared>) -> Response {
     m.raft.purged_index.set(index(raft.purged.map(|l| l.index)));
     m.raft.voters.set(index(Some(membership.voter_ids().count() as u64)));
     m.raft.learners.set(index(Some(membership.learner_ids().count() as u64)));
-    for (name, meta) in state.reader.queues() {
-        m.queue_pending.with_label_values(&[&name]).set(index(Some(meta.len())));
-        m.queue_head.with_label_values(&[&name]).set(index(Some(meta.head())));
-        m.queue_retained
-            .with_label_values(&[&name])
-            .set(index(Some(meta.front.saturating_sub(meta.oldest))));
-    }
+    m.set_queues(state.reader.queues().into_iter().map(|(name, meta)| {
+        let gauges = crate::metrics::QueueGauges {
+            pending: meta.len(),
+            head: meta.head(),
+            retained: meta.front.saturating_sub(meta.oldest),
+        };
+        (name, gauges)
+    }));
     m.disk_available.set(i64::try_from(state.disk.available()).unwrap_or(i64::MAX));
     m.disk_low.set(i64::from(state.disk.refuse_writes().is_some()));
     for listener in &state.listeners {

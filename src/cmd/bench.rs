@@ -126,7 +126,7 @@ fn base64(bytes: &[u8]) -> String {
 /// stretch without an acknowledged write (the failover window when a
 /// leader is killed during the run) as JSON.
 async fn failover(args: &BenchArgs) -> anyhow::Result<()> {
-    let client = std::sync::Arc::new(Client::new(&args.client)?);
+    let client = std::sync::Arc::new(Client::new(&args.client.config())?);
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let clients = args.clients.first().copied().unwrap_or(4).max(1);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();

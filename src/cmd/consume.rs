@@ -33,7 +33,7 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
         bail!("--stall-secs must be between 0 and 3600");
     }
     let timing = Timing { stall: Duration::from_secs_f64(args.stall_secs), ..Timing::default() };
-    let client = Client::new(&args.client)?;
+    let client = Client::new(&args.client.config())?;
     let mut consumer =
         Consumer::new(client, &args.queue, after)?.with_timing(timing).with_watch(!args.poll);
     tracing::info!(queue = args.queue, after, "consuming");

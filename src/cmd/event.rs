@@ -11,7 +11,7 @@ use raftq::client::{Client, ClientError};
 pub const EXIT_UNKNOWN: i32 = 3;
 
 pub async fn run(args: EventArgs) -> anyhow::Result<()> {
-    let client = Client::new(&args.client)?;
+    let client = Client::new(&args.client.config())?;
     let result = match args.action {
         EventAction::Post { event, idempotency_key } => client
             .post(&args.queue, &event, idempotency_key.as_deref())

@@ -27,11 +27,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use raftq::cli::MazeVerifyArgs;
-use raftq::maze::workload::{Settings, Workload};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use workload::{Settings, Workload};
+
+/// The seeded event generator and its model of who must receive what: test
+/// machinery of this subcommand, not part of the product, so it lives here.
+mod workload;
 
 /// How long to keep retrying a connection that is refused.
 const CONNECT_RETRY_FOR: Duration = Duration::from_secs(10);

@@ -10,7 +10,7 @@ use raftq::sequence::SequenceLeaser;
 
 pub async fn run(args: SeqArgs) -> anyhow::Result<()> {
     let SeqAction::Next { name, batch, count, verbose, client } = args.action;
-    let mut leaser = SequenceLeaser::new(Client::new(&client)?, &name, batch)?;
+    let mut leaser = SequenceLeaser::new(Client::new(&client.config())?, &name, batch)?;
     let mut out = BufWriter::new(std::io::stdout().lock());
     for _ in 0..count {
         if leaser.needs_lease() {

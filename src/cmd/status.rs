@@ -8,7 +8,7 @@ use raftq::client::Client;
 use serde_json::Value;
 
 pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
-    let client = Client::new(&args.client)?;
+    let client = Client::new(&args.client.config())?;
     let status = client.status().await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);

@@ -35,7 +35,6 @@ pub mod gap;
 pub mod protocol;
 pub mod source;
 pub mod state;
-pub mod workload;
 
 #[cfg(test)]
 mod scenarios;

@@ -2,16 +2,29 @@
 //!
 //! Start order: data-dir checks → storage → identity → TLS → Raft → Raft
 //! port → gossip → bootstrap task (only a fresh node, see
-//! `membership::bootstrap`) → membership driver → proposer → public API. Listeners are bound before anything is spawned so a
-//! port conflict fails the start instead of leaving a half-running node.
+//! `membership::bootstrap`) → membership driver → proposer → public API.
+//! Listeners are bound first ([`listeners`]), so a port conflict fails the
+//! start instead of leaving a half-running node, and port 0 works: the node
+//! advertises the port it got, and [`NodeHandle::addrs`] tells the caller.
 //!
-//! Shutdown order (reverse of what depends on what): stop taking requests
-//! (public API, then the Raft port after a short grace), stop gossip, stop
-//! the background loops, then Raft, which flushes and closes its storage.
+//! [`start`] takes a plain [`Config`] (built from the flags by `cmd/serve.rs`,
+//! or in code by a test); [`start_on`] also takes the bound listeners.
+//!
+//! Shutdown order (reverse of what depends on what): one token stops the
+//! listeners and the background loops (open API requests get 2 s to finish,
+//! Raft RPCs 0.5 s), then gossip, then Raft, which flushes its storage; the
+//! handle then waits for the last task holding RocksDB and closes it.
 
 pub mod advertise;
+pub mod config;
 pub mod disk;
 pub mod identity;
+pub mod listeners;
+
+pub use config::{Config, ConfigError};
+pub use listeners::{BoundAddrs, Listeners};
+
+use listeners::ServerLimits;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -19,21 +32,17 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum_server::accept::NoDelayAcceptor;
-use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, internal, AppState, MazeHandles};
-use crate::cli::ServeArgs;
-use crate::listener::{LimitedAcceptor, ListenerStats};
+use crate::listener::ListenerStats;
 use crate::maze::clients::Registry;
 use crate::maze::source::SourceCounters;
-use crate::maze::MazeLimits;
 use crate::membership::bootstrap::{self, Situation, Step};
 use crate::membership::driver::Driver;
 use crate::membership::gossip::{Gossip, GossipSettings};
-use crate::queue::{Limits, RetentionPolicy};
+use crate::queue::RetentionPolicy;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
 use crate::raft::peer::{ClusterIdentity, PeerClient};
@@ -45,6 +54,8 @@ use crate::tls::TlsMaterial;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
+    #[error("config: {0}")]
+    Config(#[from] ConfigError),
     #[error("data dir {path}: {source}")]
     DataDir { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
@@ -105,73 +116,13 @@ pub struct NodeHandle {
     pub raft: Raft,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
-    api: axum_server::Handle<SocketAddr>,
-    raft_port: axum_server::Handle<SocketAddr>,
+    addrs: BoundAddrs,
     gossip: Arc<Gossip>,
+    /// The database, to close it: [`NodeHandle::shutdown`] waits until every
+    /// task holding it has ended and drops this last reference itself, so
+    /// RocksDB is closed (its lock released) when shutdown returns.
+    db: Arc<rocksdb::DB>,
 }
-
-fn bind(what: &'static str, addr: SocketAddr) -> Result<std::net::TcpListener, NodeError> {
-    let listener = std::net::TcpListener::bind(addr).map_err(|source| NodeError::Bind {
-        what,
-        addr,
-        source,
-    })?;
-    listener.set_nonblocking(true).map_err(|source| NodeError::Bind { what, addr, source })?;
-    Ok(listener)
-}
-
-/// How an HTTPS listener bounds what a client can hold (see `listener`).
-struct ServerLimits {
-    stats: Arc<ListenerStats>,
-    handshake_and_header: Duration,
-    idle: Duration,
-    http2_streams: u32,
-    /// What one HTTP/2 stream, and one connection, may send before the
-    /// server reads it: bounds buffered request bodies per connection.
-    stream_window: u32,
-    connection_window: u32,
-}
-
-type Acceptor = RustlsAcceptor<LimitedAcceptor<NoDelayAcceptor>>;
-
-/// An HTTPS server on an already bound listener, bounded: a connection cap,
-/// TLS handshake and HTTP/1 header timeouts, an idle timeout, HTTP/2 streams
-/// per connection and the bytes a client may send ahead (flow-control
-/// windows). TCP_NODELAY matters: a response written in several TLS records
-/// would otherwise wait for the peer's delayed ACK (~40 ms on Linux) behind
-/// Nagle's algorithm.
-fn tls_server(
-    listener: std::net::TcpListener,
-    config: Arc<rustls::ServerConfig>,
-    limits: &ServerLimits,
-) -> std::io::Result<axum_server::Server<SocketAddr, Acceptor>> {
-    let limited = LimitedAcceptor::new(NoDelayAcceptor::new(), limits.stats.clone(), limits.idle);
-    let acceptor = RustlsAcceptor::new(RustlsConfig::from_config(config))
-        .handshake_timeout(limits.handshake_and_header)
-        .acceptor(limited);
-    let mut server = axum_server::from_tcp(listener)?.acceptor(acceptor);
-    let builder = server.http_builder();
-    builder
-        .http1()
-        .timer(hyper_util::rt::TokioTimer::new())
-        // Also the idle limit between requests on a keep-alive connection.
-        .header_read_timeout(limits.handshake_and_header)
-        .max_buf_size(HTTP1_BUFFER_MAX);
-    builder
-        .http2()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .max_concurrent_streams(limits.http2_streams)
-        .max_header_list_size(HEADER_LIST_MAX)
-        .initial_stream_window_size(limits.stream_window)
-        .initial_connection_window_size(limits.connection_window)
-        .max_pending_accept_reset_streams(Some(32))
-        .max_local_error_reset_streams(Some(64));
-    Ok(server)
-}
-
-/// HTTP/1 read buffer (headers must fit).
-const HTTP1_BUFFER_MAX: usize = 64 << 10;
-const HEADER_LIST_MAX: u32 = 16 << 10;
 
 /// Seeds naming this node itself do not count: the same command line can
 /// then start every node of a cluster (the first one bootstraps).
@@ -195,14 +146,26 @@ fn check_data_dir(data_dir: &std::path::Path) -> Result<(), NodeError> {
     Ok(())
 }
 
-pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
-    let data_dir = args.data_dir.clone();
+/// Binds the listeners of `config`, then starts the node on them.
+pub async fn start(config: Config) -> Result<NodeHandle, NodeError> {
+    config.validate()?;
+    let listeners = Listeners::bind(&config)?;
+    start_on(config, listeners).await
+}
+
+/// Starts a node on listeners the caller bound (their addresses in
+/// `config` are then only used for logging). Returns once the node serves.
+pub async fn start_on(config: Config, listeners: Listeners) -> Result<NodeHandle, NodeError> {
+    config.validate()?;
+    let bound = listeners.local_addrs()?;
+    let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .map_err(|source| NodeError::DataDir { path: data_dir.clone(), source })?;
     check_data_dir(&data_dir)?;
     // The database first, the identity file after it: a crash in between
     // leaves an empty database without identity, which is a fresh node.
     let db = crate::raft::db::open(&data_dir.join("db"))?;
+    let db_handle = db.clone();
     let restored = data_dir.join(crate::raft::backup::RESTORED_MARKER).exists();
     if !data_dir.join(identity::NODE_ID_FILE).exists()
         && !restored
@@ -210,53 +173,61 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
     {
         return Err(NodeError::LostIdentity { dir: data_dir.display().to_string() });
     }
-    let (node_id, created) = identity::load_or_create(&data_dir, args.node_id)?;
+    let (node_id, created) = identity::load_or_create(&data_dir, config.node_id)?;
     let host = advertise::resolve(
-        args.advertise_host.as_deref(),
-        args.bind_interface.as_deref(),
-        args.api_addr,
+        config.advertise_host.as_deref(),
+        config.bind_interface.as_deref(),
+        bound.api,
     )?;
     let node = Node {
-        raft_addr: advertise::host_port(&host, args.raft_addr.port()),
-        api_addr: advertise::host_port(&host, args.api_addr.port()),
+        raft_addr: advertise::host_port(&host, bound.raft.port()),
+        api_addr: advertise::host_port(&host, bound.api.port()),
     };
     tracing::info!(node_id, new = created, advertise = %host, "starting node");
 
-    let tls = match (&args.tls_cert, &args.tls_key, &args.tls_ca) {
-        (Some(cert), Some(key), Some(ca)) => TlsMaterial::load(cert, key, ca)?,
-        _ => TlsMaterial::dev(&data_dir, std::slice::from_ref(&host))?,
+    let tls = match &config.tls {
+        Some(files) => TlsMaterial::load(&files.cert, &files.key, &files.ca)?,
+        None => TlsMaterial::dev(&data_dir, std::slice::from_ref(&host))?,
     };
     // Read before Raft starts, so a bad key file fails the start at once.
-    let gossip_key = match &args.gossip_key {
+    let gossip_key = match &config.gossip_key {
         Some(path) => Some(crate::membership::gossip_auth::GossipKey::load(path)?),
         None => None,
     };
     let fsync_seconds = crate::metrics::fsync_histogram()?;
-    let metrics = Arc::new(crate::metrics::Metrics::new(fsync_seconds.clone())?);
-    let cluster = ClusterIdentity::load(node_id, &args.cluster_id, db.clone())?;
+    let metrics = Arc::new(
+        crate::metrics::Metrics::new(fsync_seconds.clone())?
+            .with_queue_labels_max(config.metrics_queues_max),
+    );
+    let cluster = ClusterIdentity::load(node_id, &config.cluster_id, db.clone())?;
     let peer_client =
         PeerClient::new(tls.raft_client()?, cluster.clone(), metrics.peer_refusals.clone());
 
     let log_store = LogStore::new(db.clone()).with_fsync_histogram(fsync_seconds);
     let state_machine = StateMachine::open(db, &data_dir.join("snapshots"))?;
     let reader = state_machine.reader();
-    let maze_registry = Registry::new(args.maze_client_buffer);
+    let maze_registry = Registry::new(config.maze_client_buffer);
     state_machine.set_maze_sink(maze_registry.clone());
     let settings = RaftSettings {
-        heartbeat_ms: args.heartbeat_ms,
-        election_timeout_ms: args.election_timeout_ms,
-        snapshot_logs: args.snapshot_logs,
+        heartbeat_ms: config.heartbeat_ms,
+        election_timeout_ms: config.election_timeout_ms,
+        snapshot_logs: config.snapshot_logs,
     };
-    let config = raftmod::config(&args.cluster_id, &settings)?;
-    let raft =
-        Raft::new(node_id, config, Network::new(peer_client.clone()), log_store, state_machine)
-            .await
-            .map_err(|e| NodeError::Raft(e.to_string()))?;
+    let raft_config = raftmod::config(&config.cluster_id, &settings)?;
+    let raft = Raft::new(
+        node_id,
+        raft_config,
+        Network::new(peer_client.clone()),
+        log_store,
+        state_machine,
+    )
+    .await
+    .map_err(|e| NodeError::Raft(e.to_string()))?;
 
     // An operator-chosen id on an empty data dir may be an id the cluster
     // already knows (a volume lost under a pinned id): stay out of Raft
     // until gossip has had the chance to say so (see `bootstrap_when_due`).
-    let reused_id_check = args.node_id.is_some()
+    let reused_id_check = config.node_id.is_some()
         && !restored
         && cluster.uuid().is_none()
         && !raft.is_initialized().await.map_err(|e| NodeError::Raft(e.to_string()))?;
@@ -266,27 +237,14 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
              the cluster never knew that id"
         ));
     }
-    let raft_listener = bind("raft port", args.raft_addr)?;
-    let api_listener = bind("api port", args.api_addr)?;
-    let maze_listeners = if args.no_maze {
-        None
-    } else {
-        Some((
-            bind("maze source port", args.maze_source_addr)?,
-            bind("maze client port", args.maze_client_addr)?,
-        ))
-    };
+    let Listeners { api: api_listener, raft: raft_listener, maze: maze_listeners } = listeners;
 
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let barrier = ReadBarrier::new(raft.clone(), peer_client.clone());
-    let limits = Limits {
-        retention_events: args.retention_events,
-        queue_events_max: args.queue_events_max,
-        ..Limits::default()
-    };
-    let maze_limits = MazeLimits::default();
-    let disk = disk::DiskGuard::new(&data_dir, args.min_free_disk);
+    let limits = config.limits;
+    let maze_limits = config.maze_limits;
+    let disk = disk::DiskGuard::new(&data_dir, config.min_free_disk);
     let proposer =
         Proposer::spawn(raft.clone(), limits, maze_limits, disk.clone(), shutdown.clone());
     let submitter =
@@ -296,34 +254,36 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
         reader.clone(),
         proposer.clone(),
         RetentionPolicy {
-            max_bytes: args.retention_bytes,
-            max_age_ms: u64::try_from(args.retention_age.as_millis()).unwrap_or(u64::MAX),
+            max_bytes: config.retention_bytes,
+            max_age_ms: u64::try_from(config.retention_age.as_millis()).unwrap_or(u64::MAX),
         },
         shutdown.clone(),
     ));
 
     crate::listener::raise_fd_limit(
-        (args.max_api_connections + args.max_raft_connections + args.max_maze_clients) as u64,
+        (config.max_api_connections + config.max_raft_connections + config.max_maze_clients) as u64,
     );
     let raft_limits = ServerLimits {
-        stats: ListenerStats::new("raft", args.max_raft_connections),
-        handshake_and_header: args.header_timeout,
-        idle: args.idle_timeout,
+        stats: ListenerStats::new("raft", config.max_raft_connections),
+        handshake_and_header: config.header_timeout,
+        idle: config.idle_timeout,
         // Peers multiplex their RPCs over one connection; entries travel
         // in ~1 MiB messages (hyper's default windows).
         http2_streams: 256,
         stream_window: 1 << 20,
         connection_window: 4 << 20,
+        // Peers retry elsewhere; a short grace keeps shutdown quick.
+        shutdown_grace: Duration::from_millis(500),
     };
     let api_limits = ServerLimits {
-        stats: ListenerStats::new("api", args.max_api_connections),
-        handshake_and_header: args.header_timeout,
-        idle: args.idle_timeout,
-        http2_streams: args.max_http2_streams,
+        stats: ListenerStats::new("api", config.max_api_connections),
+        handshake_and_header: config.header_timeout,
+        idle: config.idle_timeout,
+        http2_streams: config.max_http2_streams,
         stream_window: 256 << 10,
         connection_window: 1 << 20,
+        shutdown_grace: Duration::from_secs(2),
     };
-    let raft_port = axum_server::Handle::new();
     {
         let router = internal::router(internal::InternalState {
             raft: raft.clone(),
@@ -332,23 +292,24 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
             submitter: submitter.clone(),
             reader: reader.clone(),
         });
-        let server = tls_server(raft_listener, tls.raft_server_config()?, &raft_limits)
-            .map_err(|source| NodeError::Bind { what: "raft port", addr: args.raft_addr, source })?
-            .handle(raft_port.clone());
-        tasks.spawn(async move {
-            if let Err(e) = server.serve(router.into_make_service()).await {
-                tracing::error!(error = %e, "raft port server stopped");
-            }
-        });
+        tasks.spawn(listeners::serve_https(
+            "raft port",
+            raft_listener,
+            tls.raft_server_config()?,
+            &raft_limits,
+            router,
+            false,
+            shutdown.clone(),
+        )?);
     }
 
-    let gossip_advertise = advertise::gossip_socket(&host, args.gossip_addr.port()).await?;
+    let gossip_advertise = advertise::gossip_socket(&host, config.gossip_addr.port()).await?;
     let own = [
         gossip_advertise.to_string(),
-        args.gossip_addr.to_string(),
-        advertise::host_port(&host, args.gossip_addr.port()),
+        config.gossip_addr.to_string(),
+        advertise::host_port(&host, config.gossip_addr.port()),
     ];
-    let seeds = other_seeds(&args.seeds, &own);
+    let seeds = other_seeds(&config.seeds, &own);
     let initialized = raft.is_initialized().await.map_err(|e| NodeError::Raft(e.to_string()))?;
     let fresh = !initialized && cluster.uuid().is_none();
     if fresh && restored {
@@ -366,8 +327,8 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
         Gossip::spawn(GossipSettings {
             node_id,
             node: node.clone(),
-            cluster_id: args.cluster_id.clone(),
-            listen_addr: args.gossip_addr,
+            cluster_id: config.cluster_id.clone(),
+            listen_addr: config.gossip_addr,
             advertise_addr: gossip_advertise,
             seeds: seeds.clone(),
             auth: match gossip_key {
@@ -389,7 +350,7 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
     if fresh && !restored {
         tracing::info!(
             ?seeds,
-            expect = args.bootstrap_expect,
+            expect = config.bootstrap_expect,
             "empty data dir: listening to gossip for an existing cluster before anything else"
         );
         tasks.spawn(bootstrap_when_due(
@@ -398,9 +359,9 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
                 gossip: gossip.clone(),
                 peer: peer_client.clone(),
                 node: node.clone(),
-                expect: args.bootstrap_expect.map(|n| n as usize),
+                expect: config.bootstrap_expect.map(|n| n as usize),
                 has_seeds: !seeds.is_empty(),
-                wait: args.bootstrap_wait,
+                wait: config.bootstrap_wait,
                 reused_id_check,
             },
             shutdown.clone(),
@@ -415,7 +376,7 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
         raft: raft.clone(),
         gossip: gossip.clone(),
         peer_client: peer_client.clone(),
-        dead_grace: Duration::from_secs(args.dead_node_grace_secs),
+        dead_grace: Duration::from_secs(config.dead_node_grace_secs),
         reader: reader.clone(),
         retired: retired.clone(),
         last_decision: last_decision.clone(),
@@ -423,10 +384,12 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
     };
     tasks.spawn(driver.run(shutdown.clone()));
 
-    let maze_client_stats = ListenerStats::new("maze_client", args.max_maze_clients);
+    let maze_client_stats = ListenerStats::new("maze_client", config.max_maze_clients);
     let maze = match maze_listeners {
         None => None,
-        Some((source_listener, client_listener)) => {
+        Some(maze_listeners) => {
+            let (source_addr, client_addr) =
+                bound.maze.unwrap_or((config.maze_source_addr, config.maze_client_addr));
             let to_tokio =
                 |listener: std::net::TcpListener, what: &'static str, addr: SocketAddr| {
                     tokio::net::TcpListener::from_std(listener).map_err(|source| NodeError::Bind {
@@ -435,10 +398,9 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
                         source,
                     })
                 };
-            let source_listener =
-                to_tokio(source_listener, "maze source port", args.maze_source_addr)?;
+            let source_listener = to_tokio(maze_listeners.source, "maze source port", source_addr)?;
             let client_listener =
-                to_tokio(client_listener, "maze client port", args.maze_client_addr)?;
+                to_tokio(maze_listeners.clients, "maze client port", client_addr)?;
             let source_counters = Arc::new(SourceCounters::default());
             let gap_skips = Arc::new(std::sync::atomic::AtomicU64::new(0));
             tasks.spawn(crate::maze::clients::run(
@@ -458,11 +420,11 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
                 raft.clone(),
                 reader.clone(),
                 submitter.clone(),
-                Duration::from_millis(args.maze_gap_timeout_ms),
+                Duration::from_millis(config.maze_gap_timeout_ms),
                 gap_skips.clone(),
                 shutdown.clone(),
             ));
-            tracing::info!(source = %args.maze_source_addr, clients = %args.maze_client_addr, "follower-maze listening");
+            tracing::info!(source = %source_addr, clients = %client_addr, "follower-maze listening");
             Some(MazeHandles {
                 registry: maze_registry.clone(),
                 source: source_counters,
@@ -473,28 +435,28 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
 
     let state = Arc::new(AppState {
         node_id,
-        cluster_id: args.cluster_id.clone(),
+        cluster_id: config.cluster_id.clone(),
         raft: raft.clone(),
         proposer,
         reader,
         barrier,
         gossip: gossip.clone(),
-        max_event_bytes: args.max_event_bytes,
-        api_token: token(args.api_token.as_deref(), args.api_token_file.as_deref())?,
-        admin_token: token(args.admin_token.as_deref(), args.admin_token_file.as_deref())?,
+        max_event_bytes: config.max_event_bytes,
+        api_token: token(config.api_token.as_deref(), config.api_token_file.as_deref())?,
+        admin_token: token(config.admin_token.as_deref(), config.admin_token_file.as_deref())?,
         last_transfer: Mutex::new(None),
-        transfer_min_interval: args.transfer_min_interval,
+        transfer_min_interval: config.transfer_min_interval,
         last_membership_decision: last_decision,
         retired,
         maze,
         metrics: metrics.clone(),
         write_gate: tokio::sync::RwLock::new(()),
         peer_client: peer_client.clone(),
-        leader_lease: Duration::from_millis(args.election_timeout_ms * 2),
+        leader_lease: Duration::from_millis(config.election_timeout_ms * 2),
         backup_dir: data_dir.join("tmp"),
         backup_slot: Arc::new(tokio::sync::Semaphore::new(1)),
         membership_lock,
-        watches: api::watch::WatchHub::new(args.max_watches, shutdown.clone()),
+        watches: api::watch::WatchHub::new(config.max_watches, shutdown.clone()),
         listeners: vec![
             api_limits.stats.clone(),
             raft_limits.stats.clone(),
@@ -507,23 +469,21 @@ pub async fn start(args: ServeArgs) -> Result<NodeHandle, NodeError> {
         metrics.leader_changes.clone(),
         shutdown.clone(),
     ));
-    let api = axum_server::Handle::new();
     {
-        let tls_config = tls.api_server_config(args.api_client_ca.as_deref())?;
-        let server = tls_server(api_listener, tls_config, &api_limits)
-            .map_err(|source| NodeError::Bind { what: "api port", addr: args.api_addr, source })?
-            .handle(api.clone());
-        let router = api::public_router(state);
-        tasks.spawn(async move {
-            // The peer address decides who may use the admin routes.
-            let service = router.into_make_service_with_connect_info::<SocketAddr>();
-            if let Err(e) = server.serve(service).await {
-                tracing::error!(error = %e, "api server stopped");
-            }
-        });
+        let tls_config = tls.api_server_config(config.api_client_ca.as_deref())?;
+        // The peer address decides who may use the admin routes.
+        tasks.spawn(listeners::serve_https(
+            "api port",
+            api_listener,
+            tls_config,
+            &api_limits,
+            api::public_router(state),
+            true,
+            shutdown.clone(),
+        )?);
     }
-    tracing::info!(node_id, api = %node.api_url(), raft = %node.raft_url(), gossip = %gossip_advertise, gossip_signed = args.gossip_key.is_some(), "node started");
-    Ok(NodeHandle { node_id, raft, shutdown, tasks, api, raft_port, gossip })
+    tracing::info!(node_id, api = %node.api_url(), raft = %node.raft_url(), gossip = %gossip_advertise, gossip_signed = config.gossip_key.is_some(), "node started");
+    Ok(NodeHandle { node_id, raft, shutdown, tasks, addrs: bound, gossip, db: db_handle })
 }
 
 /// What a fresh node needs to decide whether to bootstrap.
@@ -728,11 +688,17 @@ async fn count_leader_changes(
 }
 
 impl NodeHandle {
-    /// Stops the node in the documented order (see the module docs).
+    /// Where this node's listeners are bound (the ports it got for port 0).
+    pub fn addrs(&self) -> BoundAddrs {
+        self.addrs
+    }
+
+    /// Stops the node in the documented order (see the module docs): the
+    /// token stops both HTTPS servers at once (the public API lets requests
+    /// finish for 2 s, the Raft port for 0.5 s), the maze listeners and the
+    /// background loops; then gossip, then Raft.
     pub async fn shutdown(mut self) {
-        self.api.graceful_shutdown(Some(Duration::from_secs(2)));
         self.shutdown.cancel();
-        self.raft_port.graceful_shutdown(Some(Duration::from_millis(500)));
         let drain = async { while self.tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(Duration::from_secs(5), drain).await.is_err() {
             self.tasks.abort_all();
@@ -744,6 +710,22 @@ impl NodeHandle {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
+        drop(self.raft);
+        // Tasks outside the set (connections, the proposer) end on the
+        // token a moment later. Once this is the last reference, dropping
+        // it here closes RocksDB before shutdown returns (dropping it while
+        // others hold it would leave the close to whichever ends last).
+        let others_gone = async {
+            while Arc::strong_count(&self.db) > 1 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(5), others_gone).await.is_err() {
+            tracing::warn!("the database is still in use 5 s after shutdown; it closes later");
+        }
+        let db = self.db;
+        // Closing flushes and joins RocksDB's threads: not on a runtime worker.
+        let _ = tokio::task::spawn_blocking(move || drop(db)).await;
         tracing::info!(node_id = self.node_id, "node stopped");
     }
 }

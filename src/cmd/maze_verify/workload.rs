@@ -20,7 +20,7 @@
 //! update.
 //!
 //! The model (`Expectations`) is deliberately separate from
-//! `crate::maze::state`: it keeps, per user, only the *connected* followers,
+//! `raftq::maze::state`: it keeps, per user, only the *connected* followers,
 //! and records a notification line for a connected recipient whenever the
 //! protocol says it is due. Only connected users matter because notifications
 //! for everybody else are dropped.
@@ -202,7 +202,8 @@ impl Workload {
         &self.connected
     }
 
-    /// Events generated so far.
+    /// Events generated so far (the run counts its own progress).
+    #[cfg(test)]
     pub fn events_generated(&self) -> u64 {
         self.next_seq - 1
     }

@@ -1,0 +1,182 @@
+//! The node's TCP listeners: bound before anything starts, then served
+//! until a shutdown token fires (mini-redis' `run(listener, shutdown)`).
+//!
+//! Binding first has two uses. A port conflict fails the start before any
+//! task runs, and a caller may ask for port 0 and learn the port the kernel
+//! chose ([`Listeners::local_addrs`]): the node advertises that port, and an
+//! in-process test talks to it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum_server::accept::NoDelayAcceptor;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
+use tokio_util::sync::CancellationToken;
+
+use super::config::Config;
+use super::NodeError;
+use crate::listener::{LimitedAcceptor, ListenerStats};
+
+/// Listening sockets of one node, already bound (non-blocking, for tokio).
+pub struct Listeners {
+    pub api: std::net::TcpListener,
+    pub raft: std::net::TcpListener,
+    /// Maze event source and user clients; `None` with `no_maze`.
+    pub maze: Option<MazeListeners>,
+}
+
+pub struct MazeListeners {
+    pub source: std::net::TcpListener,
+    pub clients: std::net::TcpListener,
+}
+
+/// Where a node's listeners are bound (the real ports, also for port 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BoundAddrs {
+    pub api: SocketAddr,
+    pub raft: SocketAddr,
+    /// Maze source and client ports, unless `no_maze`.
+    pub maze: Option<(SocketAddr, SocketAddr)>,
+}
+
+impl Listeners {
+    /// Binds the addresses of `config`.
+    pub fn bind(config: &Config) -> Result<Self, NodeError> {
+        let maze = if config.no_maze {
+            None
+        } else {
+            Some(MazeListeners {
+                source: bind("maze source port", config.maze_source_addr)?,
+                clients: bind("maze client port", config.maze_client_addr)?,
+            })
+        };
+        Ok(Listeners {
+            api: bind("api port", config.api_addr)?,
+            raft: bind("raft port", config.raft_addr)?,
+            maze,
+        })
+    }
+
+    pub fn local_addrs(&self) -> Result<BoundAddrs, NodeError> {
+        let addr = |what: &'static str, l: &std::net::TcpListener| {
+            l.local_addr().map_err(|source| NodeError::Bind {
+                what,
+                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                source,
+            })
+        };
+        let maze = match &self.maze {
+            None => None,
+            Some(m) => {
+                Some((addr("maze source port", &m.source)?, addr("maze client port", &m.clients)?))
+            }
+        };
+        Ok(BoundAddrs {
+            api: addr("api port", &self.api)?,
+            raft: addr("raft port", &self.raft)?,
+            maze,
+        })
+    }
+}
+
+fn bind(what: &'static str, addr: SocketAddr) -> Result<std::net::TcpListener, NodeError> {
+    let listener = std::net::TcpListener::bind(addr).map_err(|source| NodeError::Bind {
+        what,
+        addr,
+        source,
+    })?;
+    listener.set_nonblocking(true).map_err(|source| NodeError::Bind { what, addr, source })?;
+    Ok(listener)
+}
+
+/// How an HTTPS listener bounds what a client can hold (see `listener`).
+pub(super) struct ServerLimits {
+    pub stats: Arc<ListenerStats>,
+    pub handshake_and_header: Duration,
+    pub idle: Duration,
+    pub http2_streams: u32,
+    /// What one HTTP/2 stream, and one connection, may send before the
+    /// server reads it: bounds buffered request bodies per connection.
+    pub stream_window: u32,
+    pub connection_window: u32,
+    /// How long open requests may finish once shutdown starts.
+    pub shutdown_grace: Duration,
+}
+
+type Acceptor = RustlsAcceptor<LimitedAcceptor<NoDelayAcceptor>>;
+
+/// HTTP/1 read buffer (headers must fit).
+const HTTP1_BUFFER_MAX: usize = 64 << 10;
+const HEADER_LIST_MAX: u32 = 16 << 10;
+
+/// An HTTPS server on an already bound listener, bounded: a connection cap,
+/// TLS handshake and HTTP/1 header timeouts, an idle timeout, HTTP/2 streams
+/// per connection and the bytes a client may send ahead (flow-control
+/// windows). TCP_NODELAY matters: a response written in several TLS records
+/// would otherwise wait for the peer's delayed ACK (~40 ms on Linux) behind
+/// Nagle's algorithm.
+fn tls_server(
+    listener: std::net::TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    limits: &ServerLimits,
+) -> std::io::Result<axum_server::Server<SocketAddr, Acceptor>> {
+    let limited = LimitedAcceptor::new(NoDelayAcceptor::new(), limits.stats.clone(), limits.idle);
+    let acceptor = RustlsAcceptor::new(RustlsConfig::from_config(config))
+        .handshake_timeout(limits.handshake_and_header)
+        .acceptor(limited);
+    let mut server = axum_server::from_tcp(listener)?.acceptor(acceptor);
+    let builder = server.http_builder();
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        // Also the idle limit between requests on a keep-alive connection.
+        .header_read_timeout(limits.handshake_and_header)
+        .max_buf_size(HTTP1_BUFFER_MAX);
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_concurrent_streams(limits.http2_streams)
+        .max_header_list_size(HEADER_LIST_MAX)
+        .initial_stream_window_size(limits.stream_window)
+        .initial_connection_window_size(limits.connection_window)
+        .max_pending_accept_reset_streams(Some(32))
+        .max_local_error_reset_streams(Some(64));
+    Ok(server)
+}
+
+/// Serves `router` over HTTPS on `listener` until `shutdown` fires, then
+/// lets open requests finish for up to `limits.shutdown_grace`.
+/// `connect_info` hands each handler the peer address (the public API's
+/// admin routes need it). The returned future is the server; spawn it.
+pub(super) fn serve_https(
+    what: &'static str,
+    listener: std::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    limits: &ServerLimits,
+    router: axum::Router,
+    connect_info: bool,
+    shutdown: CancellationToken,
+) -> Result<impl std::future::Future<Output = ()> + Send + 'static, NodeError> {
+    let addr = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let grace = limits.shutdown_grace;
+    let handle = axum_server::Handle::new();
+    let server = tls_server(listener, tls, limits)
+        .map_err(|source| NodeError::Bind { what, addr, source })?
+        .handle(handle.clone());
+    Ok(async move {
+        let stop = async move {
+            shutdown.cancelled().await;
+            handle.graceful_shutdown(Some(grace));
+        };
+        tokio::spawn(stop);
+        let served = if connect_info {
+            server.serve(router.into_make_service_with_connect_info::<SocketAddr>()).await
+        } else {
+            server.serve(router.into_make_service()).await
+        };
+        if let Err(e) = served {
+            tracing::error!(error = %e, listener = what, "server stopped");
+        }
+    })
+}

@@ -1,0 +1,223 @@
+//! One real node inside the test process: `raftq::node::start` with a plain
+//! `Config`, RocksDB in a tempdir, its development TLS certificates, and
+//! every TCP listener bound here on `127.0.0.1:0` and handed to
+//! `raftq::node::start_on` (the node reports and advertises those ports).
+//! Requests go through reqwest over real HTTPS, verified against the node's
+//! own CA.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use raftq::node::{Config, Listeners, NodeHandle};
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+/// How long a fresh single node may take to elect itself and be ready.
+const READY_WITHIN: Duration = Duration::from_secs(20);
+
+pub const FORM: &str = "application/x-www-form-urlencoded";
+pub const TEXT: &str = "text/plain";
+pub const JSON: &str = "application/json";
+
+pub struct TestNode {
+    handle: Option<NodeHandle>,
+    pub api: SocketAddr,
+    pub node_id: u64,
+    http: reqwest::Client,
+    /// `--api-token`, for the readiness probe only: tests send their own.
+    token: Option<String>,
+    // Last: the data dir outlives the node (fields drop in order).
+    dir: tempfile::TempDir,
+}
+
+/// A port no one listens on right now, for gossip (UDP): chitchat binds its
+/// address itself, so it cannot take port 0 and report back.
+fn free_udp_port() -> SocketAddr {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind a UDP port");
+    socket.local_addr().expect("local addr")
+}
+
+impl TestNode {
+    /// A ready single-voter node with the default config, changed by `tweak`.
+    pub async fn start(tweak: impl FnOnce(&mut Config)) -> TestNode {
+        Self::start_in(tempfile::tempdir().expect("tempdir"), tweak).await
+    }
+
+    /// [`TestNode::start`] on the data dir under `dir` (a restart when a
+    /// node ran there before).
+    pub async fn start_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut Config)) -> TestNode {
+        raftq::tls::install_crypto_provider();
+        let loopback_any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut config = Config::new(dir.path().join("data"));
+        config.api_addr = loopback_any;
+        config.raft_addr = loopback_any;
+        config.maze_source_addr = loopback_any;
+        config.maze_client_addr = loopback_any;
+        config.gossip_addr = free_udp_port();
+        config.advertise_host = Some("127.0.0.1".into());
+        // Nothing to wait for: no other node will ever gossip here.
+        config.bootstrap_wait = Duration::ZERO;
+        // The tests must not depend on the free space of the machine.
+        config.min_free_disk = raftq::node::disk::MinFree::Bytes(0);
+        tweak(&mut config);
+        let data_dir = config.data_dir.clone();
+        let token = config.api_token.clone();
+        // Bound here, as an embedding program may: the node serves these.
+        let listeners = Listeners::bind(&config).expect("bind the listeners");
+        let bound = listeners.local_addrs().expect("bound addresses");
+        let handle = raftq::node::start_on(config, listeners).await.expect("start the node");
+        assert_eq!(handle.addrs(), bound, "the node reports the ports it was given");
+        let api = bound.api;
+        assert_ne!(api.port(), 0, "port 0 was replaced by the kernel's choice");
+        let ca = data_dir.join("tls").join("ca.pem");
+        let http = raftq::tls::api_client_builder(Some(&ca), false, None)
+            .expect("client with the node's CA")
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(15))
+            .build()
+            .expect("reqwest client");
+        let node =
+            TestNode { node_id: handle.node_id, handle: Some(handle), api, http, token, dir };
+        node.wait_ready().await;
+        node
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.api)
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    pub fn handle(&self) -> &NodeHandle {
+        self.handle.as_ref().expect("the node runs")
+    }
+
+    async fn wait_ready(&self) {
+        let started = Instant::now();
+        loop {
+            let mut probe = self.http.get(self.url("/readyz"));
+            if let Some(token) = &self.token {
+                probe = probe.bearer_auth(token);
+            }
+            let last = match probe.send().await {
+                Ok(r) if r.status() == StatusCode::OK => return,
+                Ok(r) => format!("{}: {}", r.status(), r.text().await.unwrap_or_default()),
+                Err(e) => e.to_string(),
+            };
+            assert!(started.elapsed() < READY_WITHIN, "node not ready in time: {last}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// One request; `headers` are added as given.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        let mut request = self.http.request(method.clone(), self.url(path));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some((content_type, bytes)) = body {
+            request = request.header(reqwest::header::CONTENT_TYPE, content_type).body(bytes);
+        }
+        let response =
+            request.send().await.unwrap_or_else(|e| panic!("{method} {path}: no response: {e:?}"));
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.expect("response body").to_vec();
+        Resp { what: format!("{method} {path}"), status, headers, body }
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.send(Method::GET, path, None, &[]).await
+    }
+
+    /// POSTs `event` as text to `/event` and returns its seq.
+    pub async fn post(&self, event: &str) -> u64 {
+        let r = self.send(Method::POST, "/event", Some((TEXT, event.into())), &[]).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+        r.seq()
+    }
+
+    /// Everything a rejected request must leave as it was: a queue's
+    /// retained events (`queue_path` is its `/events` route), and the
+    /// default queue's head, front and length.
+    pub async fn queue_state(&self, queue_path: &str) -> Value {
+        let mut r = self.get(&format!("{queue_path}?after=0&limit=1000")).await;
+        if r.status == StatusCode::GONE {
+            let oldest = r.json()["oldest"].as_u64().expect("410 names the oldest seq");
+            let after = oldest.saturating_sub(1);
+            r = self.get(&format!("{queue_path}?after={after}&limit=1000")).await;
+        }
+        assert_eq!(r.status, StatusCode::OK, "{r:?}");
+        let status = self.get("/status").await.json();
+        serde_json::json!({
+            "page": r.json(),
+            "queue_len": status["queue_len"],
+            "head_seq": status["head_seq"],
+            "front_seq": status["front_seq"],
+        })
+    }
+
+    pub async fn shutdown(self) {
+        self.stop().await;
+    }
+
+    /// Shuts the node down and hands back its directory, for a restart.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(handle) = self.handle.take() {
+            handle.shutdown().await;
+        }
+        self.dir
+    }
+}
+
+/// A response read whole.
+pub struct Resp {
+    pub what: String,
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for Resp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} -> {} {}", self.what, self.status, String::from_utf8_lossy(&self.body))
+    }
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{self:?}: not JSON: {e}"))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn seq(&self) -> u64 {
+        self.header("seq")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{self:?}: no Seq header"))
+    }
+
+    /// The documented error shape: `status`, a JSON body `{"error","code"}`
+    /// with a readable message and this `code`. Returns the body.
+    pub fn assert_error(&self, status: StatusCode, code: &str) -> Value {
+        assert_eq!(self.status, status, "{self:?}");
+        let content_type = self.header("content-type").unwrap_or_default();
+        assert!(content_type.starts_with("application/json"), "{self:?}: {content_type}");
+        let body = self.json();
+        assert_eq!(body["code"], code, "{self:?}");
+        let message = body["error"].as_str().unwrap_or_default();
+        assert!(!message.is_empty(), "{self:?}: no error message");
+        body
+    }
+}
