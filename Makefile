@@ -36,7 +36,7 @@ APT_PACKAGES = libclang-dev curl
 PURE_FILES = $(wildcard src/queue/*.rs \
 	src/maze/protocol.rs src/maze/reorder.rs src/maze/graph.rs src/maze/route.rs \
 	src/maze/state.rs src/membership/reconcile.rs src/membership/bootstrap.rs \
-	src/raft/peer_check.rs) \
+	src/raft/peer_check.rs src/maze/mod.rs src/replica/view.rs src/wire.rs) \
 	$(wildcard src/consumer/sse.rs src/consumer/cursor.rs src/consumer/line.rs)
 FORBIDDEN_IMPORTS = \b(tokio|axum|rocksdb|reqwest|chitchat)\b|\bopenraft::(Raft\b|\{[^}]*\bRaft\b)|\bstd::(net|fs)\b|\bstd::\{[^}]*\b(net|fs)\b
 

@@ -10,11 +10,17 @@
 //! Batches are handed to openraft in the order they were formed
 //! (`client_write_ff` from this one task); only the waiting for results runs
 //! concurrently.
+//!
+//! Every write of the node passes [`Proposer::propose`] (API, compactor,
+//! maze source and gap timer, forwarded batches), so the two write gates
+//! sit here: the disk watermark, and the pause a leadership transfer takes
+//! ([`Proposer::hold_writes`], see `replica::transfer`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::error::ClientWriteError;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedRwLockWriteGuard, RwLock, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::types::{Node, NodeId, Op, Raft, Reply, Request};
@@ -67,6 +73,15 @@ pub struct Proposer {
     tx: mpsc::Sender<Pending>,
     /// The one place every write passes: API, maze source, forwarded batches.
     disk: Arc<crate::node::disk::DiskGuard>,
+    /// Each proposal holds it shared until it is answered; a leadership
+    /// transfer holds it exclusively, since any write would refresh the
+    /// followers' leases that the transfer waits out.
+    gate: Arc<RwLock<()>>,
+}
+
+/// New proposals wait while this lives (see [`Proposer::hold_writes`]).
+pub struct WritesHeld {
+    _guard: OwnedRwLockWriteGuard<()>,
 }
 
 impl Proposer {
@@ -80,7 +95,13 @@ impl Proposer {
     ) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE_MAX);
         tokio::spawn(run(raft, limits, maze_limits, rx, shutdown));
-        Proposer { tx, disk }
+        Proposer { tx, disk, gate: Arc::new(RwLock::new(())) }
+    }
+
+    /// Pauses new proposals (once those in flight are answered) until the
+    /// guard is dropped.
+    pub async fn hold_writes(&self) -> WritesHeld {
+        WritesHeld { _guard: self.gate.clone().write_owned().await }
     }
 
     /// Proposes one operation and waits until it is committed and applied.
@@ -88,17 +109,38 @@ impl Proposer {
     /// ([`ProposeError::DiskFull`]); the maze source retries it, which
     /// stops it reading its socket until space returns.
     pub async fn propose(&self, op: Op) -> Result<Reply, ProposeError> {
+        self.propose_within(op, None).await
+    }
+
+    /// [`Proposer::propose`], giving up after `commit_timeout` (the outcome
+    /// is then unknown). The wait at the transfer gate does not count: a
+    /// transfer bounds itself, and a write held by one must still end in a
+    /// redirect to the new leader, not in a timeout.
+    pub async fn propose_within(
+        &self,
+        op: Op,
+        commit_timeout: Option<Duration>,
+    ) -> Result<Reply, ProposeError> {
+        let _gate = self.gate.read().await;
         if adds_data(&op) {
             if let Some(why) = self.disk.refuse_writes() {
                 return Err(ProposeError::DiskFull(why));
             }
         }
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Pending { op, reply })
-            .await
-            .map_err(|_| ProposeError::Unavailable("proposer stopped".into()))?;
-        rx.await.map_err(|_| ProposeError::Unavailable("proposal dropped".into()))?
+        let commit = async {
+            let (reply, rx) = oneshot::channel();
+            self.tx
+                .send(Pending { op, reply })
+                .await
+                .map_err(|_| ProposeError::Unavailable("proposer stopped".into()))?;
+            rx.await.map_err(|_| ProposeError::Unavailable("proposal dropped".into()))?
+        };
+        match commit_timeout {
+            None => commit.await,
+            Some(limit) => tokio::time::timeout(limit, commit).await.unwrap_or_else(|_| {
+                Err(ProposeError::Unavailable("timed out waiting for the write to commit".into()))
+            }),
+        }
     }
 }
 

@@ -49,8 +49,8 @@ use super::types::{
     Entry, LogId, NodeId, Op, Reply, Response, Snapshot, SnapshotMeta, StorageError,
     StoredMembership, TypeConfig,
 };
-use crate::maze::clients::{Delivery, Registry};
 use crate::maze::{LinesStats, MazeEffect, MazeOutcome, MazeState};
+use crate::maze_net::clients::{Delivery, Registry};
 use crate::queue::{Effect, EventStamp, IdemEntry, Outcome, QueueMeta, QueueState, Seq};
 
 const SNAPSHOT_FILE: &str = "current.snap";
