@@ -229,4 +229,68 @@ mod tests {
             );
         }
     }
+
+    fn leader() -> NotLeader {
+        let node = crate::raft::types::Node {
+            raft_addr: "10.0.0.2:1112".into(),
+            api_addr: "10.0.0.2:8080".into(),
+        };
+        NotLeader { leader: Some((2, node)) }
+    }
+
+    #[test]
+    fn not_leader_is_a_307_to_the_same_path_or_a_503_without_a_leader() {
+        let redirect = not_leader(&leader(), "/event?x=1").into_response();
+        assert_eq!(redirect.status(), StatusCode::TEMPORARY_REDIRECT);
+        assert_eq!(
+            redirect.headers().get(header::LOCATION).map(|v| v.as_bytes()),
+            Some(&b"https://10.0.0.2:8080/event?x=1"[..])
+        );
+        let none = not_leader(&NotLeader { leader: None }, "/event");
+        assert_eq!(none.status_and_code(), (StatusCode::SERVICE_UNAVAILABLE, code::NO_LEADER));
+        let proposed = from_propose(ProposeError::NotLeader { leader: leader().leader }, "/e");
+        assert!(matches!(proposed, ApiError::Redirect { .. }), "{proposed:?}");
+    }
+
+    #[test]
+    fn the_facades_transfer_and_removal_errors_map_to_their_documented_codes() {
+        let cases = [
+            (from_transfer(TransferError::NoTarget, "/"), StatusCode::CONFLICT, code::NO_TARGET),
+            (
+                from_transfer(TransferError::NotAVoter(4), "/"),
+                StatusCode::CONFLICT,
+                code::NOT_A_VOTER,
+            ),
+            (
+                from_transfer(TransferError::LostLeadership, "/"),
+                StatusCode::SERVICE_UNAVAILABLE,
+                code::UNAVAILABLE,
+            ),
+            (
+                from_remove(RemoveError::TooFewVoters { id: 3, left: 2 }, "/"),
+                StatusCode::CONFLICT,
+                code::TOO_FEW_VOTERS,
+            ),
+            (from_remove(RemoveError::Unknown(9), "/"), StatusCode::NOT_FOUND, code::UNKNOWN_NODE),
+            (
+                from_remove(RemoveError::HandedOver(leader()), "/cluster/nodes/1"),
+                StatusCode::TEMPORARY_REDIRECT,
+                code::NOT_LEADER,
+            ),
+        ];
+        for (api, status, code) in cases {
+            assert_eq!(api.status_and_code(), (status, code), "{api}");
+        }
+        let too_soon = TransferError::TooSoon {
+            since_ms: 10,
+            min_interval: std::time::Duration::from_secs(5),
+            retry_after_secs: 5,
+        };
+        let response = from_transfer(too_soon, "/").into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            response.headers().get(header::RETRY_AFTER).map(|v| v.as_bytes()),
+            Some(&b"5"[..])
+        );
+    }
 }
