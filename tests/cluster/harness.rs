@@ -1258,6 +1258,11 @@ impl Cluster {
         }
         let v: Value = serde_json::from_slice(&r.body)
             .map_err(|e| format!("/status not JSON ({e}): {r:?}"))?;
+        // The typed contract the CLI reads must accept what the server says
+        // (a mismatch is a bug, not a transient state: no retry).
+        if let Err(e) = serde_json::from_value::<raftq::wire::Status>(v.clone()) {
+            panic!("/status does not read as wire::Status ({e}): {v}");
+        }
         if let Some(id) = v.get("node_id").and_then(id_of) {
             let _ = self.nodes[i].node_id.set(id);
         }
