@@ -2,13 +2,14 @@
 //! rest of the node talks to.
 //!
 //! ```text
-//!  api / maze_net / compactor / membership driver
+//!  api / maze_net / membership driver / node::disk
 //!        │ propose · submit · linearizable · transfer · remove_node · view
 //!        ▼
 //!  Replica ── leader routing: here, 307 (api maps NotLeader), or forward
 //!        │     over the Raft port (/internal/propose, /internal/read-index)
 //!        ▼
 //!  Proposer (group commit; disk watermark and transfer pause) ─▶ openraft
+//!     ▲ (the leader's compactor proposes here directly)
 //! ```
 //!
 //! What it owns:
@@ -23,7 +24,9 @@
 //! - metrics snapshots as plain types ([`RaftView`]).
 //!
 //! Every error it returns is a raftq enum; `api::error` picks the status
-//! codes. Nothing outside `raft/` and `replica/` names an openraft type.
+//! codes. Above it, only `node` (which builds Raft and shuts it down) still
+//! holds the Raft handle; `api`, `maze_net` and the membership driver name
+//! no openraft type.
 
 pub mod forward;
 pub mod members;
@@ -151,12 +154,6 @@ impl Replica {
         self.inner.node_id
     }
 
-    /// The group-commit proposer (for tasks that only ever run on the
-    /// leader and propose directly, like the compactor).
-    pub fn proposer(&self) -> &Proposer {
-        &self.inner.proposer
-    }
-
     /// This node's Raft state now.
     pub fn view(&self) -> RaftView {
         RaftView::from_metrics(&self.inner.raft.metrics().borrow())
@@ -212,11 +209,5 @@ impl Replica {
                 serde_json::to_vec(&raft.install_snapshot(req).await)?
             }
         })
-    }
-
-    /// The Raft handle, for the node's start and shutdown and for the
-    /// tasks that read Raft's own signals (`node`).
-    pub fn raft(&self) -> &Raft {
-        &self.inner.raft
     }
 }
