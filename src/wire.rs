@@ -332,6 +332,8 @@ pub mod frame {
 
     pub use super::EventData;
 
+    /// The content type of a watch stream.
+    pub const CONTENT_TYPE: &str = "text/event-stream";
     pub const EVENT: &str = "event";
     pub const HEARTBEAT: &str = "heartbeat";
     pub const GONE: &str = "gone";

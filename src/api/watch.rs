@@ -127,7 +127,7 @@ pub async fn watch(
     });
     let mut response = Response::new(Body::from_stream(chunks));
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(frame::CONTENT_TYPE));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Reverse proxies (nginx) would otherwise buffer the stream.
     h.insert(HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no"));

@@ -397,7 +397,7 @@ impl Consumer {
         let request = self
             .client
             .request(Method::GET, &url)
-            .header(reqwest::header::ACCEPT, "text/event-stream");
+            .header(reqwest::header::ACCEPT, wire::frame::CONTENT_TYPE);
         let response = match tokio::time::timeout(self.timing.request, request.send()).await {
             Ok(Ok(response)) => response,
             Ok(Err(e)) => {
@@ -414,7 +414,7 @@ impl Consumer {
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"));
+            .is_some_and(|v| v.starts_with(wire::frame::CONTENT_TYPE));
         if status == StatusCode::OK && is_stream {
             self.note_source(node, true);
             self.cursor.stream_started();

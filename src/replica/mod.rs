@@ -130,7 +130,7 @@ struct Inner {
     transfer_min_interval: Duration,
     /// Held by an operator's removal and by each autopilot change, so the
     /// 3-voter floor is checked against the membership the change applies to.
-    membership_lock: Arc<tokio::sync::Mutex<()>>,
+    membership_lock: tokio::sync::Mutex<()>,
 }
 
 impl Replica {
@@ -145,7 +145,7 @@ impl Replica {
                 leader_lease: parts.leader_lease,
                 last_transfer: Mutex::new(None),
                 transfer_min_interval: parts.transfer_min_interval,
-                membership_lock: Arc::new(tokio::sync::Mutex::new(())),
+                membership_lock: tokio::sync::Mutex::new(()),
             }),
         }
     }
