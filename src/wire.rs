@@ -413,6 +413,27 @@ mod tests {
     }
 
     #[test]
+    fn every_error_code_is_in_the_table_of_docs_api() {
+        let source = include_str!("wire.rs");
+        let codes = source.split("pub mod code {").nth(1).and_then(|m| m.split('}').next());
+        let codes: Vec<&str> = codes.unwrap().lines().filter_map(|l| l.split('"').nth(1)).collect();
+        assert!(codes.len() > 20, "{codes:?}");
+        let docs = include_str!("../docs/api.md");
+        let table: Vec<&str> = docs
+            .lines()
+            .filter(|l| {
+                l.len() > 5 && l.starts_with("| ") && l[2..5].bytes().all(|b| b.is_ascii_digit())
+            })
+            .collect();
+        for code in codes {
+            assert!(
+                table.iter().any(|row| row.contains(&format!("`{code}`"))),
+                "error code {code:?} is missing from the table in docs/api.md"
+            );
+        }
+    }
+
+    #[test]
     fn default_queue_paths_have_no_prefix() {
         assert_eq!(queue_path(DEFAULT_QUEUE, "events"), "/events");
         assert_eq!(queue_path("jobs", "event"), "/queues/jobs/event");
