@@ -130,6 +130,39 @@ mod tests {
         }
     }
 
+    fn node(port: u16) -> Node {
+        Node { raft_addr: format!("h:{port}"), api_addr: format!("h:{}", port + 1) }
+    }
+
+    #[test]
+    fn a_leaders_metrics_become_plain_membership_and_progress() {
+        use std::sync::Arc;
+
+        use openraft::{CommittedLeaderId, LogId, Membership, StoredMembership};
+
+        let nodes = BTreeMap::from([(1, node(10)), (2, node(20)), (3, node(30)), (4, node(40))]);
+        let membership = Membership::new(vec![BTreeSet::from([1, 2, 3])], nodes);
+        let log_id = |index| LogId::new(CommittedLeaderId::new(5, 1), index);
+        let mut m = RaftMetrics::new_initial(1);
+        m.state = ServerState::Leader;
+        m.current_term = 5;
+        m.current_leader = Some(1);
+        m.last_log_index = Some(9);
+        m.last_applied = Some(log_id(8));
+        m.membership_config = Arc::new(StoredMembership::new(Some(log_id(2)), membership));
+        m.replication =
+            Some(BTreeMap::from([(1, Some(log_id(9))), (2, Some(log_id(7))), (4, None)]));
+
+        let view = RaftView::from_metrics(&m);
+        assert!(view.is_leader());
+        assert_eq!((view.role, view.term, view.applied_index), (Role::Leader, 5, Some(8)));
+        assert_eq!(view.voters, BTreeSet::from([1, 2, 3]));
+        assert_eq!(view.learners, BTreeSet::from([4]));
+        assert_eq!(view.leader(), Some((1, &node(10))));
+        assert_eq!(view.leader_api_url().as_deref(), Some("https://h:11"));
+        assert_eq!([1, 2, 3, 4].map(|id| view.matched_index(id)), [Some(9), Some(7), None, None]);
+    }
+
     #[test]
     fn a_fresh_node_knows_no_leader_and_no_members() {
         let view = RaftView::from_metrics(&RaftMetrics::new_initial(7));
