@@ -16,9 +16,9 @@
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
-use serde_json::Value;
 
 use crate::queue::Seq;
+use crate::wire::{self, header};
 
 const ATTEMPTS_MAX: usize = 20;
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
@@ -203,7 +203,7 @@ impl Client {
     fn seq_header(response: &reqwest::Response) -> Result<Seq, ClientError> {
         response
             .headers()
-            .get("seq")
+            .get(header::SEQ)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| ClientError::Protocol("missing Seq header".into()))
@@ -211,16 +211,12 @@ impl Client {
 
     /// `/{rest}` for the queue `default`, else `/queues/{queue}/{rest}`.
     pub fn queue_path(queue: &str, rest: &str) -> String {
-        if queue == "default" {
-            format!("/{rest}")
-        } else {
-            format!("/queues/{queue}/{rest}")
-        }
+        wire::queue_path(queue, rest)
     }
 
     /// `/status` of exactly the node at `base` (no failover, no redirect),
     /// with a short timeout: for surveying every member.
-    pub async fn status_of(&self, base: &str) -> Result<Value, ClientError> {
+    pub async fn status_of(&self, base: &str) -> Result<wire::Status, ClientError> {
         let url = format!("{}/status", base.trim_end_matches('/'));
         let mut request = self.http.get(&url).timeout(Duration::from_secs(3));
         if let Some(token) = &self.token {
@@ -232,7 +228,7 @@ impl Client {
         response.json().await.map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
-    pub async fn status(&self) -> Result<Value, ClientError> {
+    pub async fn status(&self) -> Result<wire::Status, ClientError> {
         let response = Self::expect_ok(self.send(Method::GET, "/status", None, &[]).await?).await?;
         response.json().await.map_err(|e| ClientError::Protocol(e.to_string()))
     }
@@ -248,7 +244,7 @@ impl Client {
         let key = idempotency_key
             .map(str::to_string)
             .unwrap_or_else(|| format!("raftq-cli-{}", uuid::Uuid::new_v4()));
-        let headers = vec![("idempotency-key", key.clone())];
+        let headers = vec![(header::IDEMPOTENCY_KEY, key.clone())];
         let body = Some(("text/plain; charset=utf-8", event.as_bytes().to_vec()));
         let rerun = |why: String| {
             ClientError::Unknown(format!(

@@ -14,10 +14,10 @@
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
-use serde::Deserialize;
 use tokio::time::Instant;
 
 use crate::client::Client;
+use crate::wire::{self, Allocated, ErrorBody};
 
 /// Deadline of one lease request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -45,17 +45,6 @@ pub enum SequenceError {
 pub struct Lease {
     pub first: u64,
     pub last: u64,
-}
-
-#[derive(Deserialize)]
-struct Allocated {
-    first: u64,
-    last: u64,
-}
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    code: String,
 }
 
 /// See the module docs.
@@ -175,7 +164,7 @@ impl SequenceLeaser {
                 }
                 Ok(Ok((StatusCode::SERVICE_UNAVAILABLE, _, body))) => {
                     let code = serde_json::from_slice::<ErrorBody>(&body).map(|b| b.code);
-                    let no_leader = code.as_deref().is_ok_and(|c| c == "no_leader");
+                    let no_leader = code.as_deref().is_ok_and(|c| c == wire::code::NO_LEADER);
                     (format!("503: {}", String::from_utf8_lossy(&body)), no_leader)
                 }
                 Ok(Ok((status, _, body))) if status.is_client_error() => {

@@ -158,7 +158,7 @@ fn fuzz_event_bodies() {
 fn fuzz_maze_lines() {
     fuzz("maze line", syntax_bytes(b"0123456789|FUBPS\r\n", 256), len, |input| {
         let _ = raftq::maze::protocol::parse_line(&String::from_utf8_lossy(input));
-        let _ = raftq::maze::clients::parse_user_id(&String::from_utf8_lossy(input));
+        let _ = raftq::maze_net::clients::parse_user_id(&String::from_utf8_lossy(input));
     });
 }
 
@@ -219,7 +219,8 @@ fn fuzz_snapshot_files_and_chunks() {
 fn fuzz_internal_rpc_bodies() {
     fuzz("rpc", syntax_bytes(b"{}[]\":,Maze Lines epoch Queue Enqueue 0123", 4096), len, |input| {
         if let Ok(op) = serde_json::from_slice::<raftq::raft::types::Op>(input) {
-            let _ = raftq::maze::source::check_forwarded(&op, &raftq::maze::MazeLimits::default());
+            let _ =
+                raftq::replica::forward::check_forwarded(&op, &raftq::maze::MazeLimits::default());
         }
         let _ = serde_json::from_slice::<
             openraft::raft::AppendEntriesRequest<raftq::raft::types::TypeConfig>,

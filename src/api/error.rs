@@ -1,16 +1,19 @@
 //! The one place that maps outcomes to HTTP status codes.
 //!
 //! Every error body is JSON `{"error": "...", "code": "..."}` (plus details
-//! for some codes), so scripts can branch on `code` and people can read
-//! `error`.
+//! for some codes; [`wire::ErrorBody`]), so scripts can branch on `code`
+//! and people can read `error`. The Raft facade's errors (plain raftq
+//! enums) are mapped here too.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
 
 use crate::queue::Seq;
-use crate::raft::{ProposeError, ReadError};
+use crate::replica::members::RemoveError;
+use crate::replica::transfer::TransferError;
+use crate::replica::{NotLeader, ProposeError, ReadError};
+use crate::wire::{self, code, ErrorBody, Front};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -72,29 +75,31 @@ impl ApiError {
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
-            ApiError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            ApiError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, code::TOO_LARGE),
             ApiError::UnsupportedMediaType(_) => {
-                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, code::UNSUPPORTED_MEDIA_TYPE)
             }
-            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            ApiError::SeqMismatch { .. } => (StatusCode::CONFLICT, "seq_mismatch"),
-            ApiError::Compacted { .. } => (StatusCode::GONE, "compacted"),
-            ApiError::Full(_) => (StatusCode::INSUFFICIENT_STORAGE, "full"),
-            ApiError::DiskFull(_) => (StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
-            ApiError::Redirect { .. } => (StatusCode::TEMPORARY_REDIRECT, "not_leader"),
-            ApiError::NoLeader => (StatusCode::SERVICE_UNAVAILABLE, "no_leader"),
-            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, code::NOT_FOUND),
+            ApiError::MethodNotAllowed => {
+                (StatusCode::METHOD_NOT_ALLOWED, code::METHOD_NOT_ALLOWED)
+            }
+            ApiError::SeqMismatch { .. } => (StatusCode::CONFLICT, code::SEQ_MISMATCH),
+            ApiError::Compacted { .. } => (StatusCode::GONE, code::COMPACTED),
+            ApiError::Full(_) => (StatusCode::INSUFFICIENT_STORAGE, code::FULL),
+            ApiError::DiskFull(_) => (StatusCode::INSUFFICIENT_STORAGE, code::DISK_FULL),
+            ApiError::Redirect { .. } => (StatusCode::TEMPORARY_REDIRECT, code::NOT_LEADER),
+            ApiError::NoLeader => (StatusCode::SERVICE_UNAVAILABLE, code::NO_LEADER),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, code::UNAVAILABLE),
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             ApiError::Unknown { code, .. } => (StatusCode::NOT_FOUND, code),
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            ApiError::AdminForbidden(_) => (StatusCode::FORBIDDEN, "admin_forbidden"),
-            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
-            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, code::UNAUTHORIZED),
+            ApiError::AdminForbidden(_) => (StatusCode::FORBIDDEN, code::ADMIN_FORBIDDEN),
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, code::RATE_LIMITED),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, code::INTERNAL),
             ApiError::TooManyWatches { .. } => {
-                (StatusCode::SERVICE_UNAVAILABLE, "too_many_watches")
+                (StatusCode::SERVICE_UNAVAILABLE, code::TOO_MANY_WATCHES)
             }
-            ApiError::ReadUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::ReadUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, code::UNAVAILABLE),
         }
     }
 }
@@ -102,17 +107,20 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        let mut body = json!({ "error": self.to_string(), "code": code });
+        let mut body = ErrorBody::new(code, self.to_string());
         match &self {
-            ApiError::SeqMismatch { front, .. } => body["front"] = json!(front),
+            ApiError::SeqMismatch { front, .. } => body.front = Some(Front(*front)),
             ApiError::Compacted { oldest, head, .. } => {
-                body["oldest"] = json!(oldest);
-                body["head"] = json!(head);
+                body.oldest = Some(*oldest);
+                body.head = Some(*head);
             }
-            ApiError::Redirect { location } => body["location"] = json!(location),
+            ApiError::Redirect { location } => body.location = Some(location.clone()),
             _ => {}
         }
-        let mut response = (status, Json(body)).into_response();
+        let mut response = match wire::to_body(&body) {
+            Ok(body) => (status, Json(body)).into_response(),
+            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        };
         let headers = response.headers_mut();
         match &self {
             ApiError::Redirect { location } => {
@@ -157,8 +165,8 @@ impl From<crate::raft::db::StoreError> for ApiError {
 
 /// A write this node cannot take: redirect to the leader (same path and
 /// query, so `curl -L` re-sends method and body) or report that there is none.
-pub fn not_leader(leader_api_url: Option<String>, path_and_query: &str) -> ApiError {
-    match leader_api_url {
+pub fn not_leader(e: &NotLeader, path_and_query: &str) -> ApiError {
+    match e.leader_api_url() {
         Some(base) => ApiError::Redirect { location: format!("{base}{path_and_query}") },
         None => ApiError::NoLeader,
     }
@@ -166,11 +174,41 @@ pub fn not_leader(leader_api_url: Option<String>, path_and_query: &str) -> ApiEr
 
 pub fn from_propose(e: ProposeError, path_and_query: &str) -> ApiError {
     match e {
-        ProposeError::NotLeader { leader } => {
-            not_leader(leader.map(|(_, node)| node.api_url()), path_and_query)
-        }
+        ProposeError::NotLeader { leader } => not_leader(&NotLeader { leader }, path_and_query),
         ProposeError::Unavailable(msg) => ApiError::Unavailable(msg),
         ProposeError::DiskFull(msg) => ApiError::DiskFull(msg),
+    }
+}
+
+pub fn from_transfer(e: TransferError, path_and_query: &str) -> ApiError {
+    let message = e.to_string();
+    match e {
+        TransferError::NotLeader(e) => not_leader(&e, path_and_query),
+        TransferError::NoTarget => ApiError::Conflict { code: code::NO_TARGET, message },
+        TransferError::NotAVoter(_) => ApiError::Conflict { code: code::NOT_A_VOTER, message },
+        TransferError::TooSoon { retry_after_secs, .. } => {
+            ApiError::RateLimited { message, retry_after_secs }
+        }
+        TransferError::Poisoned => ApiError::Internal(message),
+        TransferError::LostLeadership
+        | TransferError::NotCaughtUp(_)
+        | TransferError::Campaign { .. }
+        | TransferError::NotElected(_) => ApiError::Unavailable(message),
+    }
+}
+
+pub fn from_remove(e: RemoveError, path_and_query: &str) -> ApiError {
+    let message = e.to_string();
+    match e {
+        RemoveError::NotLeader(e) | RemoveError::HandedOver(e) => not_leader(&e, path_and_query),
+        RemoveError::TooFewVoters { .. } => {
+            ApiError::Conflict { code: code::TOO_FEW_VOTERS, message }
+        }
+        RemoveError::Unknown(_) => ApiError::Unknown { code: code::UNKNOWN_NODE, message },
+        RemoveError::Transfer(e) => from_transfer(e, path_and_query),
+        RemoveError::Propose(e) => from_propose(e, path_and_query),
+        RemoveError::UnexpectedReply(_) => ApiError::Internal(message),
+        RemoveError::StillMember { .. } => ApiError::Unavailable(message),
     }
 }
 
@@ -190,5 +228,69 @@ mod tests {
                 Some(&b"1"[..])
             );
         }
+    }
+
+    fn leader() -> NotLeader {
+        let node = crate::raft::types::Node {
+            raft_addr: "10.0.0.2:1112".into(),
+            api_addr: "10.0.0.2:8080".into(),
+        };
+        NotLeader { leader: Some((2, node)) }
+    }
+
+    #[test]
+    fn not_leader_is_a_307_to_the_same_path_or_a_503_without_a_leader() {
+        let redirect = not_leader(&leader(), "/event?x=1").into_response();
+        assert_eq!(redirect.status(), StatusCode::TEMPORARY_REDIRECT);
+        assert_eq!(
+            redirect.headers().get(header::LOCATION).map(|v| v.as_bytes()),
+            Some(&b"https://10.0.0.2:8080/event?x=1"[..])
+        );
+        let none = not_leader(&NotLeader { leader: None }, "/event");
+        assert_eq!(none.status_and_code(), (StatusCode::SERVICE_UNAVAILABLE, code::NO_LEADER));
+        let proposed = from_propose(ProposeError::NotLeader { leader: leader().leader }, "/e");
+        assert!(matches!(proposed, ApiError::Redirect { .. }), "{proposed:?}");
+    }
+
+    #[test]
+    fn the_facades_transfer_and_removal_errors_map_to_their_documented_codes() {
+        let cases = [
+            (from_transfer(TransferError::NoTarget, "/"), StatusCode::CONFLICT, code::NO_TARGET),
+            (
+                from_transfer(TransferError::NotAVoter(4), "/"),
+                StatusCode::CONFLICT,
+                code::NOT_A_VOTER,
+            ),
+            (
+                from_transfer(TransferError::LostLeadership, "/"),
+                StatusCode::SERVICE_UNAVAILABLE,
+                code::UNAVAILABLE,
+            ),
+            (
+                from_remove(RemoveError::TooFewVoters { id: 3, left: 2 }, "/"),
+                StatusCode::CONFLICT,
+                code::TOO_FEW_VOTERS,
+            ),
+            (from_remove(RemoveError::Unknown(9), "/"), StatusCode::NOT_FOUND, code::UNKNOWN_NODE),
+            (
+                from_remove(RemoveError::HandedOver(leader()), "/cluster/nodes/1"),
+                StatusCode::TEMPORARY_REDIRECT,
+                code::NOT_LEADER,
+            ),
+        ];
+        for (api, status, code) in cases {
+            assert_eq!(api.status_and_code(), (status, code), "{api}");
+        }
+        let too_soon = TransferError::TooSoon {
+            since_ms: 10,
+            min_interval: std::time::Duration::from_secs(5),
+            retry_after_secs: 5,
+        };
+        let response = from_transfer(too_soon, "/").into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            response.headers().get(header::RETRY_AFTER).map(|v| v.as_bytes()),
+            Some(&b"5"[..])
+        );
     }
 }

@@ -7,22 +7,22 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use serde::Serialize;
 
 use super::error::ApiError;
 use super::extract::{self, Params, QueuePath};
 use super::Shared;
 use crate::queue::{Command, Rejection, Seq};
 use crate::raft::types::Reply;
+use crate::wire::{self, code, EventData};
 
 /// Bytes of event bodies in one `GET /events` page (at least one event is
 /// always returned, whatever its size).
 const PAGE_BYTES_MAX: usize = 4 << 20;
 
-pub const DEFAULT_QUEUE: &str = "default";
-const SEQ_HEADER: HeaderName = HeaderName::from_static("seq");
-const REPLAYED_HEADER: HeaderName = HeaderName::from_static("idempotent-replayed");
-const IDEMPOTENCY_KEY: &str = "idempotency-key";
+const SEQ_HEADER: HeaderName = HeaderName::from_static(wire::header::SEQ);
+const REPLAYED_HEADER: HeaderName = HeaderName::from_static(wire::header::IDEMPOTENT_REPLAYED);
+const IDEMPOTENCY_KEY: &str = wire::header::IDEMPOTENCY_KEY;
 /// Most events one `/events` page returns.
 const PAGE_MAX: usize = 1000;
 /// Longest accepted idempotency key.
@@ -32,18 +32,18 @@ fn seq_value(seq: Seq) -> HeaderValue {
     HeaderValue::from(seq)
 }
 
-fn events_base(queue: &str) -> String {
-    if queue == DEFAULT_QUEUE {
-        "/events".to_string()
-    } else {
-        format!("/queues/{queue}/events")
+/// A typed body, written the way `json!` wrote it (see `wire::to_body`).
+fn json(status: StatusCode, body: &impl Serialize) -> Response {
+    match wire::to_body(body) {
+        Ok(body) => (status, Json(body)).into_response(),
+        Err(e) => ApiError::Internal(e.to_string()).into_response(),
     }
 }
 
 /// A text body with the event exactly as posted, and its seq in a header.
 fn event_response(status: StatusCode, seq: Seq, event: String, json: bool) -> Response {
     let mut response = if json {
-        (status, Json(json!({ "seq": seq, "event": event }))).into_response()
+        self::json(status, &EventData { seq, event })
     } else {
         (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], event).into_response()
     };
@@ -60,7 +60,7 @@ fn rejected(rejection: Rejection) -> ApiError {
             ApiError::Full(format!("the cluster holds its maximum of {max} queues"))
         }
         Rejection::InvalidCount => {
-            ApiError::bad_request("invalid_count", "count must be between 1 and 2^64-1")
+            ApiError::bad_request(code::INVALID_COUNT, "count must be between 1 and 2^64-1")
         }
     }
 }
@@ -101,13 +101,13 @@ pub async fn enqueue(
         Some(v) => {
             let key = v.to_str().map_err(|_| {
                 ApiError::bad_request(
-                    "invalid_idempotency_key",
+                    code::INVALID_IDEMPOTENCY_KEY,
                     "Idempotency-Key must be visible ASCII",
                 )
             })?;
             if key.is_empty() || key.len() > IDEMPOTENCY_KEY_MAX {
                 return Err(ApiError::bad_request(
-                    "invalid_idempotency_key",
+                    code::INVALID_IDEMPOTENCY_KEY,
                     format!("Idempotency-Key must be 1-{IDEMPOTENCY_KEY_MAX} characters"),
                 ));
             }
@@ -123,13 +123,14 @@ pub async fn enqueue(
         other => return Err(unexpected(other)),
     };
     let mut response = if extract::wants_json(&headers) {
-        (StatusCode::CREATED, Json(json!({ "seq": seq }))).into_response()
+        json(StatusCode::CREATED, &wire::Enqueued { seq })
     } else {
         StatusCode::CREATED.into_response()
     };
     let h = response.headers_mut();
     h.insert(SEQ_HEADER, seq_value(seq));
-    if let Ok(location) = HeaderValue::from_str(&format!("{}/{seq}", events_base(&queue))) {
+    if let Ok(location) = HeaderValue::from_str(&wire::queue_path(&queue, &format!("events/{seq}")))
+    {
         h.insert(header::LOCATION, location);
     }
     if duplicate {
@@ -190,9 +191,8 @@ pub async fn list(
     if after.saturating_add(1) < page.oldest {
         return Err(ApiError::Compacted { after, oldest: page.oldest, head: page.head });
     }
-    let events: Vec<_> =
-        page.events.into_iter().map(|(seq, event)| json!({ "seq": seq, "event": event })).collect();
-    Ok(Json(json!({ "events": events, "head": page.head, "oldest": page.oldest })).into_response())
+    let events = page.events.into_iter().map(|(seq, event)| EventData { seq, event }).collect();
+    Ok(json(StatusCode::OK, &wire::EventsPage { events, head: page.head, oldest: page.oldest }))
 }
 
 pub async fn by_seq(
@@ -226,7 +226,7 @@ pub async fn alloc_sequence(
     let count = params.u64("count")?.unwrap_or(1);
     match s.propose(Command::AllocSeq { name, count }, &uri).await? {
         Reply::Allocated { first, last } => {
-            Ok(Json(json!({ "first": first, "last": last })).into_response())
+            Ok(json(StatusCode::OK, &wire::Allocated { first, last }))
         }
         Reply::Rejected(r) => Err(rejected(r)),
         other => Err(unexpected(other)),

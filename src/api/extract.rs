@@ -8,6 +8,7 @@ use percent_encoding::percent_decode;
 use serde::Deserialize;
 
 use super::error::ApiError;
+use crate::wire::{code, DEFAULT_QUEUE};
 
 /// The path parameters of a queue route: `{queue}` (validated; absent on the
 /// unprefixed routes, which address the queue named `default`) and, where
@@ -31,9 +32,9 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for QueuePath {
             match Path::<BTreeMap<String, String>>::from_request_parts(parts, state).await {
                 Ok(Path(params)) => params,
                 Err(PathRejection::MissingPathParams(_)) => BTreeMap::new(),
-                Err(e) => return Err(ApiError::bad_request("invalid_path", e.body_text())),
+                Err(e) => return Err(ApiError::bad_request(code::INVALID_PATH, e.body_text())),
             };
-        let queue = params.remove("queue").unwrap_or_else(|| super::events::DEFAULT_QUEUE.into());
+        let queue = params.remove("queue").unwrap_or_else(|| DEFAULT_QUEUE.into());
         name("queue", &queue)?;
         Ok(QueuePath { queue, seq: params.remove("seq") })
     }
@@ -58,7 +59,7 @@ fn decode_component(raw: &[u8]) -> Result<String, ApiError> {
     percent_decode(&plus_as_space)
         .decode_utf8()
         .map(|s| s.into_owned())
-        .map_err(|_| ApiError::bad_request("invalid_utf8", "form data is not valid UTF-8"))
+        .map_err(|_| ApiError::bad_request(code::INVALID_UTF8, "form data is not valid UTF-8"))
 }
 
 /// Query parameters of a request.
@@ -82,7 +83,7 @@ impl Params {
             Some("true" | "1") => Ok(Some(true)),
             Some("false" | "0") => Ok(Some(false)),
             Some(_) => Err(ApiError::bad_request(
-                "invalid_parameter",
+                code::INVALID_PARAMETER,
                 format!("{name} must be true or false"),
             )),
         }
@@ -93,7 +94,7 @@ impl Params {
             None => Ok(None),
             Some(v) => v.parse().map(Some).map_err(|_| {
                 ApiError::bad_request(
-                    "invalid_parameter",
+                    code::INVALID_PARAMETER,
                     format!("{name} must be a non-negative integer"),
                 )
             }),
@@ -115,7 +116,7 @@ pub fn consistency(params: &Params) -> Result<Consistency, ApiError> {
         None | Some("linearizable") | Some("strong") => Ok(Consistency::Linearizable),
         Some("local") | Some("stale") => Ok(Consistency::Local),
         Some(other) => Err(ApiError::bad_request(
-            "invalid_parameter",
+            code::INVALID_PARAMETER,
             format!("consistency must be linearizable or local, not {other:?}"),
         )),
     }
@@ -140,22 +141,26 @@ pub fn event(headers: &HeaderMap, body: &[u8], max_bytes: usize) -> Result<Strin
             let pairs = form_pairs(body)?;
             let mut events = pairs.into_iter().filter(|(k, _)| k == "event").map(|(_, v)| v);
             let event = events.next().ok_or_else(|| {
-                ApiError::bad_request("missing_event", "the form has no event field (event=...)")
+                ApiError::bad_request(
+                    code::MISSING_EVENT,
+                    "the form has no event field (event=...)",
+                )
             })?;
             if events.next().is_some() {
                 return Err(ApiError::bad_request(
-                    "duplicate_event",
+                    code::DUPLICATE_EVENT,
                     "the form has more than one event field",
                 ));
             }
             event
         }
-        Some("text/plain") => String::from_utf8(body.to_vec())
-            .map_err(|_| ApiError::bad_request("invalid_utf8", "the body is not valid UTF-8"))?,
+        Some("text/plain") => String::from_utf8(body.to_vec()).map_err(|_| {
+            ApiError::bad_request(code::INVALID_UTF8, "the body is not valid UTF-8")
+        })?,
         Some("application/json") => {
             let parsed: JsonEvent = serde_json::from_slice(body).map_err(|e| {
                 ApiError::bad_request(
-                    "invalid_json",
+                    code::INVALID_JSON,
                     format!("expected {{\"event\": \"...\"}}: {e}"),
                 )
             })?;
@@ -164,7 +169,7 @@ pub fn event(headers: &HeaderMap, body: &[u8], max_bytes: usize) -> Result<Strin
         Some(other) => return Err(ApiError::UnsupportedMediaType(other.to_string())),
     };
     if event.is_empty() {
-        return Err(ApiError::bad_request("empty_event", "event must not be empty"));
+        return Err(ApiError::bad_request(code::EMPTY_EVENT, "event must not be empty"));
     }
     if event.len() > max_bytes {
         return Err(ApiError::TooLarge { max: max_bytes });
@@ -181,7 +186,7 @@ pub fn name(kind: &str, name: &str) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::bad_request(
-            "invalid_name",
+            code::INVALID_NAME,
             format!("{kind} names are 1-128 characters of A-Z a-z 0-9 . _ -"),
         ))
     }

@@ -1,4 +1,4 @@
-//! The internal API on the Raft port: openraft's RPCs and the node-to-node
+//! The internal API on the Raft port: Raft's RPCs and the node-to-node
 //! helpers. Only reachable with a node certificate of the cluster CA (the
 //! TLS layer refuses everyone else before HTTP starts), and only for
 //! requests that name this node and this cluster (see `raft::peer`): a
@@ -6,29 +6,28 @@
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use openraft::raft::{AppendEntriesRequest, VoteRequest};
 
-use crate::raft::network::{decode_snapshot_chunk, PATH_APPEND, PATH_SNAPSHOT, PATH_VOTE};
+use crate::raft::network::{PATH_APPEND, PATH_SNAPSHOT, PATH_VOTE};
 use crate::raft::peer::{Identity, PeerClient, HEADER_REFUSED, PATH_IDENTITY};
-use crate::raft::submit::{Submitter, PATH_PROPOSE};
-use crate::raft::types::{NodeId, Op, Raft, TypeConfig};
-use crate::raft::ReadBarrier;
+use crate::raft::types::{NodeId, Op};
+use crate::replica::forward::PATH_PROPOSE;
+use crate::replica::read::PATH_READ_INDEX;
+use crate::replica::transfer::PATH_ELECT;
+use crate::replica::{RaftRpc, Replica, RpcError};
 
 /// Largest Raft RPC body: 32 entries of ~1 MiB batches, with headroom.
 const RPC_BODY_MAX: usize = 128 << 20;
 
 #[derive(Clone)]
 pub struct InternalState {
-    pub raft: Raft,
-    pub barrier: ReadBarrier,
+    pub replica: Replica,
     /// Our identity (node id, cluster UUID) and the refusal counter.
     pub peer: PeerClient,
-    pub submitter: Submitter,
     pub reader: crate::raft::state_machine::SmReader,
 }
 
@@ -36,25 +35,27 @@ fn bad_rpc(e: impl std::fmt::Display) -> Response {
     (StatusCode::BAD_REQUEST, format!("malformed rpc: {e}")).into_response()
 }
 
-async fn append(State(s): State<InternalState>, body: Bytes) -> Response {
-    match serde_json::from_slice::<AppendEntriesRequest<TypeConfig>>(&body) {
-        Ok(req) => Json(s.raft.append_entries(req).await).into_response(),
-        Err(e) => bad_rpc(e),
+/// One Raft RPC, served by the facade; its answer is JSON.
+async fn rpc(s: &InternalState, rpc: RaftRpc, body: &[u8]) -> Response {
+    match s.replica.serve_rpc(rpc, body).await {
+        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Err(RpcError::Malformed(e)) => bad_rpc(e),
+        Err(e @ RpcError::Encode(_)) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
+        }
     }
+}
+
+async fn append(State(s): State<InternalState>, body: Bytes) -> Response {
+    rpc(&s, RaftRpc::Append, &body).await
 }
 
 async fn vote(State(s): State<InternalState>, body: Bytes) -> Response {
-    match serde_json::from_slice::<VoteRequest<NodeId>>(&body) {
-        Ok(req) => Json(s.raft.vote(req).await).into_response(),
-        Err(e) => bad_rpc(e),
-    }
+    rpc(&s, RaftRpc::Vote, &body).await
 }
 
 async fn snapshot(State(s): State<InternalState>, body: Bytes) -> Response {
-    match decode_snapshot_chunk(&body) {
-        Some(req) => Json(s.raft.install_snapshot(req).await).into_response(),
-        None => bad_rpc("snapshot chunk framing"),
-    }
+    rpc(&s, RaftRpc::Snapshot, &body).await
 }
 
 async fn identity(State(s): State<InternalState>) -> Json<Identity> {
@@ -83,17 +84,17 @@ async fn check_peer(State(s): State<InternalState>, request: Request, next: Next
 
 async fn propose(State(s): State<InternalState>, body: Bytes) -> Response {
     match serde_json::from_slice::<Op>(&body) {
-        Ok(op) => Json(s.submitter.accept_forwarded(op).await).into_response(),
+        Ok(op) => Json(s.replica.accept_forwarded(op).await).into_response(),
         Err(e) => bad_rpc(e),
     }
 }
 
-/// A leadership transfer's last step (see `api::admin::transfer_leader`):
-/// campaign now. openraft ignores it on a leader or a learner.
+/// A leadership transfer's last step (see `replica::transfer`): campaign
+/// now.
 async fn elect(State(s): State<InternalState>) -> Response {
-    match s.raft.trigger().elect().await {
+    match s.replica.elect().await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e).into_response(),
     }
 }
 
@@ -104,7 +105,7 @@ async fn retired(State(s): State<InternalState>) -> Json<Vec<NodeId>> {
 }
 
 async fn read_index(State(s): State<InternalState>) -> Response {
-    Json(s.barrier.read_index().await).into_response()
+    Json(s.replica.read_index().await).into_response()
 }
 
 pub fn router(state: InternalState) -> Router {
@@ -113,9 +114,9 @@ pub fn router(state: InternalState) -> Router {
         .route(PATH_VOTE, post(vote))
         .route(PATH_SNAPSHOT, post(snapshot))
         .route(PATH_IDENTITY, get(identity))
-        .route(crate::raft::read::PATH_READ_INDEX, post(read_index))
+        .route(PATH_READ_INDEX, post(read_index))
         .route(PATH_PROPOSE, post(propose))
-        .route(super::admin::PATH_ELECT, post(elect))
+        .route(PATH_ELECT, post(elect))
         .route(crate::membership::driver::PATH_RETIRED, get(retired))
         .layer(middleware::from_fn_with_state(state.clone(), check_peer))
         .layer(DefaultBodyLimit::max(RPC_BODY_MAX))

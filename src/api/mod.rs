@@ -1,22 +1,25 @@
 //! HTTP surfaces of a node.
 //!
 //! - The public API (`--api-addr`, HTTPS): queue routes ([`events`]),
-//!   watch streams ([`watch`]), status and health ([`status`]). Handlers parse, call the proposer or
-//!   the state-machine reader, and map; nothing here touches RocksDB or
-//!   decides Raft matters.
+//!   watch streams ([`watch`]), status and health ([`status`]), admin
+//!   routes ([`admin`]). Handlers parse, call the Raft facade
+//!   ([`Replica`]) or the state-machine reader, and map ([`error`], the only
+//!   place that picks status codes); nothing here touches RocksDB or the
+//!   Raft library, or decides Raft matters. Bodies and header names are the
+//!   typed contract in [`crate::wire`].
 //! - The internal API (`--raft-addr`, HTTPS with required client
 //!   certificates): Raft RPC and node-to-node helpers ([`internal`]).
 //!
 //! How a request is handled:
 //!
 //! ```text
-//! write (POST/DELETE, sequences) ── leader? ──no──▶ 307 to leader (same path+query) / 503
-//!                                     │yes
+//! write (POST/DELETE, sequences) ── Replica::propose: leader? ──no──▶ NotLeader: 307 to
+//!                                     │yes                 the leader (same path+query) / 503
 //!                                     ▼
 //!                       Proposer (batch) ─▶ Raft log ─▶ commit ─▶ apply ─▶ reply
-//! read (GET) ── consistency=local? ──no──▶ read index (leader: quorum check; follower: ask leader)
-//!                    │yes                   then wait until applied ─┐
-//!                    └──────────────────────────────────────────────┴▶ SmReader
+//! read (GET) ── consistency=local? ──no──▶ Replica::linearizable (read index: leader: quorum
+//!                    │yes                   check; follower: ask leader), then wait applied ─┐
+//!                    └────────────────────────────────────────────────────────────────────┴▶ SmReader
 //! ```
 
 pub mod admin;
@@ -42,53 +45,42 @@ use self::extract::{Consistency, Params};
 use crate::membership::gossip::Gossip;
 use crate::queue::{Command, Seq};
 use crate::raft::state_machine::SmReader;
-use crate::raft::types::{NodeId, Op, Raft, Reply};
-use crate::raft::{Proposer, ReadBarrier};
+use crate::raft::types::{Op, Reply};
+use crate::replica::Replica;
 
-/// How long a write may wait for commit before the client is told the
-/// outcome is unknown (e.g. a leader cut off from its quorum).
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a `min_seq` read waits for this node to apply that seq.
 const MIN_SEQ_WAIT: Duration = Duration::from_secs(5);
 
 /// Everything a handler needs; shared by all requests.
 pub struct AppState {
-    pub node_id: NodeId,
-    pub cluster_id: String,
-    pub raft: Raft,
-    pub proposer: Proposer,
+    /// Raft: proposals, leader routing, read index, transfer, membership.
+    pub replica: Replica,
+    /// This node's applied state.
     pub reader: SmReader,
-    pub barrier: ReadBarrier,
     pub gossip: Arc<Gossip>,
+    pub cluster_id: String,
     pub max_event_bytes: usize,
+    pub auth: Auth,
+    /// What `/status`, `/readyz` and `/metrics` report beyond Raft.
+    pub health: Health,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub watches: watch::WatchHub,
+    pub backup: admin::Backups,
+}
+
+/// Who may call what (see `require_token`).
+pub struct Auth {
     pub api_token: Option<String>,
     /// `--admin-token`; without it admin routes answer loopback clients only.
     pub admin_token: Option<String>,
-    /// When the last leadership transfer started, and the least interval.
-    pub last_transfer: Mutex<Option<std::time::Instant>>,
-    pub transfer_min_interval: Duration,
+}
+
+/// The node's other moving parts, as `/status` and `/metrics` show them.
+pub struct Health {
     pub last_membership_decision: Arc<Mutex<Option<String>>>,
     /// This node was removed from the cluster (see `membership::driver`).
     pub retired: Arc<std::sync::atomic::AtomicBool>,
     pub maze: Option<MazeHandles>,
-    pub metrics: Arc<crate::metrics::Metrics>,
-    /// API writes hold it shared; a leadership transfer holds it exclusively
-    /// to pause them (see `admin::transfer_leader`).
-    pub write_gate: tokio::sync::RwLock<()>,
-    /// mTLS client for node-to-node calls.
-    pub peer_client: crate::raft::peer::PeerClient,
-    /// How long followers refuse votes after the leader's last message
-    /// (openraft: `election_timeout_max`).
-    pub leader_lease: Duration,
-    /// Where `GET /cluster/backup` stages its (unlinked) file.
-    pub backup_dir: std::path::PathBuf,
-    /// One backup at a time: each stages a full copy of the state on disk.
-    pub backup_slot: Arc<tokio::sync::Semaphore>,
-    /// Held by an operator's removal and by each autopilot change (shared
-    /// with `membership::driver`), so the 3-voter floor is checked against
-    /// the membership the change applies to.
-    pub membership_lock: Arc<tokio::sync::Mutex<()>>,
-    pub watches: watch::WatchHub,
     /// Connection accounting of this node's listeners, for `/metrics`.
     pub listeners: Vec<Arc<crate::listener::ListenerStats>>,
     /// The free-space watermark (`--min-free-disk`).
@@ -98,50 +90,32 @@ pub struct AppState {
 /// The maze's live counters, for `/status` (absent with `--no-maze`).
 #[derive(Clone)]
 pub struct MazeHandles {
-    pub registry: Arc<crate::maze::clients::Registry>,
-    pub source: Arc<crate::maze::source::SourceCounters>,
+    pub registry: Arc<crate::maze_net::clients::Registry>,
+    pub source: Arc<crate::maze_net::source::SourceCounters>,
     pub gap_skips: Arc<std::sync::atomic::AtomicU64>,
 }
 
 pub type Shared = Arc<AppState>;
 
 impl AppState {
-    /// The current leader's public API URL, as far as this node knows.
-    pub fn leader_api_url(&self) -> Option<String> {
-        let metrics = self.raft.metrics().borrow().clone();
-        let leader = metrics.current_leader?;
-        metrics.membership_config.membership().get_node(&leader).map(|n| n.api_url())
-    }
-
-    /// Writes go to the leader: here, or a 307 there (or 503 if none).
-    fn route_write(&self, uri: &Uri) -> Result<(), ApiError> {
-        let leader = self.raft.metrics().borrow().current_leader;
-        if leader == Some(self.node_id) {
-            Ok(())
-        } else {
-            Err(error::not_leader(self.leader_api_url(), path_and_query(uri)))
-        }
-    }
-
+    /// A client's write: on the leader, else a 307 there (or 503 if none).
     async fn propose(&self, command: Command, uri: &Uri) -> Result<Reply, ApiError> {
         self.propose_op(Op::Queue(command), uri).await
     }
 
     async fn propose_op(&self, op: Op, uri: &Uri) -> Result<Reply, ApiError> {
-        self.route_write(uri)?;
-        let _gate = self.write_gate.read().await;
-        match tokio::time::timeout(WRITE_TIMEOUT, self.proposer.propose(op)).await {
-            Ok(result) => result.map_err(|e| error::from_propose(e, path_and_query(uri))),
-            Err(_) => {
-                Err(ApiError::Unavailable("timed out waiting for the write to commit".into()))
-            }
-        }
+        self.replica.propose(op).await.map_err(|e| error::from_propose(e, path_and_query(uri)))
+    }
+
+    /// Writes go to the leader: `Ok` here, else the 307 (or 503).
+    fn route_write(&self, uri: &Uri) -> Result<(), ApiError> {
+        self.replica.route_write().map_err(|e| error::not_leader(&e, path_and_query(uri)))
     }
 
     /// Makes this node's state fresh enough for the read the client asked for.
     async fn prepare_read(&self, params: &Params, queue: &str) -> Result<(), ApiError> {
         if extract::consistency(params)? == Consistency::Linearizable {
-            self.barrier.linearizable().await?;
+            self.replica.linearizable().await?;
         }
         if let Some(min_seq) = params.u64("min_seq")? {
             self.wait_for_seq(queue, min_seq).await?;
@@ -272,7 +246,7 @@ async fn require_token(
 ) -> Result<Response, ApiError> {
     let path = request.uri().path();
     let verdict = if is_admin_route(request.method(), path) {
-        match (&state.admin_token, &state.api_token) {
+        match (&state.auth.admin_token, &state.auth.api_token) {
             (Some(admin), _) => {
                 token_matches(bearer(&request), admin).then_some(()).ok_or(ApiError::Unauthorized)
             }
@@ -287,7 +261,7 @@ async fn require_token(
             )),
         }
     } else {
-        match &state.api_token {
+        match &state.auth.api_token {
             Some(token) if path != "/healthz" && !token_matches(bearer(&request), token) => {
                 Err(ApiError::Unauthorized)
             }

@@ -44,17 +44,17 @@ use crate::queue::{QueueMeta, Seq};
 use crate::raft::db::StoreError;
 use crate::raft::state_machine::SmReader;
 use crate::raft::types::LogId;
+use crate::wire::frame::{EventData, Gone, Heartbeat, RETRY_MS};
+use crate::wire::{self, code, frame};
 
 /// Interval between heartbeats.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
-/// The reconnection delay suggested to SSE clients (`retry:`), in ms.
-const RETRY_MS: u64 = 1000;
 /// Chunks (pages of frames) queued between a watcher task and its
 /// connection; with the page bounds below this caps a watcher's memory.
 const CHANNEL_CHUNKS: usize = 2;
 /// A client that accepts nothing for this long is cut off (see [`Stop`]).
 const SLOW_CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
-const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+const LAST_EVENT_ID: HeaderName = HeaderName::from_static(wire::header::LAST_EVENT_ID);
 
 /// How much one page read may hold.
 #[derive(Debug, Clone, Copy)]
@@ -127,7 +127,7 @@ pub async fn watch(
     });
     let mut response = Response::new(Body::from_stream(chunks));
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(frame::CONTENT_TYPE));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Reverse proxies (nginx) would otherwise buffer the stream.
     h.insert(HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no"));
@@ -142,7 +142,7 @@ fn start_after(headers: &HeaderMap, params: &Params) -> Result<Option<Seq>, ApiE
             value.to_str().ok().and_then(|v| v.trim().parse::<Seq>().ok()).map(Some).ok_or_else(
                 || {
                     ApiError::bad_request(
-                        "invalid_parameter",
+                        code::INVALID_PARAMETER,
                         "Last-Event-ID must be a seq (a non-negative integer)",
                     )
                 },
@@ -208,10 +208,10 @@ impl Watcher {
             let bounds = self.reader.events_page(&self.queue, self.after, 0, 0)?;
             let mut chunk = BytesMut::new();
             chunk.put_slice(format!("retry: {RETRY_MS}\n\n").as_bytes());
-            frame(
+            put_frame(
                 &mut chunk,
                 None,
-                "heartbeat",
+                frame::HEARTBEAT,
                 &Heartbeat { head: bounds.head, oldest: bounds.oldest },
             )?;
             Ok::<_, Stop>(chunk.freeze())
@@ -261,7 +261,7 @@ impl Watcher {
             if next < page.oldest {
                 let mut chunk = BytesMut::new();
                 let gone = Gone { oldest: page.oldest, head: page.head, next };
-                frame(&mut chunk, None, "gone", &gone)?;
+                put_frame(&mut chunk, None, frame::GONE, &gone)?;
                 self.send(chunk.freeze()).await?;
                 return Err(Stop::Gone);
             }
@@ -271,17 +271,18 @@ impl Watcher {
                 if *seq != self.after.saturating_add(1) {
                     return Err(Stop::Gap { after: self.after, seq: *seq });
                 }
-                frame(&mut chunk, Some(*seq), "event", &EventData { seq: *seq, event })?;
+                let data = EventData { seq: *seq, event: event.as_str() };
+                put_frame(&mut chunk, Some(*seq), frame::EVENT, &data)?;
                 self.after = *seq;
             }
             if ticker.tick().now_or_never().is_some() {
                 *heartbeat_due = true;
             }
             if *heartbeat_due {
-                frame(
+                put_frame(
                     &mut chunk,
                     None,
-                    "heartbeat",
+                    frame::HEARTBEAT,
                     &Heartbeat { head: page.head, oldest: page.oldest },
                 )?;
                 *heartbeat_due = false;
@@ -308,28 +309,9 @@ impl Watcher {
     }
 }
 
-#[derive(Serialize)]
-struct Heartbeat {
-    head: Seq,
-    oldest: Seq,
-}
-
-#[derive(Serialize)]
-struct EventData<'a> {
-    seq: Seq,
-    event: &'a str,
-}
-
-#[derive(Serialize)]
-struct Gone {
-    oldest: Seq,
-    head: Seq,
-    next: Seq,
-}
-
 /// Appends one SSE frame. JSON escapes every line break, so `data` is
 /// always exactly one line.
-fn frame(
+fn put_frame(
     buf: &mut BytesMut,
     id: Option<Seq>,
     event: &str,
@@ -346,8 +328,7 @@ fn frame(
 
 #[cfg(test)]
 mod tests {
-    use openraft::storage::RaftStateMachine;
-    use openraft::{CommittedLeaderId, EntryPayload};
+    use crate::replica::testing::{CommittedLeaderId, EntryPayload, RaftStateMachine};
 
     use super::*;
     use crate::queue::{Command, Limits};

@@ -2,16 +2,17 @@
 //! view (role, term, applied index, lag behind the leader), for people.
 
 use std::collections::BTreeMap;
+use std::fmt::Display;
 
 use raftq::cli::StatusArgs;
 use raftq::client::Client;
-use serde_json::Value;
+use raftq::wire::Status;
 
 pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     let client = Client::new(&args.client.config())?;
     let status = client.status().await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        println!("{}", serde_json::to_string_pretty(&raftq::wire::to_body(&status)?)?);
         return Ok(());
     }
     // Ask every member for its own view, concurrently: a dead or partitioned
@@ -29,87 +30,68 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         }
     }))
     .await;
-    let views: BTreeMap<u64, Result<Value, String>> =
+    let views: BTreeMap<u64, Result<Status, String>> =
         members.iter().map(|(id, _)| *id).zip(surveys).collect();
     print!("{}", render(&status, &views));
     Ok(())
 }
 
-fn field(v: &Value, key: &str) -> String {
-    match &v[key] {
-        Value::Null => "-".to_string(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-fn ids(status: &Value, key: &str) -> Vec<u64> {
-    status[key].as_array().map(|a| a.iter().filter_map(Value::as_u64).collect()).unwrap_or_default()
+/// A field for the table: `-` when absent.
+fn field(value: Option<impl Display>) -> String {
+    value.map_or_else(|| "-".to_string(), |v| v.to_string())
 }
 
 /// Every node the answering node knows of (Raft members and gossip
 /// members), with the API address gossip reports for it.
-fn members(status: &Value) -> Vec<(u64, Option<String>)> {
+fn members(status: &Status) -> Vec<(u64, Option<String>)> {
     let mut out: BTreeMap<u64, Option<String>> = BTreeMap::new();
-    for id in ids(status, "voters").into_iter().chain(ids(status, "learners")) {
-        out.entry(id).or_default();
+    for id in status.voters.iter().chain(&status.learners) {
+        out.entry(*id).or_default();
     }
-    for m in status["members"].as_array().into_iter().flatten() {
-        if let Some(id) = m["node_id"].as_u64() {
-            out.insert(id, m["api_addr"].as_str().map(String::from));
-        }
+    for m in &status.members {
+        out.insert(m.node_id, Some(m.api_addr.clone()));
     }
     out.into_iter().collect()
 }
 
 /// The human form: a summary of the answering node, then one row per
 /// member from that member's own `/status`.
-pub fn render(status: &Value, views: &BTreeMap<u64, Result<Value, String>>) -> String {
+pub fn render(status: &Status, views: &BTreeMap<u64, Result<Status, String>>) -> String {
     let mut out = String::new();
     let line = |out: &mut String, k: &str, v: String| out.push_str(&format!("{k:<16} {v}\n"));
-    line(
-        &mut out,
-        "asked node",
-        format!("{} ({})", field(status, "node_id"), field(status, "role")),
-    );
+    line(&mut out, "asked node", format!("{} ({})", status.node_id, status.role));
     line(
         &mut out,
         "leader",
-        format!("{} ({})", field(status, "leader_id"), field(status, "leader_api_url")),
+        format!("{} ({})", field(status.leader_id), field(status.leader_api_url.as_ref())),
     );
-    line(&mut out, "term", field(status, "term"));
+    line(&mut out, "term", status.term.to_string());
     line(
         &mut out,
         "queue default",
         format!(
             "{} events (front {}, head {})",
-            field(status, "queue_len"),
-            field(status, "front_seq"),
-            field(status, "head_seq")
+            status.queue_len,
+            field(status.front_seq),
+            status.head_seq
         ),
     );
-    let (voters, learners) = (ids(status, "voters"), ids(status, "learners"));
-    let gossip: BTreeMap<u64, bool> = status["members"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|m| Some((m["node_id"].as_u64()?, m["live"].as_bool().unwrap_or(false))))
-        .collect();
+    let gossip: BTreeMap<u64, bool> = status.members.iter().map(|m| (m.node_id, m.live)).collect();
     let api: BTreeMap<u64, String> =
         members(status).into_iter().filter_map(|(id, addr)| Some((id, addr?))).collect();
-    let leader_applied = status["leader_id"]
-        .as_u64()
+    let leader_applied = status
+        .leader_id
         .and_then(|l| views.get(&l))
         .and_then(|v| v.as_ref().ok())
-        .and_then(|v| v["applied_index"].as_u64());
+        .and_then(|v| v.applied_index);
     out.push_str(&format!(
         "\n{:<22} {:<8} {:<10} {:>6} {:>10} {:>7} {:<7} {}\n",
         "NODE", "MEMBER", "ROLE", "TERM", "APPLIED", "LAG", "GOSSIP", "API"
     ));
     for (id, view) in views {
-        let member = if voters.contains(id) {
+        let member = if status.voters.contains(id) {
             "voter"
-        } else if learners.contains(id) {
+        } else if status.learners.contains(id) {
             "learner"
         } else {
             "-"
@@ -121,8 +103,7 @@ pub fn render(status: &Value, views: &BTreeMap<u64, Result<Value, String>>) -> S
         };
         match view {
             Ok(v) => {
-                let applied = v["applied_index"].as_u64();
-                let lag = match (leader_applied, applied) {
+                let lag = match (leader_applied, v.applied_index) {
                     (Some(l), Some(a)) => l.saturating_sub(a).to_string(),
                     _ => "-".into(),
                 };
@@ -130,9 +111,9 @@ pub fn render(status: &Value, views: &BTreeMap<u64, Result<Value, String>>) -> S
                     "{:<22} {:<8} {:<10} {:>6} {:>10} {:>7} {:<7} {}\n",
                     id,
                     member,
-                    field(v, "role"),
-                    field(v, "term"),
-                    field(v, "applied_index"),
+                    v.role,
+                    v.term,
+                    field(v.applied_index),
                     lag,
                     live,
                     api.get(id).map_or("-", String::as_str)
@@ -162,7 +143,7 @@ mod tests {
 
     #[test]
     fn table_shows_each_members_own_view_and_lag() {
-        let status = json!({
+        let status: Status = serde_json::from_value(json!({
             "node_id": 1, "role": "leader", "leader_id": 1,
             "leader_api_url": "https://10.0.0.1:8080", "term": 3,
             "queue_len": 2, "front_seq": 5, "head_seq": 6,
@@ -172,11 +153,24 @@ mod tests {
                 {"node_id": 2, "live": true, "api_addr": "10.0.0.2:8080"},
                 {"node_id": 3, "live": false, "api_addr": "10.0.0.3:8080"},
             ],
-        });
+        }))
+        .unwrap();
         assert_eq!(members(&status).iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![1, 2, 3]);
         let views = BTreeMap::from([
-            (1, Ok(json!({"role": "leader", "term": 3, "applied_index": 40}))),
-            (2, Ok(json!({"role": "follower", "term": 3, "applied_index": 37}))),
+            (
+                1,
+                Ok(serde_json::from_value(
+                    json!({"role": "leader", "term": 3, "applied_index": 40}),
+                )
+                .unwrap()),
+            ),
+            (
+                2,
+                Ok(serde_json::from_value(
+                    json!({"role": "follower", "term": 3, "applied_index": 37}),
+                )
+                .unwrap()),
+            ),
             (3, Err("connection refused".to_string())),
         ]);
         let table = render(&status, &views);

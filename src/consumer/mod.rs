@@ -39,7 +39,6 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
-use serde::Deserialize;
 use tokio::time::Instant;
 
 pub use self::cursor::Lost;
@@ -47,6 +46,7 @@ use self::cursor::{Cursor, Verdict};
 use self::sse::{SseParser, WatchFrame};
 use crate::client::{Client, Event};
 use crate::queue::Seq;
+use crate::wire;
 
 /// Timeouts and sizes; [`Timing::default`] suits a LAN or loopback cluster.
 #[derive(Debug, Clone, Copy)]
@@ -164,21 +164,13 @@ pub struct Consumer {
     stats: Stats,
 }
 
-#[derive(Deserialize)]
-struct Page {
-    events: Vec<PageEvent>,
-    head: Seq,
-}
-
-#[derive(Deserialize)]
-struct PageEvent {
-    seq: Seq,
-    event: String,
-}
-
-#[derive(Deserialize)]
-struct GoneBody {
-    oldest: Seq,
+/// The `oldest` of a `410 compacted` answer.
+fn compacted_oldest(body: &[u8]) -> Result<Seq, String> {
+    match serde_json::from_slice::<wire::ErrorBody>(body) {
+        Ok(wire::ErrorBody { oldest: Some(oldest), .. }) => Ok(oldest),
+        Ok(_) => Err("bad 410 body: no oldest".into()),
+        Err(e) => Err(format!("bad 410 body: {e}")),
+    }
 }
 
 impl Consumer {
@@ -352,7 +344,7 @@ impl Consumer {
         };
         match status {
             StatusCode::OK => {
-                let page: Page = match serde_json::from_slice(&body) {
+                let page: wire::EventsPage = match serde_json::from_slice(&body) {
                     Ok(page) => page,
                     Err(e) => return self.page_failed(&url, format!("bad page: {e}")).await,
                 };
@@ -369,12 +361,12 @@ impl Consumer {
                 );
                 Ok(None)
             }
-            StatusCode::GONE => match serde_json::from_slice::<GoneBody>(&body) {
-                Ok(gone) => {
+            StatusCode::GONE => match compacted_oldest(&body) {
+                Ok(oldest) => {
                     self.failures_in_row = 0;
-                    Ok(self.cursor.compacted(gone.oldest))
+                    Ok(self.cursor.compacted(oldest))
                 }
-                Err(e) => self.page_failed(&url, format!("bad 410 body: {e}")).await,
+                Err(e) => self.page_failed(&url, e).await,
             },
             s if s.is_client_error() => Err(refused(url, status, &body)),
             s => self.page_failed(&url, format!("{s}: {}", text(&body))).await,
@@ -405,7 +397,7 @@ impl Consumer {
         let request = self
             .client
             .request(Method::GET, &url)
-            .header(reqwest::header::ACCEPT, "text/event-stream");
+            .header(reqwest::header::ACCEPT, wire::frame::CONTENT_TYPE);
         let response = match tokio::time::timeout(self.timing.request, request.send()).await {
             Ok(Ok(response)) => response,
             Ok(Err(e)) => {
@@ -422,7 +414,7 @@ impl Consumer {
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"));
+            .is_some_and(|v| v.starts_with(wire::frame::CONTENT_TYPE));
         if status == StatusCode::OK && is_stream {
             self.note_source(node, true);
             self.cursor.stream_started();
@@ -443,10 +435,10 @@ impl Consumer {
             _ => Default::default(),
         };
         match status {
-            StatusCode::GONE => match serde_json::from_slice::<GoneBody>(&body) {
-                Ok(gone) => Ok(self.cursor.compacted(gone.oldest)),
+            StatusCode::GONE => match compacted_oldest(&body) {
+                Ok(oldest) => Ok(self.cursor.compacted(oldest)),
                 Err(e) => {
-                    self.stream_failed(node, &url, format!("bad 410 body: {e}"));
+                    self.stream_failed(node, &url, e);
                     Ok(None)
                 }
             },

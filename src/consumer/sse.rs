@@ -11,6 +11,7 @@ use std::collections::VecDeque;
 use serde::Deserialize;
 
 use crate::queue::Seq;
+use crate::wire;
 
 /// Largest line or frame accepted. An event is at most 1 MiB by default and
 /// JSON escaping can grow it up to six times (`\u0000`).
@@ -203,25 +204,6 @@ pub enum DecodeError {
     IdMismatch { id: String, seq: Seq },
 }
 
-#[derive(Deserialize)]
-struct EventData {
-    seq: Seq,
-    event: String,
-}
-
-#[derive(Deserialize)]
-struct HeartbeatData {
-    head: Seq,
-    oldest: Seq,
-}
-
-#[derive(Deserialize)]
-struct GoneData {
-    oldest: Seq,
-    head: Seq,
-    next: Seq,
-}
-
 fn parse<'a, T: Deserialize<'a>>(frame: &'a RawFrame) -> Result<T, DecodeError> {
     serde_json::from_str(&frame.data).map_err(|e| DecodeError::BadData {
         event: frame.event.clone(),
@@ -233,8 +215,8 @@ fn parse<'a, T: Deserialize<'a>>(frame: &'a RawFrame) -> Result<T, DecodeError> 
 impl WatchFrame {
     pub fn decode(frame: &RawFrame) -> Result<WatchFrame, DecodeError> {
         match frame.event.as_str() {
-            "event" => {
-                let data: EventData = parse(frame)?;
+            wire::frame::EVENT => {
+                let data: wire::frame::EventData = parse(frame)?;
                 if let Some(id) = &frame.id {
                     if id.parse::<Seq>().ok() != Some(data.seq) {
                         return Err(DecodeError::IdMismatch { id: id.clone(), seq: data.seq });
@@ -242,12 +224,12 @@ impl WatchFrame {
                 }
                 Ok(WatchFrame::Event { seq: data.seq, event: data.event })
             }
-            "heartbeat" => {
-                let data: HeartbeatData = parse(frame)?;
+            wire::frame::HEARTBEAT => {
+                let data: wire::frame::Heartbeat = parse(frame)?;
                 Ok(WatchFrame::Heartbeat { head: data.head, oldest: data.oldest })
             }
-            "gone" => {
-                let data: GoneData = parse(frame)?;
+            wire::frame::GONE => {
+                let data: wire::frame::Gone = parse(frame)?;
                 Ok(WatchFrame::Gone { oldest: data.oldest, head: data.head, next: data.next })
             }
             other => Ok(WatchFrame::Other { event: other.to_string() }),

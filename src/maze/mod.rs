@@ -1,14 +1,14 @@
 //! Follower-maze (SPEC §3), served by every node from the replicated log.
 //!
 //! ```text
-//!  event source ──TCP 9090──▶ source.rs (any node) ──batches of raw lines──▶ leader
+//!  event source ──TCP 9090──▶ maze_net::source (any node) ──batches of raw lines──▶ leader
 //!        (forwarded over the Raft port when this node is a follower)     │ Raft log
 //!                                                                        ▼
 //!  every node: sm::Core::apply ─▶ MazeState (★ pure: reorder + follow graph)
 //!                  │ connected users          │ ordered notifications, one by one,
 //!                  │ (Audience, per apply)    │ only for connected users
 //!                  ▼                          ▼
-//!              clients::Delivery ─▶ this node's connected users (clients.rs, TCP 9099)
+//!      maze_net::clients::Delivery ─▶ this node's connected users (TCP 9099)
 //! ```
 //!
 //! Where each piece runs, and why:
@@ -21,45 +21,21 @@
 //!   applied (`MazeState::apply_for` with an `Audience`), so a status update
 //!   of a user with a million followers costs what its *connected* followers
 //!   cost, and notifications stream to the users rather than piling up (see
-//!   `clients::Delivery`).
+//!   `maze_net::clients::Delivery`).
 //! - Time never enters the state machine: when a seq never arrives, the
-//!   *leader* proposes a `Skip` after `--maze-gap-timeout-ms` (gap.rs), and
+//!   *leader* proposes a `Skip` after `--maze-gap-timeout-ms` (`maze_net::gap`), and
 //!   when the reorder buffer fills up the state machine skips forward on its
 //!   own, deterministically.
 //!
-//! The pure modules (★) import no I/O: `protocol`, `reorder`, `graph`,
-//! `route`, `state`.
+//! This module is the pure core (★, no I/O): `protocol` and `state`, plus
+//! the commands and bounds below. The TCP adapters (event source, client
+//! port, gap timer) live in `maze_net`, above the Raft facade.
 
-pub mod clients;
-pub mod gap;
 pub mod protocol;
-pub mod source;
 pub mod state;
 
 #[cfg(test)]
 mod scenarios;
-
-/// Accepts the next connection, or `None` once `shutdown` fires. Accept
-/// errors (e.g. out of file descriptors) are logged and retried after a
-/// pause rather than ending the listener.
-pub(crate) async fn accept(
-    listener: &tokio::net::TcpListener,
-    shutdown: &tokio_util::sync::CancellationToken,
-    what: &'static str,
-) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return None,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => return Some(a),
-                Err(e) => {
-                    tracing::warn!(error = %e, listener = what, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            },
-        }
-    }
-}
 
 pub use protocol::{parse_line, Event, EventKind, ParseError, UserId};
 pub use state::{
@@ -71,6 +47,13 @@ use serde::{Deserialize, Serialize};
 
 /// A maze sequence number: starts at 1 on every new source connection.
 pub type MazeSeq = u64;
+
+/// Most lines an event source puts in one proposed batch; a leader refuses
+/// larger forwarded batches (`replica::forward::check_forwarded`).
+pub const SOURCE_BATCH_LINES_MAX: usize = 2048;
+/// Bytes an event source puts in one batch before closing it (the line
+/// that crosses it still goes in).
+pub const SOURCE_BATCH_BYTES_MAX: usize = 64 * 1024;
 
 /// A replicated follower-maze command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

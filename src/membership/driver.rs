@@ -6,26 +6,29 @@
 //! it holds a certificate of our CA, and it reports the node id gossip
 //! claimed) before it is added.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use openraft::{ChangeMembers, ServerState};
 use tokio_util::sync::CancellationToken;
 
 use super::gossip::Gossip;
 use super::reconcile::{self, Action, View};
 use crate::raft::peer::PeerClient;
-use crate::raft::types::{Node, NodeId, Raft};
+use crate::raft::types::{Node, NodeId};
+use crate::replica::members::MembershipLock;
+use crate::replica::{Replica, Role};
 
 pub const PATH_RETIRED: &str = "/internal/retired";
 
 const TICK: Duration = Duration::from_millis(500);
 const QUARANTINE: Duration = Duration::from_secs(5);
-const CHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Driver {
-    pub raft: Raft,
+    /// Raft, and the membership lock shared with operator removals: one
+    /// membership change at a time, each decided on the membership it
+    /// changes.
+    pub replica: Replica,
     pub gossip: Arc<Gossip>,
     /// Names our cluster and node on every request; knows our identity.
     pub peer_client: PeerClient,
@@ -36,9 +39,6 @@ pub struct Driver {
     pub retired: Arc<std::sync::atomic::AtomicBool>,
     /// Last decision and its outcome, for `/status`.
     pub last_decision: Arc<std::sync::Mutex<Option<String>>>,
-    /// Shared with operator removals (`api::admin`): one membership change
-    /// at a time, each decided on the membership it changes.
-    pub membership_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Driver {
@@ -52,41 +52,34 @@ impl Driver {
                 _ = tokio::time::sleep(TICK) => {}
             }
             self.notice_removal().await;
-            let metrics = self.raft.metrics().borrow().clone();
-            if metrics.state == ServerState::Leader {
+            let role = self.replica.view().role;
+            if role == Role::Leader {
                 self.ensure_cluster_uuid();
             }
             if let Some(uuid) = self.peer_client.identity().uuid() {
                 self.gossip.publish_cluster_uuid(&uuid).await;
             }
-            if metrics.state != ServerState::Leader {
+            if role != Role::Leader {
                 down_since_ms.clear();
                 continue;
             }
-            let _one_change_at_a_time = self.membership_lock.lock().await;
-            let metrics = self.raft.metrics().borrow().clone();
+            let held = self.replica.lock_membership().await;
+            let raft = self.replica.view();
             let now_ms = started.elapsed().as_millis() as u64;
             let live = self.gossip.live().await;
-            let membership = metrics.membership_config.membership();
-            let nodes: BTreeMap<NodeId, Node> =
-                membership.nodes().map(|(id, n)| (*id, n.clone())).collect();
+            let nodes = raft.nodes;
             reconcile::track_down(&mut down_since_ms, nodes.keys().copied(), &live, now_ms);
             quarantined.retain(|_, until| *until > Instant::now());
-            let matched = metrics
-                .replication
-                .as_ref()
-                .map(|r| {
-                    r.iter().map(|(id, log_id)| (*id, log_id.map_or(0, |l| l.index))).collect()
-                })
-                .unwrap_or_default();
+            let matched =
+                raft.matched.iter().map(|(id, index)| (*id, index.unwrap_or(0))).collect();
             let view = View {
                 self_id: self.peer_client.identity().node_id(),
                 live,
-                voters: membership.voter_ids().collect(),
-                learners: membership.learner_ids().collect(),
+                voters: raft.voters,
+                learners: raft.learners,
                 nodes,
                 matched,
-                last_log_index: metrics.last_log_index.unwrap_or(0),
+                last_log_index: raft.last_log_index.unwrap_or(0),
                 down_since_ms: down_since_ms.clone(),
                 now_ms,
                 dead_grace_ms: self.dead_grace.as_millis() as u64,
@@ -96,7 +89,7 @@ impl Driver {
             };
             let Some(action) = reconcile::decide(&view) else { continue };
             tracing::info!(?action, "membership change");
-            let outcome = self.execute(&action).await;
+            let outcome = self.execute(&held, &action).await;
             let summary = match &outcome {
                 Ok(()) => format!("{action:?}: done"),
                 Err(e) => format!("{action:?}: {e}"),
@@ -132,7 +125,7 @@ impl Driver {
         let me = self.peer_client.identity().node_id();
         if applied.contains(&me) || self.removal_confirmed(me).await {
             self.retired.store(true, Ordering::Relaxed);
-            self.raft.runtime_config().elect(false);
+            self.replica.stop_campaigning();
             tracing::error!(
                 node_id = me,
                 "this node was removed from the cluster (DELETE /cluster/nodes/{me}); it no longer \
@@ -159,46 +152,13 @@ impl Driver {
         false
     }
 
-    async fn execute(&self, action: &Action) -> Result<(), String> {
-        let change = match action {
-            Action::AddLearner { id, node } => {
-                self.confirm(*id, node).await?;
-                let add = self.raft.add_learner(*id, node.clone(), false);
-                return match tokio::time::timeout(CHANGE_TIMEOUT, add).await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err("timed out".into()),
-                };
-            }
-            Action::Promote { id } => ChangeMembers::AddVoterIds(BTreeSet::from([*id])),
-            Action::UpdateNode { id, node } => {
-                // Gossip is forgeable: the node must answer at the new
-                // address, over mTLS, as itself, before Raft sends there.
-                self.confirm(*id, node).await?;
-                ChangeMembers::SetNodes(BTreeMap::from([(*id, node.clone())]))
-            }
-            Action::ReplaceVoter { old, new } => {
-                let mut voters = self
-                    .raft
-                    .metrics()
-                    .borrow()
-                    .membership_config
-                    .membership()
-                    .voter_ids()
-                    .collect::<BTreeSet<_>>();
-                voters.remove(old);
-                voters.insert(*new);
-                ChangeMembers::ReplaceAllVoters(voters)
-            }
-            Action::RemoveVoter { id } => ChangeMembers::RemoveVoters(BTreeSet::from([*id])),
-            Action::RemoveLearner { id } => ChangeMembers::RemoveNodes(BTreeSet::from([*id])),
-        };
-        match tokio::time::timeout(CHANGE_TIMEOUT, self.raft.change_membership(change, false)).await
-        {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("timed out".into()),
+    async fn execute(&self, held: &MembershipLock<'_>, action: &Action) -> Result<(), String> {
+        // Gossip is forgeable: a node must answer at its (new) address,
+        // over mTLS, as itself, before Raft sends there.
+        if let Action::AddLearner { id, node } | Action::UpdateNode { id, node } = action {
+            self.confirm(*id, node).await?;
         }
+        self.replica.change_members(held, action).await
     }
 
     /// Gossip is a hint: ask the node itself, over mTLS, who it is.

@@ -154,14 +154,13 @@ pub const DISK_LOW_KEY: &str = "disk_low";
 pub async fn run(
     guard: Arc<DiskGuard>,
     gossip: Arc<Gossip>,
-    raft: crate::raft::types::Raft,
+    replica: crate::replica::Replica,
     shutdown: CancellationToken,
 ) {
     loop {
         guard.measure();
         gossip.publish(DISK_LOW_KEY, if guard.is_low() { "1" } else { "0" }).await;
-        let metrics = raft.metrics().borrow().clone();
-        let membership = metrics.membership_config.membership();
+        let view = replica.view();
         let low_peer = gossip
             .members()
             .await
@@ -169,9 +168,9 @@ pub async fn run(
             .find(|m| {
                 m.live
                     && m.disk_low
-                    && m.node_id != metrics.id
-                    && membership.voter_ids().any(|v| v == m.node_id)
-                    && membership.get_node(&m.node_id).is_some_and(|n| n.raft_addr == m.raft_addr)
+                    && m.node_id != view.id
+                    && view.voters.contains(&m.node_id)
+                    && view.nodes.get(&m.node_id).is_some_and(|n| n.raft_addr == m.raft_addr)
             })
             .map_or(0, |m| m.node_id);
         guard.low_peer.store(low_peer, Ordering::Relaxed);

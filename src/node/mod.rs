@@ -2,7 +2,8 @@
 //!
 //! Start order: data-dir checks → storage → identity → TLS → Raft → Raft
 //! port → gossip → bootstrap task (only a fresh node, see
-//! `membership::bootstrap`) → membership driver → proposer → public API.
+//! `membership::bootstrap`) → membership driver → proposer and Raft facade
+//! (`replica`) → public API.
 //! Listeners are bound first ([`listeners`]), so a port conflict fails the
 //! start instead of leaving a half-running node, and port 0 works: the node
 //! advertises the port it got, and [`NodeHandle::addrs`] tells the caller.
@@ -35,10 +36,10 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, internal, AppState, MazeHandles};
+use crate::api::{self, internal, AppState, Auth, Health, MazeHandles};
 use crate::listener::ListenerStats;
-use crate::maze::clients::Registry;
-use crate::maze::source::SourceCounters;
+use crate::maze_net::clients::Registry;
+use crate::maze_net::source::SourceCounters;
 use crate::membership::bootstrap::{self, Situation, Step};
 use crate::membership::driver::Driver;
 use crate::membership::gossip::{Gossip, GossipSettings};
@@ -47,9 +48,9 @@ use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
 use crate::raft::peer::{ClusterIdentity, PeerClient};
 use crate::raft::state_machine::StateMachine;
-use crate::raft::submit::Submitter;
 use crate::raft::types::{Node, NodeId, Raft};
-use crate::raft::{self as raftmod, Proposer, RaftSettings, ReadBarrier};
+use crate::raft::{self as raftmod, Proposer, RaftSettings};
+use crate::replica::{Replica, ReplicaParts};
 use crate::tls::TlsMaterial;
 
 #[derive(Debug, thiserror::Error)]
@@ -241,14 +242,20 @@ pub async fn start_on(config: Config, listeners: Listeners) -> Result<NodeHandle
 
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    let barrier = ReadBarrier::new(raft.clone(), peer_client.clone());
     let limits = config.limits;
     let maze_limits = config.maze_limits;
     let disk = disk::DiskGuard::new(&data_dir, config.min_free_disk);
     let proposer =
         Proposer::spawn(raft.clone(), limits, maze_limits, disk.clone(), shutdown.clone());
-    let submitter =
-        Submitter::new(node_id, raft.clone(), proposer.clone(), peer_client.clone(), maze_limits);
+    let replica = Replica::new(ReplicaParts {
+        node_id,
+        raft: raft.clone(),
+        proposer: proposer.clone(),
+        peer_client: peer_client.clone(),
+        maze_limits,
+        leader_lease: settings.leader_lease(),
+        transfer_min_interval: config.transfer_min_interval,
+    });
     tasks.spawn(crate::raft::compactor::run(
         raft.clone(),
         reader.clone(),
@@ -286,10 +293,8 @@ pub async fn start_on(config: Config, listeners: Listeners) -> Result<NodeHandle
     };
     {
         let router = internal::router(internal::InternalState {
-            raft: raft.clone(),
-            barrier: barrier.clone(),
+            replica: replica.clone(),
             peer: peer_client.clone(),
-            submitter: submitter.clone(),
             reader: reader.clone(),
         });
         tasks.spawn(listeners::serve_https(
@@ -368,19 +373,17 @@ pub async fn start_on(config: Config, listeners: Listeners) -> Result<NodeHandle
         ));
     }
 
-    tasks.spawn(disk::run(disk.clone(), gossip.clone(), raft.clone(), shutdown.clone()));
+    tasks.spawn(disk::run(disk.clone(), gossip.clone(), replica.clone(), shutdown.clone()));
     let last_decision = Arc::new(Mutex::new(None));
-    let membership_lock = Arc::new(tokio::sync::Mutex::new(()));
     let retired = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let driver = Driver {
-        raft: raft.clone(),
+        replica: replica.clone(),
         gossip: gossip.clone(),
         peer_client: peer_client.clone(),
         dead_grace: Duration::from_secs(config.dead_node_grace_secs),
         reader: reader.clone(),
         retired: retired.clone(),
         last_decision: last_decision.clone(),
-        membership_lock: membership_lock.clone(),
     };
     tasks.spawn(driver.run(shutdown.clone()));
 
@@ -403,23 +406,22 @@ pub async fn start_on(config: Config, listeners: Listeners) -> Result<NodeHandle
                 to_tokio(maze_listeners.clients, "maze client port", client_addr)?;
             let source_counters = Arc::new(SourceCounters::default());
             let gap_skips = Arc::new(std::sync::atomic::AtomicU64::new(0));
-            tasks.spawn(crate::maze::clients::run(
+            tasks.spawn(crate::maze_net::clients::run(
                 client_listener,
                 maze_registry.clone(),
                 maze_client_stats.clone(),
                 shutdown.clone(),
             ));
-            tasks.spawn(crate::maze::source::run(
+            tasks.spawn(crate::maze_net::source::run(
                 source_listener,
-                submitter.clone(),
+                replica.clone(),
                 maze_limits,
                 source_counters.clone(),
                 shutdown.clone(),
             ));
-            tasks.spawn(crate::maze::gap::run(
-                raft.clone(),
+            tasks.spawn(crate::maze_net::gap::run(
+                replica.clone(),
                 reader.clone(),
-                submitter.clone(),
                 Duration::from_millis(config.maze_gap_timeout_ms),
                 gap_skips.clone(),
                 shutdown.clone(),
@@ -434,35 +436,32 @@ pub async fn start_on(config: Config, listeners: Listeners) -> Result<NodeHandle
     };
 
     let state = Arc::new(AppState {
-        node_id,
-        cluster_id: config.cluster_id.clone(),
-        raft: raft.clone(),
-        proposer,
+        replica,
         reader,
-        barrier,
         gossip: gossip.clone(),
+        cluster_id: config.cluster_id.clone(),
         max_event_bytes: config.max_event_bytes,
-        api_token: token(config.api_token.as_deref(), config.api_token_file.as_deref())?,
-        admin_token: token(config.admin_token.as_deref(), config.admin_token_file.as_deref())?,
-        last_transfer: Mutex::new(None),
-        transfer_min_interval: config.transfer_min_interval,
-        last_membership_decision: last_decision,
-        retired,
-        maze,
+        auth: Auth {
+            api_token: token(config.api_token.as_deref(), config.api_token_file.as_deref())?,
+            admin_token: token(config.admin_token.as_deref(), config.admin_token_file.as_deref())?,
+        },
+        health: Health {
+            last_membership_decision: last_decision,
+            retired,
+            maze,
+            listeners: vec![
+                api_limits.stats.clone(),
+                raft_limits.stats.clone(),
+                maze_client_stats.clone(),
+            ],
+            disk,
+        },
         metrics: metrics.clone(),
-        write_gate: tokio::sync::RwLock::new(()),
-        peer_client: peer_client.clone(),
-        leader_lease: Duration::from_millis(config.election_timeout_ms * 2),
-        backup_dir: data_dir.join("tmp"),
-        backup_slot: Arc::new(tokio::sync::Semaphore::new(1)),
-        membership_lock,
         watches: api::watch::WatchHub::new(config.max_watches, shutdown.clone()),
-        listeners: vec![
-            api_limits.stats.clone(),
-            raft_limits.stats.clone(),
-            maze_client_stats.clone(),
-        ],
-        disk,
+        backup: api::admin::Backups {
+            dir: data_dir.join("tmp"),
+            slot: Arc::new(tokio::sync::Semaphore::new(1)),
+        },
     });
     tasks.spawn(count_leader_changes(
         raft.clone(),

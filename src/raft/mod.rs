@@ -1,7 +1,7 @@
 //! How openraft is wired into raftq.
 //!
 //! ```text
-//!  api / maze ──propose(cmd)──▶ Proposer ──one entry per batch──▶ openraft core
+//!  replica ──propose(cmd)──▶ Proposer ──one entry per batch──▶ openraft core
 //!                                                                  │ append (LogStore, fsync)
 //!                                                                  │ replicate (network, mTLS)
 //!                                                                  ▼ commit
@@ -14,11 +14,15 @@
 //!   [`snapshot`] holds the snapshot format and lifecycle, [`keys`] the
 //!   layout and the encoding of the core's writes.
 //! - [`dump`]: a stopped node's state, for `raftq dump`.
-//! - [`network`]: outgoing RPC; the receiving side is `api::internal`.
+//! - [`network`]: outgoing RPC; the receiving side is `api::internal`
+//!   (through `Replica::serve_rpc`).
 //! - [`Proposer`]: group commit. openraft 0.9 awaits one fsync per
 //!   `client_write`, so concurrent writes are gathered into one entry.
-//! - [`ReadBarrier`]: linearizable reads on leader and followers.
+//!   Every write passes it, with its two gates (disk, transfer pause).
 //! - [`compactor`]: the leader's retention task (bytes and age).
+//!
+//! The rest of the node reaches Raft through the facade in
+//! [`crate::replica`] (leader routing, read index, transfer, membership).
 
 pub mod backup;
 pub mod compactor;
@@ -30,10 +34,8 @@ pub mod network;
 pub mod peer;
 pub mod peer_check;
 mod proposer;
-pub mod read;
 pub mod snapshot;
 pub mod state_machine;
-pub mod submit;
 pub mod types;
 
 #[cfg(test)]
@@ -41,8 +43,7 @@ mod tests;
 
 use std::sync::Arc;
 
-pub use proposer::{ProposeError, Proposer};
-pub use read::{ReadBarrier, ReadError};
+pub use proposer::{ProposeError, Proposer, WritesHeld};
 pub use types::{Node, NodeId, Raft};
 
 /// Raft timing and log-compaction settings of a node.
@@ -52,6 +53,20 @@ pub struct RaftSettings {
     pub election_timeout_ms: u64,
     /// Snapshot (and purge the log behind it) every this many entries.
     pub snapshot_logs: u64,
+}
+
+impl RaftSettings {
+    /// openraft's `election_timeout_max`: elections time out in `[t, 2t)`.
+    fn election_timeout_max_ms(&self) -> u64 {
+        self.election_timeout_ms.saturating_mul(2)
+    }
+
+    /// How long followers refuse votes after the leader's last message
+    /// (openraft's leader lease is `election_timeout_max`). The one place
+    /// it is computed: leadership transfer waits it out.
+    pub fn leader_lease(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.election_timeout_max_ms())
+    }
 }
 
 /// Builds openraft's config. Timeouts are tuned for sub-second failover on a
@@ -64,7 +79,7 @@ pub fn config(
         cluster_name: cluster_id.to_string(),
         heartbeat_interval: settings.heartbeat_ms,
         election_timeout_min: settings.election_timeout_ms,
-        election_timeout_max: settings.election_timeout_ms * 2,
+        election_timeout_max: settings.election_timeout_max_ms(),
         // Per snapshot chunk; a 1 MiB chunk over TLS on a busy machine needs
         // far more than the 200 ms default (renegade-fi/renegade#634).
         install_snapshot_timeout: 10_000,

@@ -7,11 +7,11 @@ use serde::{Deserialize, Serialize};
 use super::types::NodeId;
 
 /// The cluster UUID of the sender (empty when it has none yet).
-pub const HEADER_CLUSTER: &str = "raftq-cluster";
+pub const HEADER_CLUSTER: &str = crate::wire::header::CLUSTER;
 /// The node id the request is meant for.
-pub const HEADER_NODE: &str = "raftq-node";
+pub const HEADER_NODE: &str = crate::wire::header::NODE;
 /// Set on a refusal: `wrong_node` or `wrong_cluster`.
-pub const HEADER_REFUSED: &str = "raftq-refused";
+pub const HEADER_REFUSED: &str = crate::wire::header::REFUSED;
 
 /// What a node reports about itself on the Raft port (`/internal/identity`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -10,11 +10,17 @@
 //! Batches are handed to openraft in the order they were formed
 //! (`client_write_ff` from this one task); only the waiting for results runs
 //! concurrently.
+//!
+//! Every write of the node passes [`Proposer::propose`] (API, compactor,
+//! maze source and gap timer, forwarded batches), so the two write gates
+//! sit here: the disk watermark, and the pause a leadership transfer takes
+//! ([`Proposer::hold_writes`], see `replica::transfer`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::error::ClientWriteError;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedRwLockWriteGuard, RwLock, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::types::{Node, NodeId, Op, Raft, Reply, Request};
@@ -67,6 +73,15 @@ pub struct Proposer {
     tx: mpsc::Sender<Pending>,
     /// The one place every write passes: API, maze source, forwarded batches.
     disk: Arc<crate::node::disk::DiskGuard>,
+    /// Each proposal holds it shared until it is answered; a leadership
+    /// transfer holds it exclusively, since any write would refresh the
+    /// followers' leases that the transfer waits out.
+    gate: Arc<RwLock<()>>,
+}
+
+/// New proposals wait while this lives (see [`Proposer::hold_writes`]).
+pub struct WritesHeld {
+    _guard: OwnedRwLockWriteGuard<()>,
 }
 
 impl Proposer {
@@ -80,7 +95,13 @@ impl Proposer {
     ) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE_MAX);
         tokio::spawn(run(raft, limits, maze_limits, rx, shutdown));
-        Proposer { tx, disk }
+        Proposer { tx, disk, gate: Arc::new(RwLock::new(())) }
+    }
+
+    /// Pauses new proposals (once those in flight are answered) until the
+    /// guard is dropped.
+    pub async fn hold_writes(&self) -> WritesHeld {
+        WritesHeld { _guard: self.gate.clone().write_owned().await }
     }
 
     /// Proposes one operation and waits until it is committed and applied.
@@ -88,17 +109,38 @@ impl Proposer {
     /// ([`ProposeError::DiskFull`]); the maze source retries it, which
     /// stops it reading its socket until space returns.
     pub async fn propose(&self, op: Op) -> Result<Reply, ProposeError> {
+        self.propose_within(op, None).await
+    }
+
+    /// [`Proposer::propose`], giving up after `commit_timeout` (the outcome
+    /// is then unknown). The wait at the transfer gate does not count: a
+    /// transfer bounds itself, and a write held by one must still end in a
+    /// redirect to the new leader, not in a timeout.
+    pub async fn propose_within(
+        &self,
+        op: Op,
+        commit_timeout: Option<Duration>,
+    ) -> Result<Reply, ProposeError> {
+        let _gate = self.gate.read().await;
         if adds_data(&op) {
             if let Some(why) = self.disk.refuse_writes() {
                 return Err(ProposeError::DiskFull(why));
             }
         }
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Pending { op, reply })
-            .await
-            .map_err(|_| ProposeError::Unavailable("proposer stopped".into()))?;
-        rx.await.map_err(|_| ProposeError::Unavailable("proposal dropped".into()))?
+        let commit = async {
+            let (reply, rx) = oneshot::channel();
+            self.tx
+                .send(Pending { op, reply })
+                .await
+                .map_err(|_| ProposeError::Unavailable("proposer stopped".into()))?;
+            rx.await.map_err(|_| ProposeError::Unavailable("proposal dropped".into()))?
+        };
+        match commit_timeout {
+            None => commit.await,
+            Some(limit) => tokio::time::timeout(limit, commit).await.unwrap_or_else(|_| {
+                Err(ProposeError::Unavailable("timed out waiting for the write to commit".into()))
+            }),
+        }
     }
 }
 
@@ -245,5 +287,80 @@ fn map_write_error(e: ClientWriteError<NodeId, Node>) -> ProposeError {
                 .into(),
         ),
         ClientWriteError::ChangeMembershipError(e) => ProposeError::Unavailable(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::node::disk::{DiskGuard, MinFree};
+
+    /// A proposer whose batching task is the test: proposals arrive on the
+    /// returned receiver.
+    fn proposer(min_free: MinFree) -> (Proposer, mpsc::Receiver<Pending>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, rx) = mpsc::channel(8);
+        let disk = DiskGuard::new(dir.path(), min_free);
+        (Proposer { tx, disk, gate: Arc::new(RwLock::new(())) }, rx, dir)
+    }
+
+    fn dequeue() -> Op {
+        Op::Queue(Command::Dequeue { queue: "q".into(), expect_seq: None })
+    }
+
+    #[tokio::test]
+    async fn a_held_gate_keeps_every_proposal_out_until_it_is_released() {
+        let (proposer, mut rx, _dir) = proposer(MinFree::Bytes(0));
+        let held = proposer.hold_writes().await;
+        let waiting = tokio::spawn({
+            let proposer = proposer.clone();
+            async move { proposer.propose(dequeue()).await }
+        });
+        let early = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await;
+        assert!(early.is_err(), "a proposal passed a held gate");
+        drop(held);
+        let pending = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap();
+        let pending = pending.unwrap();
+        assert_eq!(pending.op, dequeue());
+        pending.reply.send(Ok(Reply::Empty)).unwrap();
+        assert!(matches!(waiting.await.unwrap(), Ok(Reply::Empty)));
+    }
+
+    #[tokio::test]
+    async fn the_commit_timeout_does_not_count_the_wait_at_the_gate() {
+        let (proposer, mut rx, _dir) = proposer(MinFree::Bytes(0));
+        let held = proposer.hold_writes().await;
+        let waiting = tokio::spawn({
+            let proposer = proposer.clone();
+            async move { proposer.propose_within(dequeue(), Some(Duration::from_millis(100))).await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(held);
+        let pending = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap();
+        pending.unwrap().reply.send(Ok(Reply::Empty)).unwrap();
+        assert!(matches!(waiting.await.unwrap(), Ok(Reply::Empty)));
+        // Past the gate the limit holds: nobody answers this one.
+        let lost = proposer.propose_within(dequeue(), Some(Duration::from_millis(100))).await;
+        assert!(matches!(lost, Err(ProposeError::Unavailable(_))), "{lost:?}");
+    }
+
+    #[tokio::test]
+    async fn below_the_disk_watermark_only_writes_that_add_data_are_refused() {
+        let (proposer, mut rx, _dir) = proposer(MinFree::Bytes(u64::MAX));
+        let enqueue = Op::Queue(Command::Enqueue {
+            queue: "q".into(),
+            event: "e".into(),
+            idempotency_key: None,
+        });
+        assert!(matches!(proposer.propose(enqueue).await, Err(ProposeError::DiskFull(_))));
+        let drain = tokio::spawn({
+            let proposer = proposer.clone();
+            async move { proposer.propose(dequeue()).await }
+        });
+        let pending = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap();
+        pending.unwrap().reply.send(Ok(Reply::Empty)).unwrap();
+        assert!(matches!(drain.await.unwrap(), Ok(Reply::Empty)));
     }
 }

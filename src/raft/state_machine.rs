@@ -42,7 +42,7 @@ pub use super::snapshot::lifecycle::{RESTORE_BATCH_BYTES, RESTORING_MARKER};
 
 /// Most bytes of maze notifications one apply holds back until its batch is
 /// written; beyond it they are delivered as they are made (see
-/// `maze::clients::Delivery`). Notifications list only users connected here,
+/// `maze_net::clients::Delivery`). Notifications list only users connected here,
 /// so an apply exceeds this only with many connected users and a large batch.
 pub const MAZE_HELD_BYTES_MAX: usize = 8 << 20;
 

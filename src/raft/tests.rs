@@ -40,8 +40,8 @@ mod state_machine {
     use super::super::state_machine::{StateMachine, RESTORE_BATCH_BYTES, RESTORING_MARKER};
     use super::super::types::{Entry, LogId, Op, Reply, Request, Response, SnapshotMeta};
     use super::super::{db, keys};
-    use crate::maze::clients::Registry;
     use crate::maze::MazeCommand;
+    use crate::maze_net::clients::Registry;
     use crate::queue::{Command, EventStamp, Limits};
     use std::sync::atomic::Ordering;
 

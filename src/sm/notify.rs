@@ -4,7 +4,7 @@
 //! [`Core::apply`](super::Core::apply) asks a [`Notifier`] for an audience
 //! and a sink at each maze command and hands notifications to the sink as
 //! the maze core makes them (see `maze::state`). A node's fan-out (the user
-//! registry of `maze::clients`) implements [`Fanout`]: one notifier per
+//! registry of `maze_net::clients`) implements [`Fanout`]: one notifier per
 //! apply, whose [`Notifier::finish`] the adapter calls once the apply's
 //! writes are stored. The budget of what a notifier holds back until then
 //! is the fan-out's business; the core never holds notifications.

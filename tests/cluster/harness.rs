@@ -471,7 +471,7 @@ impl Resp {
 
     /// The `Seq` header as a number; panics when present but not a number.
     pub fn seq(&self) -> Option<u64> {
-        self.header("seq").map(|s| {
+        self.header(raftq::wire::header::SEQ).map(|s| {
             s.trim()
                 .parse()
                 .unwrap_or_else(|_| panic!("Seq header is not a u64: {s:?} in {self:?}"))
@@ -501,7 +501,8 @@ impl Resp {
     }
 }
 
-/// Check that `body` is `{"error": "<non-empty>", "code": "<non-empty>", ...}`.
+/// Check that `body` is `{"error": "<non-empty>", "code": "<non-empty>", ...}`,
+/// and that it reads as the typed contract (`raftq::wire::ErrorBody`).
 pub fn assert_json_error_body(body: &[u8], context: &str) {
     let v: Value = serde_json::from_slice(body)
         .unwrap_or_else(|e| panic!("error body is not JSON ({e}): {context}"));
@@ -511,6 +512,9 @@ pub fn assert_json_error_body(body: &[u8], context: &str) {
             s.is_some_and(|s| !s.is_empty()),
             "error body lacks a non-empty string {field:?}: {v} ({context})"
         );
+    }
+    if let Err(e) = serde_json::from_value::<raftq::wire::ErrorBody>(v.clone()) {
+        panic!("error body does not read as wire::ErrorBody ({e}): {v} ({context})");
     }
 }
 
@@ -1254,6 +1258,11 @@ impl Cluster {
         }
         let v: Value = serde_json::from_slice(&r.body)
             .map_err(|e| format!("/status not JSON ({e}): {r:?}"))?;
+        // The typed contract the CLI reads must accept what the server says
+        // (a mismatch is a bug, not a transient state: no retry).
+        if let Err(e) = serde_json::from_value::<raftq::wire::Status>(v.clone()) {
+            panic!("/status does not read as wire::Status ({e}): {v}");
+        }
         if let Some(id) = v.get("node_id").and_then(id_of) {
             let _ = self.nodes[i].node_id.set(id);
         }

@@ -12,8 +12,8 @@ use std::time::Duration;
 use openraft::error::{CheckIsLeaderError, RaftError};
 use serde::{Deserialize, Serialize};
 
-use super::peer::PeerClient;
-use super::types::{Node, NodeId, Raft};
+use super::Replica;
+use crate::raft::types::{Node, NodeId};
 
 pub const PATH_READ_INDEX: &str = "/internal/read-index";
 
@@ -39,21 +39,11 @@ pub struct ReadIndexResponse {
     pub result: Result<Option<u64>, String>,
 }
 
-#[derive(Clone)]
-pub struct ReadBarrier {
-    raft: Raft,
-    peer_client: PeerClient,
-}
-
-impl ReadBarrier {
-    pub fn new(raft: Raft, peer_client: PeerClient) -> Self {
-        ReadBarrier { raft, peer_client }
-    }
-
+impl Replica {
     /// Returns once this node's state machine reflects every write that was
     /// acknowledged before the call.
     pub async fn linearizable(&self) -> Result<(), ReadError> {
-        match tokio::time::timeout(APPLY_WAIT, self.raft.ensure_linearizable()).await {
+        match tokio::time::timeout(APPLY_WAIT, self.inner.raft.ensure_linearizable()).await {
             Err(_) => Err(ReadError::Timeout),
             Ok(Ok(_)) => Ok(()),
             Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward)))) => {
@@ -63,7 +53,8 @@ impl ReadBarrier {
                 };
                 let index = self.ask_leader(leader_id, &leader).await?;
                 if let Some(index) = index {
-                    self.raft
+                    self.inner
+                        .raft
                         .wait(Some(APPLY_WAIT))
                         .applied_index_at_least(Some(index), "read index")
                         .await
@@ -77,9 +68,9 @@ impl ReadBarrier {
 
     async fn ask_leader(&self, id: NodeId, leader: &Node) -> Result<Option<u64>, ReadError> {
         let url = format!("{}{}", leader.raft_url(), PATH_READ_INDEX);
-        let response = self
-            .peer_client
-            .send(id, self.peer_client.post(id, &url).timeout(LEADER_WAIT))
+        let peer = &self.inner.peer_client;
+        let response = peer
+            .send(id, peer.post(id, &url).timeout(LEADER_WAIT))
             .await
             .map_err(|e| ReadError::Unavailable(format!("leader unreachable: {e}")))?;
         let body: ReadIndexResponse = response
@@ -92,15 +83,12 @@ impl ReadBarrier {
     /// Leader side of a follower's read: confirm leadership with a quorum and
     /// return the index the follower must have applied.
     pub async fn read_index(&self) -> ReadIndexResponse {
-        let result = match tokio::time::timeout(LEADER_WAIT, self.raft.get_read_log_id()).await {
-            Err(_) => Err("timed out confirming leadership".to_string()),
-            Ok(Ok((read_log_id, _))) => Ok(read_log_id.map(|id| id.index)),
-            Ok(Err(e)) => Err(e.to_string()),
-        };
+        let result =
+            match tokio::time::timeout(LEADER_WAIT, self.inner.raft.get_read_log_id()).await {
+                Err(_) => Err("timed out confirming leadership".to_string()),
+                Ok(Ok((read_log_id, _))) => Ok(read_log_id.map(|id| id.index)),
+                Ok(Err(e)) => Err(e.to_string()),
+            };
         ReadIndexResponse { result }
-    }
-
-    pub fn raft(&self) -> &Raft {
-        &self.raft
     }
 }

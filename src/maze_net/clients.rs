@@ -31,7 +31,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Audience, ConnectedUsers, Notification, NotificationSink, Recipients, UserId};
+use crate::maze::{Audience, ConnectedUsers, Notification, NotificationSink, Recipients, UserId};
 
 /// How long a new connection has to send its user id.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);

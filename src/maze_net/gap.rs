@@ -9,20 +9,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use openraft::ServerState;
 use tokio_util::sync::CancellationToken;
 
-use super::MazeCommand;
+use crate::maze::MazeCommand;
 use crate::raft::state_machine::SmReader;
-use crate::raft::submit::Submitter;
-use crate::raft::types::{Op, Raft};
+use crate::raft::types::Op;
+use crate::replica::{Replica, Role};
 
 const TICK: Duration = Duration::from_millis(100);
 
 pub async fn run(
-    raft: Raft,
+    replica: Replica,
     reader: SmReader,
-    submitter: Submitter,
     gap_timeout: Duration,
     skips: Arc<AtomicU64>,
     shutdown: CancellationToken,
@@ -34,7 +32,7 @@ pub async fn run(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(TICK) => {}
         }
-        if raft.metrics().borrow().state != ServerState::Leader {
+        if replica.view().role != Role::Leader {
             watched = None;
             continue;
         }
@@ -51,7 +49,7 @@ pub async fn run(
                         seq = next,
                         "maze seq missing past the gap timeout; skipping it"
                     );
-                    if submitter
+                    if replica
                         .submit(Op::Maze(MazeCommand::Skip { epoch, seq: next }))
                         .await
                         .is_ok()

@@ -5,7 +5,7 @@
 //! raw bytes (each keeps its own line ending), grouped into batches that
 //! are flushed whenever the socket has nothing more buffered (so a trickle
 //! goes out at once and a flood goes out in large batches), and proposed
-//! through the [`Submitter`] with a few batches in flight. A batch that
+//! through [`Replica::submit`] with a few batches in flight. A batch that
 //! fails (leader change, timeout) is proposed again until it is known
 //! committed: the state machine drops seqs it has already seen, so a repeat
 //! is harmless. Only one source is active at a time: a new connection
@@ -21,14 +21,12 @@ use tokio::sync::{Mutex, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::{MazeCommand, MazeLimits, MazeOutcome};
-use crate::raft::submit::Submitter;
+use crate::maze::{MazeCommand, MazeLimits, MazeOutcome};
+use crate::maze::{
+    SOURCE_BATCH_BYTES_MAX as BATCH_BYTES_MAX, SOURCE_BATCH_LINES_MAX as BATCH_LINES_MAX,
+};
 use crate::raft::types::{Op, Reply};
-
-/// Lines per proposed batch, at most.
-const BATCH_LINES_MAX: usize = 2048;
-/// Bytes per proposed batch, at most.
-const BATCH_BYTES_MAX: usize = 64 * 1024;
+use crate::replica::Replica;
 /// Batches proposed and not yet known committed.
 const IN_FLIGHT_MAX: usize = 8;
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
@@ -47,7 +45,7 @@ pub struct SourceCounters {
 
 pub async fn run(
     listener: TcpListener,
-    submitter: Submitter,
+    replica: Replica,
     limits: MazeLimits,
     counters: Arc<SourceCounters>,
     shutdown: CancellationToken,
@@ -63,9 +61,9 @@ pub async fn run(
         if let Some(previous) = current.lock().await.replace(token.clone()) {
             previous.cancel();
         }
-        let (submitter, counters) = (submitter.clone(), counters.clone());
+        let (replica, counters) = (replica.clone(), counters.clone());
         tokio::spawn(async move {
-            if let Err(e) = serve(stream, submitter, limits, counters, token).await {
+            if let Err(e) = serve(stream, replica, limits, counters, token).await {
                 tracing::warn!(%peer, error = %e, "maze event source ended");
             }
         });
@@ -73,46 +71,8 @@ pub async fn run(
 }
 
 /// Proposes `op` until it is committed or `cancel` fires.
-/// What the leader accepts on `/internal/propose`: only what a follower's
-/// maze source and gap timer forward, within the bounds that source keeps
-/// (a peer certificate is not a licence to write anything else, nor
-/// batches no source of ours would build).
-pub fn check_forwarded(op: &Op, limits: &MazeLimits) -> Result<(), String> {
-    match op {
-        Op::Maze(MazeCommand::Reset | MazeCommand::Skip { .. }) => Ok(()),
-        Op::Maze(MazeCommand::Lines { lines, .. }) => {
-            let line_max = limits.line_bytes_max + 1;
-            if lines.len() > BATCH_LINES_MAX {
-                return Err(format!(
-                    "{} lines in one batch (at most {BATCH_LINES_MAX})",
-                    lines.len()
-                ));
-            }
-            if let Some(long) = lines.iter().find(|l| l.len() > line_max) {
-                return Err(format!("a {}-byte line (at most {line_max})", long.len()));
-            }
-            let bytes: usize = lines.iter().map(String::len).sum();
-            if bytes > BATCH_BYTES_MAX + line_max {
-                return Err(format!(
-                    "a {bytes}-byte batch (at most {})",
-                    BATCH_BYTES_MAX + line_max
-                ));
-            }
-            Ok(())
-        }
-        other => Err(format!(
-            "only follower-maze batches are forwarded between nodes, not {}",
-            match other {
-                Op::Queue(_) => "queue commands",
-                Op::RetireNode { .. } => "node removals",
-                Op::Maze(_) => "this",
-            }
-        )),
-    }
-}
-
 async fn submit_until_done(
-    submitter: &Submitter,
+    replica: &Replica,
     op: Op,
     counters: &SourceCounters,
     cancel: &CancellationToken,
@@ -121,7 +81,7 @@ async fn submit_until_done(
         if cancel.is_cancelled() {
             return None;
         }
-        match submitter.submit(op.clone()).await {
+        match replica.submit(op.clone()).await {
             Ok(reply) => return Some(reply),
             Err(e) => {
                 counters.retries.fetch_add(1, Ordering::Relaxed);
@@ -137,7 +97,7 @@ async fn submit_until_done(
 
 async fn serve(
     stream: TcpStream,
-    submitter: Submitter,
+    replica: Replica,
     limits: MazeLimits,
     counters: Arc<SourceCounters>,
     cancel: CancellationToken,
@@ -145,7 +105,7 @@ async fn serve(
     let _ = stream.set_nodelay(true);
     let reset = tokio::time::timeout(
         RESET_DEADLINE,
-        submit_until_done(&submitter, Op::Maze(MazeCommand::Reset), &counters, &cancel),
+        submit_until_done(&replica, Op::Maze(MazeCommand::Reset), &counters, &cancel),
     )
     .await
     .map_err(|_| "no leader to start the stream".to_string())?;
@@ -174,10 +134,9 @@ async fn serve(
             let op = Op::Maze(MazeCommand::Lines { epoch, lines: std::mem::take(&mut batch) });
             batch_bytes = 0;
             counters.batches.fetch_add(1, Ordering::Relaxed);
-            let (submitter, counters, cancel) =
-                (submitter.clone(), counters.clone(), cancel.clone());
+            let (replica, counters, cancel) = (replica.clone(), counters.clone(), cancel.clone());
             tasks.spawn(async move {
-                submit_until_done(&submitter, op, &counters, &cancel).await;
+                submit_until_done(&replica, op, &counters, &cancel).await;
                 drop(permit);
             });
             while tasks.try_join_next().is_some() {}
@@ -221,39 +180,9 @@ async fn serve(
     if !batch.is_empty() {
         let op = Op::Maze(MazeCommand::Lines { epoch, lines: batch });
         counters.batches.fetch_add(1, Ordering::Relaxed);
-        submit_until_done(&submitter, op, &counters, &cancel).await;
+        submit_until_done(&replica, op, &counters, &cancel).await;
     }
     while tasks.join_next().await.is_some() {}
     tracing::info!(epoch, "maze event source closed");
     Ok(())
-}
-
-#[cfg(test)]
-mod forwarded_tests {
-    use super::*;
-    use crate::queue::Command;
-
-    #[test]
-    fn only_bounded_maze_batches_may_be_forwarded() {
-        let limits = MazeLimits::default();
-        let lines = |n: usize, len: usize| {
-            Op::Maze(MazeCommand::Lines { epoch: 1, lines: vec!["x".repeat(len); n] })
-        };
-        assert_eq!(check_forwarded(&Op::Maze(MazeCommand::Reset), &limits), Ok(()));
-        assert_eq!(
-            check_forwarded(&Op::Maze(MazeCommand::Skip { epoch: 1, seq: 3 }), &limits),
-            Ok(())
-        );
-        assert_eq!(check_forwarded(&lines(BATCH_LINES_MAX, 8), &limits), Ok(()));
-        assert!(check_forwarded(&lines(BATCH_LINES_MAX + 1, 8), &limits).is_err());
-        assert!(check_forwarded(&lines(1, limits.line_bytes_max + 2), &limits).is_err());
-        assert!(check_forwarded(&lines(200, limits.line_bytes_max), &limits).is_err());
-        assert!(check_forwarded(&Op::RetireNode { id: 2 }, &limits).is_err());
-        let enqueue = Op::Queue(Command::Enqueue {
-            queue: "default".into(),
-            event: "x".into(),
-            idempotency_key: None,
-        });
-        assert!(check_forwarded(&enqueue, &limits).unwrap_err().contains("queue commands"));
-    }
 }
