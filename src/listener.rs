@@ -17,7 +17,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -41,6 +41,12 @@ pub struct ListenerStats {
     pub max_connections: usize,
     permits: Arc<Semaphore>,
     pub refused: AtomicU64,
+    /// Connections admitted since start (a counter: with `refused`, every
+    /// accepted connection is accounted for).
+    pub admitted: AtomicU64,
+    /// Most connections open at once since start: the cap held throughout,
+    /// not just when `/metrics` was read.
+    pub peak: AtomicUsize,
     last_logged: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
@@ -51,6 +57,8 @@ impl ListenerStats {
             max_connections,
             permits: Arc::new(Semaphore::new(max_connections)),
             refused: AtomicU64::new(0),
+            admitted: AtomicU64::new(0),
+            peak: AtomicUsize::new(0),
             last_logged: std::sync::Mutex::new(None),
         })
     }
@@ -64,7 +72,11 @@ impl ListenerStats {
     /// at most every 10 s, logged).
     pub fn admit(&self) -> Option<OwnedSemaphorePermit> {
         match self.permits.clone().try_acquire_owned() {
-            Ok(permit) => Some(permit),
+            Ok(permit) => {
+                self.admitted.fetch_add(1, Ordering::Relaxed);
+                self.peak.fetch_max(self.open(), Ordering::Relaxed);
+                Some(permit)
+            }
             Err(_) => {
                 self.refused.fetch_add(1, Ordering::Relaxed);
                 let now = std::time::Instant::now();
@@ -276,6 +288,8 @@ mod tests {
         drop(a);
         assert_eq!(stats.open(), 1);
         assert!(stats.admit().is_some(), "a closed connection frees its slot");
+        assert_eq!(stats.admitted.load(Ordering::Relaxed), 3);
+        assert_eq!(stats.peak.load(Ordering::Relaxed), 2, "the most open at once");
     }
 
     #[tokio::test]

@@ -75,6 +75,8 @@ pub struct Metrics {
     pub listener_open: IntGaugeVec,
     pub listener_max: IntGaugeVec,
     pub listener_refused: IntCounterVec,
+    pub listener_admitted: IntCounterVec,
+    pub listener_peak: IntGaugeVec,
     /// Free bytes in the data dir's filesystem, and whether writes are
     /// refused for disk space (here or on a member).
     pub disk_available: IntGauge,
@@ -187,6 +189,22 @@ impl Metrics {
             &["listener"],
         )?;
         registry.register(Box::new(listener_refused.clone()))?;
+        let listener_admitted = IntCounterVec::new(
+            Opts::new(
+                "raftq_listener_connections_admitted_total",
+                "Connections admitted within the listener's cap",
+            ),
+            &["listener"],
+        )?;
+        registry.register(Box::new(listener_admitted.clone()))?;
+        let listener_peak = IntGaugeVec::new(
+            Opts::new(
+                "raftq_listener_connections_peak",
+                "Most connections open at once on the listener since the node started",
+            ),
+            &["listener"],
+        )?;
+        registry.register(Box::new(listener_peak.clone()))?;
         let disk_available = gauge(
             &registry,
             "raftq_disk_available_bytes",
@@ -227,6 +245,8 @@ impl Metrics {
             listener_open,
             listener_max,
             listener_refused,
+            listener_admitted,
+            listener_peak,
             disk_available,
             disk_low,
             gossip_dropped,

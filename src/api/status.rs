@@ -192,9 +192,16 @@ pub async fn metrics(State(state): State<Shared>) -> Response {
         let name = [listener.name];
         m.listener_open.with_label_values(&name).set(index(Some(listener.open() as u64)));
         m.listener_max.with_label_values(&name).set(index(Some(listener.max_connections as u64)));
-        let refused = m.listener_refused.with_label_values(&name);
-        let now = listener.refused.load(std::sync::atomic::Ordering::Relaxed);
-        refused.inc_by(now.saturating_sub(refused.get()));
+        // The counters mirror the listener's own totals.
+        for (counter, total) in
+            [(&m.listener_refused, &listener.refused), (&m.listener_admitted, &listener.admitted)]
+        {
+            let counter = counter.with_label_values(&name);
+            let now = total.load(std::sync::atomic::Ordering::Relaxed);
+            counter.inc_by(now.saturating_sub(counter.get()));
+        }
+        let peak = listener.peak.load(std::sync::atomic::Ordering::Relaxed);
+        m.listener_peak.with_label_values(&name).set(index(Some(peak as u64)));
     }
     // The same counters `/status` shows, flattened: `stream.pending` becomes
     // `raftq_maze{counter="stream_pending"}`.

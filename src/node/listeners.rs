@@ -80,14 +80,24 @@ impl Listeners {
     }
 }
 
+/// Connections the kernel queues for a port until the node accepts them.
+/// std's `bind` asks for 128: a burst of new clients (a restart of every
+/// client at once, or a flood) then overflows the queue, and the kernel
+/// drops SYNs that clients resend only after 1 s, 3 s, 7 s. The node accepts
+/// (and refuses beyond its connection caps) far faster than that, so a
+/// deeper queue costs nothing. Linux caps it at `net.core.somaxconn`.
+pub const LISTEN_BACKLOG: i32 = 4096;
+
 fn bind(what: &'static str, addr: SocketAddr) -> Result<std::net::TcpListener, NodeError> {
-    let listener = std::net::TcpListener::bind(addr).map_err(|source| NodeError::Bind {
-        what,
-        addr,
-        source,
-    })?;
-    listener.set_nonblocking(true).map_err(|source| NodeError::Bind { what, addr, source })?;
-    Ok(listener)
+    use socket2::{Domain, Socket, Type};
+    let err = |source| NodeError::Bind { what, addr, source };
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).map_err(err)?;
+    // As std's bind does: a restarted node can take its port back at once.
+    socket.set_reuse_address(true).map_err(err)?;
+    socket.bind(&addr.into()).map_err(err)?;
+    socket.listen(LISTEN_BACKLOG).map_err(err)?;
+    socket.set_nonblocking(true).map_err(err)?;
+    Ok(socket.into())
 }
 
 /// How an HTTPS listener bounds what a client can hold (see `listener`).

@@ -24,8 +24,8 @@ use tokio::sync::{mpsc, oneshot, OwnedRwLockWriteGuard, RwLock, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::types::{Node, NodeId, Op, Raft, Reply, Request};
-use crate::maze::{MazeCommand, MazeLimits};
-use crate::queue::{Command, Limits};
+use crate::queue::Limits;
+use crate::sm::MazeLimits;
 
 /// Most commands in one entry.
 const BATCH_COMMANDS_MAX: usize = 1024;
@@ -50,17 +50,6 @@ pub enum ProposeError {
     /// refused before proposing, so nothing was written.
     #[error("{0}")]
     DiskFull(String),
-}
-
-/// Operations that add data wait for disk space; dequeues, compaction,
-/// removals and maze skips only shrink what is stored (and must go on, or a
-/// full disk could never drain).
-fn adds_data(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Queue(Command::Enqueue { .. } | Command::AllocSeq { .. })
-            | Op::Maze(MazeCommand::Lines { .. } | MazeCommand::Reset)
-    )
 }
 
 struct Pending {
@@ -122,7 +111,7 @@ impl Proposer {
         commit_timeout: Option<Duration>,
     ) -> Result<Reply, ProposeError> {
         let _gate = self.gate.read().await;
-        if adds_data(&op) {
+        if Op::adds_data(&op) {
             if let Some(why) = self.disk.refuse_writes() {
                 return Err(ProposeError::DiskFull(why));
             }
@@ -141,25 +130,6 @@ impl Proposer {
                 Err(ProposeError::Unavailable("timed out waiting for the write to commit".into()))
             }),
         }
-    }
-}
-
-fn op_bytes(op: &Op) -> usize {
-    match op {
-        Op::Queue(command) => command_bytes(command),
-        Op::Maze(MazeCommand::Lines { lines, .. }) => lines.iter().map(String::len).sum(),
-        Op::Maze(_) | Op::RetireNode { .. } => 16,
-    }
-}
-
-fn command_bytes(command: &Command) -> usize {
-    match command {
-        Command::Enqueue { queue, event, idempotency_key } => {
-            queue.len() + event.len() + idempotency_key.as_ref().map_or(0, String::len)
-        }
-        Command::Dequeue { queue, .. } => queue.len(),
-        Command::AllocSeq { name, .. } => name.len(),
-        Command::Compact { queue, .. } => queue.len(),
     }
 }
 
@@ -188,12 +158,12 @@ async fn run(
                 None => return,
             },
         };
-        let mut bytes = op_bytes(&first.op);
+        let mut bytes = Op::payload_bytes(&first.op);
         let mut batch = vec![first];
         while batch.len() < BATCH_COMMANDS_MAX && bytes < BATCH_BYTES_MAX {
             match rx.try_recv() {
                 Ok(p) => {
-                    bytes += op_bytes(&p.op);
+                    bytes += Op::payload_bytes(&p.op);
                     batch.push(p);
                 }
                 Err(_) => break,
@@ -296,6 +266,7 @@ mod tests {
 
     use super::*;
     use crate::node::disk::{DiskGuard, MinFree};
+    use crate::queue::Command;
 
     /// A proposer whose batching task is the test: proposals arrive on the
     /// returned receiver.

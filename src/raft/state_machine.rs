@@ -34,9 +34,8 @@ use super::types::{
     Entry, LogId, NodeId, Response, Snapshot, SnapshotMeta, StorageError, StoredMembership,
     TypeConfig,
 };
-use crate::maze::LinesStats;
 use crate::queue::{EventStamp, QueueMeta, Seq};
-use crate::sm::{ApplyError, Core, Fanout, OnFirstUse, Stored};
+use crate::sm::{ApplyError, Core, Fanout, LinesStats, OnFirstUse, Stored};
 
 pub use super::snapshot::lifecycle::{RESTORE_BATCH_BYTES, RESTORING_MARKER};
 

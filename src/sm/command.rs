@@ -100,3 +100,33 @@ pub enum Reply {
 pub struct Response {
     pub replies: Vec<Reply>,
 }
+
+impl Op {
+    /// Whether applying it can add stored data: such writes wait for disk
+    /// space, while dequeues, compaction, removals and maze skips only shrink
+    /// what is stored (and must go on, or a full disk could never drain).
+    pub fn adds_data(&self) -> bool {
+        matches!(
+            self,
+            Op::Queue(Command::Enqueue { .. } | Command::AllocSeq { .. })
+                | Op::Maze(MazeCommand::Lines { .. } | MazeCommand::Reset)
+        )
+    }
+
+    /// About how many bytes it adds to a log entry: what the proposer counts
+    /// against its batch size.
+    pub fn payload_bytes(&self) -> usize {
+        match self {
+            Op::Queue(command) => match command {
+                Command::Enqueue { queue, event, idempotency_key } => {
+                    queue.len() + event.len() + idempotency_key.as_ref().map_or(0, String::len)
+                }
+                Command::Dequeue { queue, .. } => queue.len(),
+                Command::AllocSeq { name, .. } => name.len(),
+                Command::Compact { queue, .. } => queue.len(),
+            },
+            Op::Maze(MazeCommand::Lines { lines, .. }) => lines.iter().map(String::len).sum(),
+            Op::Maze(_) | Op::RetireNode { .. } => 16,
+        }
+    }
+}

@@ -37,6 +37,10 @@ pub use command::{Node, NodeId, Op, Reply, Request, Response};
 pub use dump::Dump;
 pub use notify::{Fanout, Nobody, Notifier, OnFirstUse};
 
+/// The maze vocabulary a log entry and an apply carry: `raft` names them
+/// through the core, never the maze module itself.
+pub use crate::maze::{LinesStats, MazeLimits};
+
 /// A log position: openraft's, with raftq's node ids.
 pub type LogId = openraft::LogId<NodeId>;
 /// The membership the state machine holds, with the log id that set it.
