@@ -52,8 +52,9 @@ pub enum ProposeError {
 fn adds_data(op: &Op) -> bool {
     matches!(
         op,
-        Op::Queue(Command::Enqueue { .. } | Command::AllocSeq { .. })
-            | Op::Maze(MazeCommand::Lines { .. } | MazeCommand::Reset)
+        Op::Queue(
+            Command::Enqueue { .. } | Command::EnqueueBatch { .. } | Command::AllocSeq { .. }
+        ) | Op::Maze(MazeCommand::Lines { .. } | MazeCommand::Reset)
     )
 }
 
@@ -118,6 +119,18 @@ fn command_bytes(command: &Command) -> usize {
         Command::Dequeue { queue, .. } => queue.len(),
         Command::AllocSeq { name, .. } => name.len(),
         Command::Compact { queue, .. } => queue.len(),
+        Command::EnqueueBatch { queue, events, idempotency_key, .. } => {
+            queue.len()
+                + events.iter().map(String::len).sum::<usize>()
+                + idempotency_key.as_ref().map_or(0, String::len)
+        }
+        Command::Lease { queue, .. }
+        | Command::Ack { queue, .. }
+        | Command::Nack { queue, .. }
+        | Command::Extend { queue, .. }
+        | Command::SetPolicy { queue, .. }
+        | Command::SetCursor { queue, .. } => queue.len() + 64,
+        Command::Sweep { queue, .. } => queue.as_ref().map_or(0, String::len),
     }
 }
 

@@ -92,6 +92,45 @@ pub enum Reply {
         oldest: Seq,
         dropped: u64,
     },
+    /// The leased events, oldest first, with their bodies (empty: none
+    /// available, HTTP 204).
+    Leased(Vec<LeasedReply>),
+    Acked,
+    /// HTTP 409 `lease_lost`.
+    LeaseLost,
+    Nacked {
+        dead_lettered: bool,
+    },
+    Extended {
+        until_ms: u64,
+    },
+    BatchEnqueued {
+        first: Seq,
+        last: Seq,
+        duplicate: bool,
+    },
+    PolicySet,
+    CursorSet {
+        seq: Seq,
+    },
+    /// HTTP 409: the compare-and-set failed.
+    CursorConflict {
+        current: Option<Seq>,
+    },
+    Swept {
+        expired: u64,
+        dead_lettered: u64,
+    },
+}
+
+/// One leased event as the worker gets it: the `Seq`, `Lease` and
+/// `Deliveries` headers and the body of SPEC §5.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeasedReply {
+    pub seq: Seq,
+    pub token: String,
+    pub deliveries: u32,
+    pub event: String,
 }
 
 /// The response to one log entry: one [`Reply`] per operation, in order.
