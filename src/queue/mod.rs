@@ -82,15 +82,17 @@ pub type Seq = u64;
 pub struct Limits {
     /// Dequeued events kept per queue (readable through `/events`).
     pub retention_events: u64,
-    /// Pending events per queue; an enqueue beyond this is rejected.
+    /// Events per queue from its front (the oldest not done) to its head,
+    /// done holes above the front included; an enqueue beyond this is
+    /// rejected.
     pub queue_events_max: u64,
     /// Idempotency keys remembered (cluster-wide, oldest evicted first).
     pub idempotency_keys_max: u64,
     /// Distinct queues and named sequences (each) that may exist; also
     /// bounds the queues with a policy and the group cursors (each).
     pub queues_max: u64,
-    /// Leased events per queue (live or expired, until acked, nacked or
-    /// redelivered): a lease beyond it is refused. `serde(default)`: entries
+    /// Live (unexpired) leases per queue: a lease beyond it is refused.
+    /// Expired ones do not count, or dead workers could lock a queue. `serde(default)`: entries
     /// written before leases existed decode.
     #[serde(default = "default_leases_max")]
     pub leases_max: u64,

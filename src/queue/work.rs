@@ -362,9 +362,13 @@ impl QueueState {
             return Outcome::Leased(Vec::new());
         };
         let policy = self.policies.get(queue).cloned().unwrap_or_default();
-        let mut budget = limits
-            .leases_max
-            .saturating_sub(self.count_slots(queue, |s| matches!(s, SlotState::Leased { .. })));
+        // Only live leases count: expired ones are available again, and
+        // counting them could lock a queue whose workers all died.
+        let live = self.count_slots(
+            queue,
+            |s| matches!(s, SlotState::Leased { until_ms, .. } if *until_ms > now_ms),
+        );
+        let mut budget = limits.leases_max.saturating_sub(live);
         let mut rooms: BTreeMap<String, u64> = BTreeMap::new();
         let mut plan = Vec::new();
         let mut leases = 0;
@@ -386,14 +390,11 @@ impl QueueState {
                 // Without room it stays expired: the sweeper retries later.
                 continue;
             }
-            let recycles = slot.is_some_and(|s| matches!(s.state, SlotState::Leased { .. }));
-            if !recycles {
-                if budget == 0 {
-                    refused = leases == 0;
-                    break;
-                }
-                budget -= 1;
+            if budget == 0 {
+                refused = leases == 0;
+                break;
             }
+            budget -= 1;
             plan.push(Step::Lease { seq, slot });
             leases += 1;
             if leases == max {

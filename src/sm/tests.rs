@@ -501,3 +501,5 @@ proptest! {
         prop_assert_eq!(&core, &single);
     }
 }
+
+mod work;
