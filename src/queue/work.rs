@@ -153,6 +153,27 @@ impl QueueState {
         })
     }
 
+    /// Queues where a `Sweep` at `now_ms` would do something: an expired
+    /// lease due for the dead-letter queue, or a matured delay. For the
+    /// leader's sweeper, which proposes `Sweep { queue: Some(..) }` for
+    /// each (linear in the slots).
+    pub fn sweep_due(&self, now_ms: u64) -> impl Iterator<Item = &str> + '_ {
+        self.slots.iter().filter_map(move |(queue, slots)| {
+            let policy = self.policies.get(queue);
+            slots
+                .values()
+                .any(|slot| match slot.state {
+                    SlotState::Delayed { until_ms } => until_ms <= now_ms,
+                    SlotState::Leased { until_ms, .. } => {
+                        until_ms <= now_ms
+                            && policy.and_then(|p| p.dead_letter_for(slot.deliveries)).is_some()
+                    }
+                    SlotState::Pending | SlotState::Done => false,
+                })
+                .then_some(queue.as_str())
+        })
+    }
+
     /// The slot of `queue`'s event `seq`, if it has one.
     pub fn slot(&self, queue: &str, seq: Seq) -> Option<&Slot> {
         self.slots.get(queue)?.get(&seq)
@@ -692,5 +713,151 @@ impl QueueState {
             self.put_counters(&queue, before, effects);
         }
         Outcome::Swept { expired, dead_lettered: moved }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::queue::Command;
+
+    const LIMITS: Limits = Limits {
+        retention_events: 1,
+        queue_events_max: 4,
+        idempotency_keys_max: 4,
+        queues_max: 4,
+        leases_max: 2,
+        delayed_max: 2,
+    };
+
+    fn batch(queue: &str, events: &[&str], delay_ms: u64) -> Command {
+        Command::EnqueueBatch {
+            queue: queue.into(),
+            events: events.iter().map(|e| (*e).to_owned()).collect(),
+            idempotency_key: None,
+            delay_ms,
+        }
+    }
+
+    fn apply(s: &mut QueueState, cmd: &Command, now: u64) -> (Outcome, Vec<Effect>) {
+        let mut effects = Vec::new();
+        let outcome = s.apply_at(cmd, &LIMITS, now, &mut effects);
+        (outcome, effects)
+    }
+
+    #[test]
+    fn tokens_differ_per_nonce_seq_and_delivery() {
+        let tokens = [lease_token(1, 2, 3), lease_token(2, 2, 3), lease_token(1, 3, 3)];
+        assert_eq!(tokens[0], "0000000000000001-2-3");
+        assert_ne!(tokens[0], tokens[1]);
+        assert_ne!(tokens[0], tokens[2]);
+        assert_ne!(tokens[0], lease_token(1, 2, 4));
+    }
+
+    #[test]
+    fn sweep_due_names_queues_with_matured_delays_or_dead_letters_due() {
+        let mut s = QueueState::new();
+        apply(&mut s, &batch("d", &["x"], 10), 0);
+        let policy = QueuePolicy {
+            max_deliveries: Some(1),
+            dead_letter: Some("dl".into()),
+            lease_ttl_ms: Some(5),
+        };
+        apply(&mut s, &Command::SetPolicy { queue: "l".into(), policy }, 0);
+        apply(&mut s, &batch("l", &["y"], 0), 0);
+        apply(&mut s, &batch("p", &["z"], 0), 0);
+        let lease = |q: &str| Command::Lease { queue: q.into(), max: 1, ttl_ms: None, nonce: 1 };
+        apply(&mut s, &lease("l"), 0);
+        apply(&mut s, &lease("p"), 0);
+        assert_eq!(s.sweep_due(4).count(), 0);
+        assert_eq!(s.sweep_due(5).collect::<Vec<_>>(), vec!["l"]);
+        // "p" has an expired lease but no policy: redelivery waits for a lease.
+        assert_eq!(s.sweep_due(10).collect::<Vec<_>>(), vec!["d", "l"]);
+        apply(&mut s, &Command::Sweep { queue: None, max: 10 }, 10);
+        assert_eq!(s.sweep_due(10).count(), 0);
+        assert_eq!(s.queue("dl").map(QueueMeta::len), Some(1));
+    }
+
+    fn name() -> impl Strategy<Value = String> {
+        prop_oneof![Just("a".to_owned()), Just("b".to_owned()), Just("".to_owned())]
+    }
+
+    fn big() -> impl Strategy<Value = u64> {
+        prop_oneof![0u64..4, Just(u64::MAX), Just(u64::MAX - 1)]
+    }
+
+    fn command() -> impl Strategy<Value = Command> {
+        let token = prop_oneof![
+            Just(String::new()),
+            (0u64..3, 0u64..4, 0u32..3).prop_map(|(n, s, d)| lease_token(n, s, d)),
+        ];
+        prop_oneof![
+            (name(), prop::collection::vec("[a-z]{0,2}", 0..4), big(), prop::option::of(name()))
+                .prop_map(|(queue, events, delay_ms, idempotency_key)| {
+                    Command::EnqueueBatch { queue, events, idempotency_key, delay_ms }
+                }),
+            (name(), prop_oneof![0u32..3, Just(u32::MAX)], prop::option::of(big()), 0u64..3)
+                .prop_map(|(queue, max, ttl_ms, nonce)| Command::Lease {
+                    queue,
+                    max,
+                    ttl_ms,
+                    nonce
+                }),
+            (name(), big(), token.clone()).prop_map(|(queue, seq, token)| Command::Ack {
+                queue,
+                seq,
+                token
+            }),
+            (name(), big(), token.clone(), big()).prop_map(|(queue, seq, token, delay_ms)| {
+                Command::Nack { queue, seq, token, delay_ms }
+            }),
+            (name(), big(), token, prop::option::of(big())).prop_map(
+                |(queue, seq, token, ttl_ms)| Command::Extend { queue, seq, token, ttl_ms }
+            ),
+            (name(), prop::option::of(big()))
+                .prop_map(|(queue, expect_seq)| Command::Dequeue { queue, expect_seq }),
+            (name(), prop::option::of(0u32..3), prop::option::of(name()), prop::option::of(big()))
+                .prop_map(|(queue, max_deliveries, dead_letter, lease_ttl_ms)| {
+                    let policy = QueuePolicy { max_deliveries, dead_letter, lease_ttl_ms };
+                    Command::SetPolicy { queue, policy }
+                }),
+            (name(), name(), big(), prop::option::of(big())).prop_map(
+                |(queue, group, seq, if_seq)| Command::SetCursor { queue, group, seq, if_seq }
+            ),
+            (prop::option::of(name()), prop_oneof![0u32..3, Just(u32::MAX)])
+                .prop_map(|(queue, max)| Command::Sweep { queue, max }),
+        ]
+    }
+
+    proptest! {
+        /// Extreme times, seqs, counts and tokens never panic; a refused
+        /// command or a lost lease changes nothing and writes nothing; slots
+        /// stay within `front..next`.
+        #[test]
+        fn any_work_command_is_safe_and_refusals_change_nothing(
+            steps in prop::collection::vec((command(), big()), 0..40),
+        ) {
+            let mut s = QueueState::new();
+            for (cmd, now) in steps {
+                let before = s.clone();
+                let (outcome, effects) = apply(&mut s, &cmd, now);
+                if matches!(
+                    outcome,
+                    Outcome::Rejected(_) | Outcome::LeaseLost | Outcome::CursorConflict { .. }
+                ) {
+                    prop_assert_eq!(&s, &before, "{:?} -> {:?}", cmd, outcome);
+                    prop_assert!(effects.is_empty());
+                }
+                for (queue, meta) in s.queues() {
+                    prop_assert!(meta.oldest <= meta.front && meta.front <= meta.next);
+                    for (seq, _) in s.slots(queue) {
+                        prop_assert!(meta.front <= seq && seq < meta.next, "{} {}", queue, seq);
+                    }
+                }
+                prop_assert!(s.slots.values().all(|slots| !slots.is_empty()));
+            }
+        }
     }
 }
