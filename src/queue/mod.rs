@@ -282,7 +282,9 @@ pub enum Rejection {
 pub struct QueueMeta {
     /// Oldest seq whose body is still stored.
     pub oldest: Seq,
-    /// Seq of the first pending event (`== next` when the queue is empty).
+    /// Seq of the oldest event not done (`== next` when the queue is
+    /// empty). Events above it may be leased, delayed or done out of order
+    /// (see [`QueueState::available`] for what GET and DELETE take).
     pub front: Seq,
     /// Seq the next enqueue gets (`head + 1`).
     pub next: Seq,
@@ -291,7 +293,8 @@ pub struct QueueMeta {
 impl QueueMeta {
     pub const NEW: QueueMeta = QueueMeta { oldest: 1, front: 1, next: 1 };
 
-    /// Number of pending events.
+    /// Number of events from the front to the head: the pending ones,
+    /// plus leased, delayed and done-out-of-order ones above the front.
     pub fn len(&self) -> u64 {
         // Saturating: a meta restored from damaged storage must not turn a
         // status read into a panic.
@@ -307,7 +310,8 @@ impl QueueMeta {
         self.next.saturating_sub(1)
     }
 
-    /// The front seq, if any event is pending.
+    /// The front seq, if any event is not done. Not what GET shows once
+    /// leases or delays exist: that is [`QueueState::available`].
     pub fn front_seq(&self) -> Option<Seq> {
         (!self.is_empty()).then_some(self.front)
     }

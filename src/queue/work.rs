@@ -757,6 +757,17 @@ mod tests {
     }
 
     #[test]
+    fn log_entries_written_before_work_queues_still_decode() {
+        let old = r#"{"retention_events":1,"queue_events_max":2,"idempotency_keys_max":3,"queues_max":4}"#;
+        let limits: Limits = serde_json::from_str(old).unwrap();
+        assert_eq!(limits.leases_max, Limits::DEFAULT.leases_max);
+        assert_eq!(limits.delayed_max, Limits::DEFAULT.delayed_max);
+        let batch = r#"{"EnqueueBatch":{"queue":"q","events":["a"],"idempotency_key":null}}"#;
+        let batch: Command = serde_json::from_str(batch).unwrap();
+        assert!(matches!(batch, Command::EnqueueBatch { delay_ms: 0, .. }));
+    }
+
+    #[test]
     fn sweep_due_names_queues_with_matured_delays_or_dead_letters_due() {
         let mut s = QueueState::new();
         apply(&mut s, &batch("d", &["x"], 10), 0);
