@@ -238,6 +238,20 @@ mod state_machine {
         assert_eq!(dead["event"], "a");
     }
 
+    #[tokio::test]
+    async fn get_skips_a_leased_front_until_its_lease_expires_by_the_local_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = open(dir.path());
+        let now = crate::raft::proposer::unix_ms();
+        let lease =
+            Command::Lease { queue: "default".into(), max: 1, ttl_ms: Some(60_000), nonce: 1 };
+        apply(&mut sm, vec![timed(1, now, vec![enqueue("a"), enqueue("b"), lease])]).await;
+        let reader = sm.reader();
+        assert_eq!(reader.front("default").unwrap(), Some((2, "b".to_string())));
+        assert_eq!(reader.front_at("default", now + 60_000).unwrap(), Some((1, "a".to_string())));
+        assert_eq!(reader.work_stats("default").leased, 1);
+    }
+
     /// The bytes of a snapshot openraft holds.
     async fn bytes_of(snapshot: Box<SnapshotFile>) -> Vec<u8> {
         let (mut file, _) = snapshot.into_parts().await;
