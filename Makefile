@@ -39,6 +39,7 @@ PURE_FILES = \
 	src/queue/mod.rs \
 	src/queue/retention.rs \
 	src/queue/state.rs \
+	src/queue/work.rs \
 	src/maze/protocol.rs \
 	src/maze/state.rs \
 	src/membership/reconcile.rs \

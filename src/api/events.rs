@@ -62,6 +62,16 @@ fn rejected(rejection: Rejection) -> ApiError {
         Rejection::InvalidCount => {
             ApiError::bad_request(code::INVALID_COUNT, "count must be between 1 and 2^64-1")
         }
+        Rejection::TooManyLeases { max } => {
+            ApiError::Full(format!("the queue holds its maximum of {max} leased events"))
+        }
+        Rejection::TooManyDelayed { max } => {
+            ApiError::Full(format!("the queue holds its maximum of {max} delayed events"))
+        }
+        Rejection::InvalidPolicy => ApiError::bad_request(
+            "invalid_policy",
+            "max_deliveries must be at least 1 and name a dead_letter queue other than this one",
+        ),
     }
 }
 

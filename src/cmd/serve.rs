@@ -63,6 +63,8 @@ fn config(args: ServeArgs) -> Config {
             queue_events_max: args.queue_events_max,
             idempotency_keys_max: args.idempotency_keys_max,
             queues_max: args.queues_max,
+            // Work-queue bounds get their flags with the work-queue routes.
+            ..Limits::DEFAULT
         },
         snapshot_logs: args.snapshot_logs,
         dead_node_grace_secs: args.dead_node_grace_secs,

@@ -20,13 +20,16 @@
 
 use std::collections::BTreeMap;
 
-use super::{Command, Effect, IdemEntry, Limits, Outcome, QueueMeta, Rejection, Seq};
+use super::{
+    Command, Effect, IdemEntry, Limits, Outcome, QueueMeta, QueuePolicy, Rejection, Seq, Slot,
+    WorkCounters,
+};
 
 /// The replicated metadata: per-queue pointers, named sequences and the
 /// idempotency window. See the module docs of `queue` for the invariants.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QueueState {
-    queues: BTreeMap<String, QueueMeta>,
+    pub(super) queues: BTreeMap<String, QueueMeta>,
     /// Next id per named sequence; absent means 1.
     sequences: BTreeMap<String, u64>,
     /// Queue, then key: lookups by `&str` without allocating, and a key only
@@ -35,6 +38,14 @@ pub struct QueueState {
     idem: BTreeMap<String, BTreeMap<String, IdemSlot>>,
     /// The same entries by ordinal, oldest first: the eviction order.
     idem_order: BTreeMap<u64, (String, String)>,
+    /// Per queue, the availability of events above its front that are not
+    /// plain pending (see `work`). Inner maps are removed when they empty.
+    pub(super) slots: BTreeMap<String, BTreeMap<Seq, Slot>>,
+    /// Per queue, the work totals; absent means all zero.
+    pub(super) counters: BTreeMap<String, WorkCounters>,
+    pub(super) policies: BTreeMap<String, QueuePolicy>,
+    /// Queue, then consumer group: its cursor. Inner maps are never empty.
+    pub(super) cursors: BTreeMap<String, BTreeMap<String, Seq>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,18 +59,58 @@ impl QueueState {
         Self::default()
     }
 
-    /// Apply one command; push storage effects (in order) into `effects`;
-    /// return the outcome.
+    /// [`apply_at`](Self::apply_at) at time 0: for commands that do not
+    /// look at the time (every command but the work-queue ones).
     pub fn apply(&mut self, cmd: &Command, limits: &Limits, effects: &mut Vec<Effect>) -> Outcome {
+        self.apply_at(cmd, limits, 0, effects)
+    }
+
+    /// Apply one command at `now_ms` (the entry's time, never a local
+    /// clock); push storage effects (in order) into `effects`; return the
+    /// outcome.
+    pub fn apply_at(
+        &mut self,
+        cmd: &Command,
+        limits: &Limits,
+        now_ms: u64,
+        effects: &mut Vec<Effect>,
+    ) -> Outcome {
         match cmd {
             Command::Enqueue { queue, event, idempotency_key } => {
                 self.enqueue(queue, event, idempotency_key.as_deref(), limits, effects)
             }
             Command::Dequeue { queue, expect_seq } => {
-                self.dequeue(queue, *expect_seq, limits, effects)
+                self.dequeue(queue, *expect_seq, now_ms, limits, effects)
             }
             Command::AllocSeq { name, count } => self.alloc_seq(name, *count, limits, effects),
             Command::Compact { queue, upto } => self.compact(queue, *upto, effects),
+            Command::Lease { queue, max, ttl_ms, nonce } => {
+                self.lease(queue, *max, *ttl_ms, *nonce, now_ms, limits, effects)
+            }
+            Command::Ack { queue, seq, token } => self.ack(queue, *seq, token, limits, effects),
+            Command::Nack { queue, seq, token, delay_ms } => {
+                self.nack(queue, *seq, token, *delay_ms, now_ms, limits, effects)
+            }
+            Command::Extend { queue, seq, token, ttl_ms } => {
+                self.extend(queue, *seq, token, *ttl_ms, now_ms, effects)
+            }
+            Command::EnqueueBatch { queue, events, idempotency_key, delay_ms } => self
+                .enqueue_batch(
+                    queue,
+                    events,
+                    idempotency_key.as_deref(),
+                    *delay_ms,
+                    now_ms,
+                    limits,
+                    effects,
+                ),
+            Command::SetPolicy { queue, policy } => self.set_policy(queue, policy, limits, effects),
+            Command::SetCursor { queue, group, seq, if_seq } => {
+                self.set_cursor(queue, group, *seq, *if_seq, limits, effects)
+            }
+            Command::Sweep { queue, max } => {
+                self.sweep(queue.as_deref(), *max, now_ms, limits, effects)
+            }
         }
     }
 
@@ -140,12 +191,9 @@ impl QueueState {
         if let Some(seq) = key.and_then(|key| self.idempotent_seq(queue, key)) {
             return Outcome::Enqueued { seq, duplicate: true };
         }
-        let meta = match self.queues.get(queue) {
-            Some(meta) => *meta,
-            None if count_u64(self.queues.len()) >= limits.queues_max => {
-                return Outcome::Rejected(Rejection::TooManyQueues { max: limits.queues_max });
-            }
-            None => QueueMeta::NEW,
+        let meta = match self.meta_or_new(queue, limits) {
+            Ok(meta) => meta,
+            Err(rejected) => return rejected,
         };
         let full = Outcome::Rejected(Rejection::QueueFull { max: limits.queue_events_max });
         if pending(&meta) >= limits.queue_events_max {
@@ -169,7 +217,18 @@ impl QueueState {
         Outcome::Enqueued { seq, duplicate: false }
     }
 
-    fn remember_idem(
+    /// The pointers of `queue`, or of a new queue if one may be created.
+    pub(super) fn meta_or_new(&self, queue: &str, limits: &Limits) -> Result<QueueMeta, Outcome> {
+        match self.queues.get(queue) {
+            Some(meta) => Ok(*meta),
+            None if count_u64(self.queues.len()) >= limits.queues_max => {
+                Err(Outcome::Rejected(Rejection::TooManyQueues { max: limits.queues_max }))
+            }
+            None => Ok(QueueMeta::NEW),
+        }
+    }
+
+    pub(super) fn remember_idem(
         &mut self,
         queue: &str,
         key: &str,
@@ -228,32 +287,32 @@ impl QueueState {
         &mut self,
         queue: &str,
         expect_seq: Option<Seq>,
+        now_ms: u64,
         limits: &Limits,
         effects: &mut Vec<Effect>,
     ) -> Outcome {
         // An unknown queue is just an empty one; dequeuing must not create it.
-        let Some(meta) = self.queues.get(queue).copied().filter(|meta| pending(meta) > 0) else {
+        // Leased and delayed events are skipped: FIFO among available ones.
+        let Some(seq) = self.available(queue, now_ms) else {
             return match expect_seq {
                 Some(_) => Outcome::Conflict { front: None },
                 None => Outcome::Empty,
             };
         };
-        let seq = meta.front;
         if expect_seq.is_some_and(|expected| expected != seq) {
             return Outcome::Conflict { front: Some(seq) };
         }
-        // `front < next`, so this cannot overflow.
-        let mut meta = QueueMeta { front: seq + 1, ..meta };
-        // One range delete however far behind `oldest` is (the retention limit
-        // may have shrunk), so the batch size does not depend on history.
-        if meta.front.saturating_sub(meta.oldest) > limits.retention_events {
-            let to = meta.front - limits.retention_events;
-            effects.push(Effect::DeleteEvents { queue: queue.to_owned(), from: meta.oldest, to });
-            meta.oldest = to;
+        // Popping an expired lease resolves that expiry.
+        if self.slot(queue, seq).is_some_and(|slot| {
+            matches!(slot.state, super::SlotState::Leased { until_ms, .. } if until_ms <= now_ms)
+        }) {
+            let before = self.counters.get(queue).copied().unwrap_or_default();
+            let mut after = before;
+            after.expired += 1;
+            self.counters.insert(queue.to_owned(), after);
+            effects.push(Effect::PutCounters { queue: queue.to_owned(), counters: after });
         }
-        debug_assert_meta(&meta);
-        self.queues.insert(queue.to_owned(), meta);
-        effects.push(Effect::PutQueue { queue: queue.to_owned(), meta });
+        self.finish(queue, seq, limits, effects);
         Outcome::Dequeued { queue: queue.to_owned(), seq }
     }
 
@@ -307,11 +366,11 @@ fn pending(meta: &QueueMeta) -> u64 {
 
 /// Collection sizes compared against `u64` limits (lossless on 64-bit targets,
 /// and saturating rather than panicking elsewhere).
-fn count_u64(n: usize) -> u64 {
+pub(super) fn count_u64(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
 }
 
-fn debug_assert_meta(meta: &QueueMeta) {
+pub(super) fn debug_assert_meta(meta: &QueueMeta) {
     debug_assert!(
         1 <= meta.oldest && meta.oldest <= meta.front && meta.front <= meta.next,
         "queue pointers out of order: {meta:?}"
@@ -338,6 +397,7 @@ mod tests {
         queue_events_max: 100,
         idempotency_keys_max: 100,
         queues_max: 100,
+        ..Limits::DEFAULT
     };
 
     fn limits(retention: u64, events_max: u64, keys_max: u64, queues_max: u64) -> Limits {
@@ -346,6 +406,7 @@ mod tests {
             queue_events_max: events_max,
             idempotency_keys_max: keys_max,
             queues_max,
+            ..Limits::DEFAULT
         }
     }
 
@@ -506,6 +567,9 @@ mod tests {
                         let old = self.sequences.insert(name, next);
                         assert!(old.is_none_or(|old| old < next), "sequence went backwards");
                     }
+                    // Only work-queue commands emit these; the tests here
+                    // never apply one (see `work`'s tests and `sm::tests`).
+                    other => panic!("unexpected work-queue effect {other:?}"),
                 }
             }
         }
@@ -1500,6 +1564,9 @@ mod tests {
                     self.sequences.insert(name.clone(), first + count);
                     Outcome::Allocated { first, last: first + count - 1 }
                 }
+                // The model covers the queue core; `work`'s proptest covers
+                // the work-queue commands.
+                other => unreachable!("not generated: {other:?}"),
             }
         }
 

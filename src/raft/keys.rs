@@ -16,6 +16,10 @@
 //! |          | `m/p/<seq u64 BE>`           | buffered maze line            |
 //! |          | `m/f/<followed BE><follower BE>` | follow edge (empty)       |
 //! |          | `r/<node id BE>`             | retired node (empty)          |
+//! |          | `w/<queue>\0<seq u64 BE>`    | availability `Slot` (JSON)    |
+//! |          | `p/<queue>`                  | `QueuePolicy` (JSON)          |
+//! |          | `g/<queue>\0<group>`         | group cursor (u64 big-endian) |
+//! |          | `n/<queue>`                  | `WorkCounters` (JSON)         |
 //! |          | `cluster`                    | cluster UUID (a copy, for snapshots and backups) |
 //! | `events` | `<queue>\0<seq u64 BE>`      | event body (UTF-8)            |
 //! | `stamps` | `<queue>\0<seq u64 BE>`      | `EventStamp` (24 bytes)       |
@@ -61,6 +65,11 @@ pub const SM_MAZE_PENDING_PREFIX: &[u8] = b"m/p/";
 pub const SM_MAZE_FOLLOW_PREFIX: &[u8] = b"m/f/";
 
 pub const SM_RETIRED_PREFIX: &[u8] = b"r/";
+/// Work-queue state (`queue::work`): slots, policies, group cursors, counters.
+pub const SM_SLOT_PREFIX: &[u8] = b"w/";
+pub const SM_POLICY_PREFIX: &[u8] = b"p/";
+pub const SM_CURSOR_PREFIX: &[u8] = b"g/";
+pub const SM_COUNTERS_PREFIX: &[u8] = b"n/";
 /// A copy of the cluster UUID, so snapshots and backups say which cluster they are of.
 pub const SM_CLUSTER_UUID: &[u8] = b"cluster";
 
@@ -131,6 +140,25 @@ pub fn prefixed(prefix: &[u8], name: &str) -> Vec<u8> {
     key
 }
 
+pub fn slot_key(queue: &str, seq: Seq) -> Vec<u8> {
+    let mut key = SM_SLOT_PREFIX.to_vec();
+    key.extend_from_slice(&event_key(queue, seq));
+    key
+}
+
+pub fn cursor_key(queue: &str, group: &str) -> Vec<u8> {
+    let mut key = prefixed(SM_CURSOR_PREFIX, queue);
+    key.push(0);
+    key.extend_from_slice(group.as_bytes());
+    key
+}
+
+/// Splits `<queue>\0<rest>` (queue names contain no NUL).
+fn split_nul(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let nul = bytes.iter().position(|&b| b == 0)?;
+    Some((&bytes[..nul], &bytes[nul + 1..]))
+}
+
 pub fn idem_key(queue: &str, key: &str) -> Vec<u8> {
     let mut k = prefixed(SM_IDEM_PREFIX, queue);
     k.push(0);
@@ -181,6 +209,26 @@ pub fn encode(writes: &[Write], out: &mut impl KvBatch) -> Result<(), StoreError
                 out.put(SmCf::Sm, &prefixed(SM_SEQUENCE_PREFIX, name), &next.to_be_bytes());
             }
             Write::Retired { id } => out.put(SmCf::Sm, &retired_key(*id), &[]),
+            Write::Slot { queue, seq, slot: Some(slot) } => {
+                out.put(SmCf::Sm, &slot_key(queue, *seq), &serde_json::to_vec(slot)?);
+            }
+            Write::Slot { queue, seq, slot: None } => out.delete(SmCf::Sm, &slot_key(queue, *seq)),
+            Write::DeleteSlots { queue, from, to } => {
+                out.delete_range(SmCf::Sm, &slot_key(queue, *from), &slot_key(queue, *to));
+            }
+            Write::Policy { queue, policy: Some(policy) } => {
+                out.put(SmCf::Sm, &prefixed(SM_POLICY_PREFIX, queue), &serde_json::to_vec(policy)?);
+            }
+            Write::Policy { queue, policy: None } => {
+                out.delete(SmCf::Sm, &prefixed(SM_POLICY_PREFIX, queue));
+            }
+            Write::Cursor { queue, group, seq } => {
+                out.put(SmCf::Sm, &cursor_key(queue, group), &seq.to_be_bytes());
+            }
+            Write::Counters { queue, counters } => {
+                let key = prefixed(SM_COUNTERS_PREFIX, queue);
+                out.put(SmCf::Sm, &key, &serde_json::to_vec(counters)?);
+            }
             Write::ClearMaze => {
                 for prefix in [SM_MAZE_PENDING_PREFIX, SM_MAZE_FOLLOW_PREFIX] {
                     out.delete_range(SmCf::Sm, prefix, &prefix_end(prefix));
@@ -210,8 +258,8 @@ pub fn encode(writes: &[Write], out: &mut impl KvBatch) -> Result<(), StoreError
     Ok(())
 }
 
-/// Decodes one record of the `sm` family: its key says which of the nine
-/// kinds it is. Anything else is corruption.
+/// Decodes one record of the `sm` family: its key says which of the
+/// thirteen kinds it is. Anything else is corruption.
 pub fn decode_state(key: &[u8], value: &[u8]) -> Result<Record, StoreError> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("{what} {key:?}"));
     let utf8 = |bytes: &[u8]| {
@@ -245,6 +293,20 @@ pub fn decode_state(key: &[u8], value: &[u8]) -> Result<Record, StoreError> {
         }
     } else if let Some(id) = key.strip_prefix(SM_RETIRED_PREFIX) {
         Record::Retired { id: be(id, "bad node key")? }
+    } else if let Some(rest) = key.strip_prefix(SM_SLOT_PREFIX) {
+        let (queue, seq) = decode_event_key(rest).ok_or_else(|| corrupt("bad slot key"))?;
+        Record::Slot { queue: queue.to_owned(), seq, slot: serde_json::from_slice(value)? }
+    } else if let Some(queue) = key.strip_prefix(SM_POLICY_PREFIX) {
+        Record::Policy { queue: utf8(queue)?, policy: serde_json::from_slice(value)? }
+    } else if let Some(rest) = key.strip_prefix(SM_CURSOR_PREFIX) {
+        let (queue, group) = split_nul(rest).ok_or_else(|| corrupt("bad cursor key"))?;
+        Record::Cursor {
+            queue: utf8(queue)?,
+            group: utf8(group)?,
+            seq: be(value, "bad cursor value for")?,
+        }
+    } else if let Some(queue) = key.strip_prefix(SM_COUNTERS_PREFIX) {
+        Record::Counters { queue: utf8(queue)?, counters: serde_json::from_slice(value)? }
     } else if let Some(rest) = key.strip_prefix(SM_IDEM_PREFIX) {
         let entry = serde_json::from_slice(value)?;
         let idem = rest

@@ -34,7 +34,7 @@ use super::types::{
     Entry, LogId, NodeId, Response, Snapshot, SnapshotMeta, StorageError, StoredMembership,
     TypeConfig,
 };
-use crate::queue::{EventStamp, QueueMeta, Seq};
+use crate::queue::{EventStamp, QueueMeta, QueuePolicy, Seq, WorkStats};
 use crate::sm::{ApplyError, Core, Fanout, LinesStats, OnFirstUse, Stored};
 
 pub use super::snapshot::lifecycle::{RESTORE_BATCH_BYTES, RESTORING_MARKER};
@@ -135,15 +135,42 @@ impl SmReader {
         self.shared.read().queues().queues().map(|(name, meta)| (name.to_owned(), *meta)).collect()
     }
 
-    /// The event at the front of `queue`, if any.
+    /// The event `GET /event` shows: the oldest available one of `queue`
+    /// (not leased, not delayed) by this node's clock.
     pub fn front(&self, queue: &str) -> Result<Option<(Seq, String)>, StoreError> {
+        self.front_at(queue, super::proposer::unix_ms())
+    }
+
+    /// The oldest event of `queue` available at `now_ms` (Unix ms). Reads
+    /// judge leases and delays by the local clock; applies never do.
+    pub fn front_at(&self, queue: &str, now_ms: u64) -> Result<Option<(Seq, String)>, StoreError> {
         let state = self.shared.read();
-        let Some(seq) = state.queues().queue(queue).and_then(|m| m.front_seq()) else {
+        let Some(seq) = state.queues().available(queue, now_ms) else {
             return Ok(None);
         };
         let body = get_event(&self.shared.db, queue, seq)?
             .ok_or_else(|| StoreError::Corrupt(format!("queue {queue} seq {seq} has no body")))?;
         Ok(Some((seq, body)))
+    }
+
+    /// `queue`'s work-queue policy, if it has one.
+    pub fn policy(&self, queue: &str) -> Option<QueuePolicy> {
+        self.shared.read().queues().policy(queue).cloned()
+    }
+
+    /// Consumer group `group`'s cursor of `queue`, if set.
+    pub fn cursor(&self, queue: &str, group: &str) -> Option<Seq> {
+        self.shared.read().queues().cursor(queue, group)
+    }
+
+    /// `queue`'s leased/delayed gauges and work totals (`/status`, `/metrics`).
+    pub fn work_stats(&self, queue: &str) -> WorkStats {
+        self.shared.read().queues().work_stats(queue)
+    }
+
+    /// Queues the leader's sweeper should propose a `Sweep` for at `now_ms`.
+    pub fn sweep_due(&self, now_ms: u64) -> Vec<String> {
+        self.shared.read().queues().sweep_due(now_ms).map(str::to_owned).collect()
     }
 
     /// Up to `limit` retained events with seq > `after`, and the queue bounds.

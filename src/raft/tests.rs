@@ -178,6 +178,80 @@ mod state_machine {
         assert_eq!(current.meta.last_log_id.map(|l| l.index), Some(1));
     }
 
+    /// Leases, policies, cursors, counters and dead letters live in the `sm`
+    /// family: a snapshot carries them, and the installed node dumps the
+    /// same bytes as the one that applied the entries.
+    #[tokio::test]
+    async fn work_queue_state_travels_in_snapshots_and_dumps_identically() {
+        use crate::queue::QueuePolicy;
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = open(dir.path());
+        let q = || "default".to_owned();
+        let policy = QueuePolicy {
+            max_deliveries: Some(1),
+            dead_letter: Some("dead".into()),
+            lease_ttl_ms: Some(10),
+        };
+        let lease = |nonce| Command::Lease { queue: q(), max: 2, ttl_ms: None, nonce };
+        let entries = vec![
+            timed(1, 100, vec![Command::SetPolicy { queue: q(), policy }]),
+            timed(
+                2,
+                100,
+                vec![Command::EnqueueBatch {
+                    queue: q(),
+                    events: vec!["a".into(), "b".into(), "c".into()],
+                    idempotency_key: Some("k".into()),
+                    delay_ms: 0,
+                }],
+            ),
+            timed(3, 100, vec![lease(1)]),
+            timed(4, 200, vec![lease(2), enqueue("later")]),
+            timed(
+                5,
+                200,
+                vec![Command::SetCursor { queue: q(), group: "g".into(), seq: 2, if_seq: None }],
+            ),
+        ];
+        let out = apply(&mut sm, entries).await;
+        // Entry 4: seqs 1 and 2 expired at their only delivery and were
+        // dead-lettered; 3 is leased ("later" comes after the lease).
+        let Reply::Leased(leased) = &out[3].replies[0] else { panic!("{out:?}") };
+        assert_eq!(leased.iter().map(|l| (l.seq, l.deliveries)).collect::<Vec<_>>(), [(3, 1)]);
+        let snapshot = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let mut fresh = open(other.path());
+        fresh.install_snapshot(&snapshot.meta, snapshot.snapshot).await.unwrap();
+        drop((sm, fresh));
+        let dump = |dir: &Path| {
+            serde_json::to_string(&crate::raft::dump::data_dir(dir, true).unwrap()).unwrap()
+        };
+        let (a, b) = (dump(dir.path()), dump(other.path()));
+        assert_eq!(a, b);
+        let json: serde_json::Value = serde_json::from_str(&a).unwrap();
+        assert_eq!(json["work"]["default"]["dead_lettered"], 2);
+        assert_eq!(json["work"]["default"]["leased"], 1);
+        assert_eq!(json["policies"]["default"]["dead_letter"], "dead");
+        assert_eq!(json["cursors"]["default"]["g"], 2);
+        let dead = json["events"]["dead"]["1"].as_str().unwrap();
+        let dead: serde_json::Value = serde_json::from_str(dead).unwrap();
+        assert_eq!(dead["event"], "a");
+    }
+
+    #[tokio::test]
+    async fn get_skips_a_leased_front_until_its_lease_expires_by_the_local_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = open(dir.path());
+        let now = crate::raft::proposer::unix_ms();
+        let lease =
+            Command::Lease { queue: "default".into(), max: 1, ttl_ms: Some(60_000), nonce: 1 };
+        apply(&mut sm, vec![timed(1, now, vec![enqueue("a"), enqueue("b"), lease])]).await;
+        let reader = sm.reader();
+        assert_eq!(reader.front("default").unwrap(), Some((2, "b".to_string())));
+        assert_eq!(reader.front_at("default", now + 60_000).unwrap(), Some((1, "a".to_string())));
+        assert_eq!(reader.work_stats("default").leased, 1);
+    }
+
     /// The bytes of a snapshot openraft holds.
     async fn bytes_of(snapshot: Box<SnapshotFile>) -> Vec<u8> {
         let (mut file, _) = snapshot.into_parts().await;

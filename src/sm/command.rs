@@ -92,6 +92,45 @@ pub enum Reply {
         oldest: Seq,
         dropped: u64,
     },
+    /// The leased events, oldest first, with their bodies (empty: none
+    /// available, HTTP 204).
+    Leased(Vec<LeasedReply>),
+    Acked,
+    /// HTTP 409 `lease_lost`.
+    LeaseLost,
+    Nacked {
+        dead_lettered: bool,
+    },
+    Extended {
+        until_ms: u64,
+    },
+    BatchEnqueued {
+        first: Seq,
+        last: Seq,
+        duplicate: bool,
+    },
+    PolicySet,
+    CursorSet {
+        seq: Seq,
+    },
+    /// HTTP 409: the compare-and-set failed.
+    CursorConflict {
+        current: Option<Seq>,
+    },
+    Swept {
+        expired: u64,
+        dead_lettered: u64,
+    },
+}
+
+/// One leased event as the worker gets it: the `Seq`, `Lease` and
+/// `Deliveries` headers and the body of SPEC §5.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeasedReply {
+    pub seq: Seq,
+    pub token: String,
+    pub deliveries: u32,
+    pub event: String,
 }
 
 /// The response to one log entry: one [`Reply`] per operation, in order.
@@ -108,8 +147,9 @@ impl Op {
     pub fn adds_data(&self) -> bool {
         matches!(
             self,
-            Op::Queue(Command::Enqueue { .. } | Command::AllocSeq { .. })
-                | Op::Maze(MazeCommand::Lines { .. } | MazeCommand::Reset)
+            Op::Queue(
+                Command::Enqueue { .. } | Command::EnqueueBatch { .. } | Command::AllocSeq { .. }
+            ) | Op::Maze(MazeCommand::Lines { .. } | MazeCommand::Reset)
         )
     }
 
@@ -124,6 +164,18 @@ impl Op {
                 Command::Dequeue { queue, .. } => queue.len(),
                 Command::AllocSeq { name, .. } => name.len(),
                 Command::Compact { queue, .. } => queue.len(),
+                Command::EnqueueBatch { queue, events, idempotency_key, .. } => {
+                    queue.len()
+                        + events.iter().map(String::len).sum::<usize>()
+                        + idempotency_key.as_ref().map_or(0, String::len)
+                }
+                Command::Lease { queue, .. }
+                | Command::Ack { queue, .. }
+                | Command::Nack { queue, .. }
+                | Command::Extend { queue, .. }
+                | Command::SetPolicy { queue, .. }
+                | Command::SetCursor { queue, .. } => queue.len() + 64,
+                Command::Sweep { queue, .. } => queue.as_ref().map_or(0, String::len),
             },
             Op::Maze(MazeCommand::Lines { lines, .. }) => lines.iter().map(String::len).sum(),
             Op::Maze(_) | Op::RetireNode { .. } => 16,

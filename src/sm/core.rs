@@ -19,11 +19,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use openraft::{EntryPayload, RaftTypeConfig};
 
-use super::command::{Node, NodeId, Op, Reply, Request, Response};
+use super::command::{LeasedReply, Node, NodeId, Op, Reply, Request, Response};
 use super::notify::Notifier;
 use super::{LogId, StoredMembership};
 use crate::maze::{LinesStats, MazeEffect, MazeOutcome, MazeState};
-use crate::queue::{Effect, EventStamp, IdemEntry, Outcome, QueueMeta, QueueState, Seq};
+use crate::queue::{
+    Effect, EventStamp, IdemEntry, Outcome, QueueMeta, QueuePolicy, QueueState, Seq, Slot,
+    WorkCounters,
+};
 
 /// Read-only access to what earlier applies stored and the core does not
 /// keep in memory: event bodies and their retention stamps.
@@ -98,6 +101,32 @@ pub enum Write {
     Retired {
         id: NodeId,
     },
+    /// Store (`Some`) or delete (`None`) the slot of `queue`'s event `seq`.
+    Slot {
+        queue: String,
+        seq: Seq,
+        slot: Option<Slot>,
+    },
+    /// Delete the slots of `queue`'s events `from..to`.
+    DeleteSlots {
+        queue: String,
+        from: Seq,
+        to: Seq,
+    },
+    /// Store (`Some`) or delete (`None`) `queue`'s policy.
+    Policy {
+        queue: String,
+        policy: Option<QueuePolicy>,
+    },
+    Cursor {
+        queue: String,
+        group: String,
+        seq: Seq,
+    },
+    Counters {
+        queue: String,
+        counters: WorkCounters,
+    },
     /// A new maze stream: forget every buffered line and follow edge
     /// (written before the maze writes that follow it).
     ClearMaze,
@@ -155,6 +184,24 @@ pub enum Record {
     },
     Retired {
         id: NodeId,
+    },
+    Slot {
+        queue: String,
+        seq: Seq,
+        slot: Slot,
+    },
+    Policy {
+        queue: String,
+        policy: QueuePolicy,
+    },
+    Cursor {
+        queue: String,
+        group: String,
+        seq: Seq,
+    },
+    Counters {
+        queue: String,
+        counters: WorkCounters,
     },
 }
 
@@ -228,6 +275,10 @@ impl Core {
             Record::Retired { id } => {
                 self.retired.insert(id);
             }
+            Record::Slot { queue, seq, slot } => self.queues.restore_slot(queue, seq, slot),
+            Record::Policy { queue, policy } => self.queues.restore_policy(queue, policy),
+            Record::Cursor { queue, group, seq } => self.queues.restore_cursor(queue, group, seq),
+            Record::Counters { queue, counters } => self.queues.restore_counters(queue, counters),
         }
         Ok(())
     }
@@ -309,9 +360,21 @@ impl Core {
             }
             Op::Queue(command) => {
                 let mut effects = Vec::new();
-                let outcome = self.queues.apply(command, &request.limits, &mut effects);
+                let outcome =
+                    self.queues.apply_at(command, &request.limits, request.time_ms, &mut effects);
+                // Bodies are read before this command's writes land in the
+                // overlay: a dead-lettered event's body, like a dequeued one,
+                // is whatever earlier commands stored.
                 let reply = batch.reply(outcome)?;
                 for effect in effects {
+                    let effect = match effect {
+                        Effect::DeadLetter { queue, seq, deliveries, to, to_seq } => {
+                            let event = batch.body(&queue, seq)?;
+                            let body = dead_letter_body(&queue, seq, deliveries, &event);
+                            Effect::PutEvent { queue: to, seq: to_seq, event: body }
+                        }
+                        other => other,
+                    };
                     if let Effect::PutEvent { queue, seq, event } = &effect {
                         let oldest = self.queues.queue(queue).map_or(1, |m| m.oldest);
                         batch.stamp(queue, *seq, oldest, request.time_ms, event.len())?;
@@ -352,21 +415,50 @@ impl<'s, S: Stored> Batch<'s, S> {
         Ok(match outcome {
             Outcome::Enqueued { seq, duplicate } => Reply::Enqueued { seq, duplicate },
             Outcome::Dequeued { queue, seq } => {
-                let body = match self.bodies.get(&(queue.clone(), seq)) {
-                    Some(body) => Some(body.clone()),
-                    None => self.stored.body(&queue, seq).map_err(ApplyError::Stored)?,
-                };
-                let event = body.ok_or_else(|| {
-                    ApplyError::Corrupt(format!("dequeued {queue}/{seq} has no body"))
-                })?;
-                Reply::Dequeued { seq, event }
+                Reply::Dequeued { seq, event: self.body(&queue, seq)? }
             }
+            Outcome::Leased(leased) => Reply::Leased(
+                leased
+                    .into_iter()
+                    .map(|l| {
+                        let event = self.body(&l.queue, l.seq)?;
+                        Ok(LeasedReply {
+                            seq: l.seq,
+                            token: l.token,
+                            deliveries: l.deliveries,
+                            event,
+                        })
+                    })
+                    .collect::<Result<_, ApplyError<S::Error>>>()?,
+            ),
+            Outcome::Acked => Reply::Acked,
+            Outcome::LeaseLost => Reply::LeaseLost,
+            Outcome::Nacked { dead_lettered } => Reply::Nacked { dead_lettered },
+            Outcome::Extended { until_ms } => Reply::Extended { until_ms },
+            Outcome::BatchEnqueued { first, last, duplicate } => {
+                Reply::BatchEnqueued { first, last, duplicate }
+            }
+            Outcome::PolicySet => Reply::PolicySet,
+            Outcome::CursorSet { seq } => Reply::CursorSet { seq },
+            Outcome::CursorConflict { current } => Reply::CursorConflict { current },
+            Outcome::Swept { expired, dead_lettered } => Reply::Swept { expired, dead_lettered },
             Outcome::Empty => Reply::Empty,
             Outcome::Conflict { front } => Reply::Conflict { front },
             Outcome::Allocated { first, last } => Reply::Allocated { first, last },
             Outcome::Rejected(r) => Reply::Rejected(r),
             Outcome::Compacted { oldest, dropped } => Reply::Compacted { oldest, dropped },
         })
+    }
+
+    /// The body of `queue`'s event `seq`: written earlier in this batch,
+    /// or stored. A body the state says exists but storage lacks is
+    /// corruption.
+    fn body(&self, queue: &str, seq: Seq) -> Result<String, ApplyError<S::Error>> {
+        let body = match self.bodies.get(&(queue.to_owned(), seq)) {
+            Some(body) => Some(body.clone()),
+            None => self.stored.body(queue, seq).map_err(ApplyError::Stored)?,
+        };
+        body.ok_or_else(|| ApplyError::Corrupt(format!("event {queue}/{seq} has no body")))
     }
 
     /// Stamps `queue`'s new event `seq` (`len` body bytes, proposed at
@@ -415,9 +507,22 @@ impl<'s, S: Stored> Batch<'s, S> {
             Effect::PutIdem { key, entry } => Write::Idem { key, entry },
             Effect::DelIdem { queue, key, .. } => Write::DelIdem { queue, key },
             Effect::PutSequence { name, next } => Write::Sequence { name, next },
+            Effect::PutSlot { queue, seq, slot } => Write::Slot { queue, seq, slot },
+            Effect::DeleteSlots { queue, from, to } => Write::DeleteSlots { queue, from, to },
+            Effect::PutPolicy { queue, policy } => Write::Policy { queue, policy },
+            Effect::PutCursor { queue, group, seq } => Write::Cursor { queue, group, seq },
+            Effect::PutCounters { queue, counters } => Write::Counters { queue, counters },
+            // Turned into a `PutEvent` by `apply_op`, which has the body.
+            Effect::DeadLetter { .. } => return,
         };
         self.writes.push(write);
     }
+}
+
+/// The body of a dead-lettered event in its dead-letter queue (SPEC §5).
+fn dead_letter_body(queue: &str, seq: Seq, deliveries: u32, event: &str) -> String {
+    serde_json::json!({ "queue": queue, "seq": seq, "deliveries": deliveries, "event": event })
+        .to_string()
 }
 
 /// Drops the overlay entries in `range`.

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::command::NodeId;
 use super::core::Core;
 use super::{LogId, StoredMembership};
-use crate::queue::{QueueMeta, Seq};
+use crate::queue::{lease_token, QueueMeta, QueuePolicy, Seq, Slot, SlotState, WorkStats};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Dump {
@@ -25,6 +25,33 @@ pub struct Dump {
     /// Remembered idempotency keys, oldest (first evicted) first.
     pub idempotency: Vec<IdemDump>,
     pub maze: MazeDump,
+    /// Work-queue state per queue (leases with their tokens, delays,
+    /// counters). Left out when empty, so a dump of a cluster that never
+    /// leased reads as before.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub work: BTreeMap<String, WorkDump>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub policies: BTreeMap<String, QueuePolicy>,
+    /// Queue -> consumer group -> cursor.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub cursors: BTreeMap<String, BTreeMap<String, Seq>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WorkDump {
+    #[serde(flatten)]
+    pub stats: WorkStats,
+    /// The slots of events above the front, by seq.
+    pub slots: BTreeMap<Seq, SlotDump>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SlotDump {
+    #[serde(flatten)]
+    pub slot: Slot,
+    /// The lease token, for a leased event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -71,6 +98,29 @@ impl Core {
                 seq: e.seq,
             })
             .collect();
+        let state = self.queues();
+        let work = state
+            .work_queues()
+            .map(|queue| {
+                let slots = state
+                    .slots(queue)
+                    .map(|(seq, slot)| {
+                        let token = match slot.state {
+                            SlotState::Leased { nonce, .. } => {
+                                Some(lease_token(nonce, seq, slot.deliveries))
+                            }
+                            _ => None,
+                        };
+                        (seq, SlotDump { slot: *slot, token })
+                    })
+                    .collect();
+                (queue.to_owned(), WorkDump { stats: state.work_stats(queue), slots })
+            })
+            .collect();
+        let mut cursors: BTreeMap<String, BTreeMap<String, Seq>> = BTreeMap::new();
+        for (queue, group, seq) in state.cursors() {
+            cursors.entry(queue.to_owned()).or_default().insert(group.to_owned(), seq);
+        }
         let maze = self.maze();
         let mut follows: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
         for (followed, follower) in maze.follow_edges() {
@@ -89,6 +139,9 @@ impl Core {
                 pending: maze.pending_lines().map(|(seq, line)| (seq, line.to_owned())).collect(),
                 follows,
             },
+            work,
+            policies: state.policies().map(|(q, p)| (q.to_owned(), p.clone())).collect(),
+            cursors,
         }
     }
 }

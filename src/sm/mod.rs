@@ -33,7 +33,7 @@ pub mod dump;
 mod notify;
 
 pub use self::core::{Applied, ApplyError, Core, Record, RestoreError, Stored, Write};
-pub use command::{Node, NodeId, Op, Reply, Request, Response};
+pub use command::{LeasedReply, Node, NodeId, Op, Reply, Request, Response};
 pub use dump::Dump;
 pub use notify::{Fanout, Nobody, Notifier, OnFirstUse};
 

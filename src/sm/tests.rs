@@ -68,6 +68,7 @@ const LIMITS: Limits = Limits {
     queue_events_max: 1000,
     idempotency_keys_max: 3,
     queues_max: 1000,
+    ..Limits::DEFAULT
 };
 const MAZE_LIMITS: MazeLimits =
     MazeLimits { pending_max: 4, line_bytes_max: 64, follow_edges_max: 1000 };
@@ -348,6 +349,8 @@ impl Model {
                 }
                 Reply::Compacted { oldest: q.oldest, dropped }
             }
+            // Work-queue commands have their own model (`tests/work.rs`).
+            other => unreachable!("not generated: {other:?}"),
         }
     }
 }
@@ -498,3 +501,5 @@ proptest! {
         prop_assert_eq!(&core, &single);
     }
 }
+
+mod work;
