@@ -31,6 +31,9 @@ pub const CLUSTER_UUID_KEY: &str = "cluster_uuid";
 pub const RETIRED_KEY: &str = "retired";
 /// At most this many removed ids are published (see `publish_retired`).
 pub const RETIRED_PUBLISHED_MAX: usize = 32;
+/// "1" while the node's free disk is below `--min-free-disk` (see
+/// `node::disk`): the leader then refuses writes that add data.
+pub const DISK_LOW_KEY: &str = "disk_low";
 
 const GOSSIP_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -83,7 +86,7 @@ fn member(id: &ChitchatId, state: &NodeState, live: bool) -> Option<GossipMember
         gossip_addr: id.gossip_advertise_addr,
         live,
         cluster_uuid: state.get(CLUSTER_UUID_KEY).filter(|v| !v.is_empty()).map(str::to_string),
-        disk_low: state.get(crate::node::disk::DISK_LOW_KEY) == Some("1"),
+        disk_low: state.get(DISK_LOW_KEY) == Some("1"),
     })
 }
 

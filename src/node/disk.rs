@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::membership::gossip::Gossip;
+use crate::membership::gossip::{Gossip, DISK_LOW_KEY};
 
 /// How often the free space is measured.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -146,8 +146,6 @@ impl DiskGuard {
         low != was
     }
 }
-
-pub const DISK_LOW_KEY: &str = "disk_low";
 
 /// Measures every second, publishes the state in gossip and notes the
 /// members that publish theirs as low.
