@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::node::{TestNode, FORM, JSON, TEXT};
+use crate::node::{free_udp_port, TestNode, FORM, JSON, TEXT};
 
 /// One request that must be refused.
 struct Case {
@@ -92,6 +92,7 @@ async fn bad_requests_are_rejected_without_side_effects() {
         case("queue name with a star", Method::POST, "/queues/a*b/event", bad, "invalid_name").body(TEXT, b"x"),
         case("queue name too long", Method::GET, format!("/queues/{}/event", "q".repeat(129)), bad, "invalid_name"),
         case("sequence name with a space", Method::POST, "/sequences/a%20b", bad, "invalid_name"),
+        case("queue name that is not UTF-8", Method::GET, "/queues/%FF/event", bad, "invalid_path"),
         case("sequence count 0", Method::POST, "/sequences/ids?count=0", bad, "invalid_count"),
         case("sequence count not a number", Method::POST, "/sequences/ids?count=many", bad, "invalid_parameter"),
         case("empty Idempotency-Key", Method::POST, "/event", bad, "invalid_idempotency_key").body(TEXT, b"x")
@@ -340,5 +341,30 @@ async fn watches_beyond_max_watches_get_503() {
     assert_eq!(r.header("retry-after"), Some("1"), "{r:?}");
     // Reads and writes are not affected.
     assert_eq!(node.post("x").await, 1);
+    tokio::time::timeout(Duration::from_secs(10), node.shutdown()).await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_a_leader_gets_503() {
+    // Seeds where nobody gossips: the node never bootstraps (it waits to
+    // be added to a cluster), so it never learns of a leader.
+    let node = TestNode::launch(|c| c.seeds = vec![free_udp_port().to_string()]).await;
+    let r = node.get("/readyz").await;
+    let body = r.assert_error(StatusCode::SERVICE_UNAVAILABLE, "not_ready");
+    assert_eq!(body["ready"], false, "{r:?}");
+    let no_leader = StatusCode::SERVICE_UNAVAILABLE;
+    let cases = vec![
+        case("write", Method::POST, "/event", no_leader, "no_leader").body(TEXT, b"x"),
+        case("dequeue", Method::DELETE, "/event", no_leader, "no_leader"),
+        case("linearizable read", Method::GET, "/event", no_leader, "no_leader"),
+        case("sequence", Method::POST, "/sequences/s", no_leader, "no_leader"),
+        case("transfer", Method::POST, "/cluster/leader/transfer", no_leader, "no_leader"),
+    ];
+    refuse_all(&node, cases).await;
+    let r = node.send(Method::POST, "/event", Some((TEXT, b"x".to_vec())), &[]).await;
+    assert_eq!(r.header("retry-after"), Some("1"), "{r:?}");
+    // Nothing was written: the local state is still empty.
+    let r = node.get("/event?consistency=local").await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{r:?}");
     tokio::time::timeout(Duration::from_secs(10), node.shutdown()).await.expect("shutdown");
 }
