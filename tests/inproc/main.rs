@@ -12,5 +12,6 @@ mod cluster;
 mod node;
 
 mod admin;
+mod documented;
 mod errors;
 mod lifecycle;

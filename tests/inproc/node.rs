@@ -211,6 +211,16 @@ impl Caller {
         Resp { what: format!("{method} {path}"), status, headers, body }
     }
 
+    /// A GET answered up to its headers: the body is left unread (the
+    /// server is still sending it) until the response is dropped.
+    pub async fn open(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: no response: {e:?}"))
+    }
+
     pub async fn get(&self, path: &str) -> Resp {
         self.send(Method::GET, path, None, &[]).await
     }
