@@ -1,14 +1,16 @@
-//! Every 4xx of docs/api.md (and the 503/507 a config can provoke): the
+//! The documented errors of docs/api.md (the admin routes' 403 and 429 are
+//! in `admin.rs`; `documented.rs` checks that none is left out): the
 //! status, the JSON `{"error","code"}` body, and that nothing changed.
 //! Moved here from the cluster suite's `bad_input.rs`, which keeps what
 //! needs a process (the Raft port's mTLS, the node surviving).
 
-use std::time::Duration;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::node::{TestNode, FORM, JSON, TEXT};
+use crate::node::{free_udp_port, TestNode, FORM, JSON, TEXT};
 
 /// One request that must be refused.
 struct Case {
@@ -92,6 +94,7 @@ async fn bad_requests_are_rejected_without_side_effects() {
         case("queue name with a star", Method::POST, "/queues/a*b/event", bad, "invalid_name").body(TEXT, b"x"),
         case("queue name too long", Method::GET, format!("/queues/{}/event", "q".repeat(129)), bad, "invalid_name"),
         case("sequence name with a space", Method::POST, "/sequences/a%20b", bad, "invalid_name"),
+        case("queue name that is not UTF-8", Method::GET, "/queues/%FF/event", bad, "invalid_path"),
         case("sequence count 0", Method::POST, "/sequences/ids?count=0", bad, "invalid_count"),
         case("sequence count not a number", Method::POST, "/sequences/ids?count=many", bad, "invalid_parameter"),
         case("empty Idempotency-Key", Method::POST, "/event", bad, "invalid_idempotency_key").body(TEXT, b"x")
@@ -341,4 +344,82 @@ async fn watches_beyond_max_watches_get_503() {
     // Reads and writes are not affected.
     assert_eq!(node.post("x").await, 1);
     tokio::time::timeout(Duration::from_secs(10), node.shutdown()).await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_a_leader_gets_503() {
+    // Seeds where nobody gossips: the node never bootstraps (it waits to
+    // be added to a cluster), so it never learns of a leader.
+    let node = TestNode::launch(|c| c.seeds = vec![free_udp_port().to_string()]).await;
+    let r = node.get("/readyz").await;
+    let body = r.assert_error(StatusCode::SERVICE_UNAVAILABLE, "not_ready");
+    assert_eq!(body["ready"], false, "{r:?}");
+    let no_leader = StatusCode::SERVICE_UNAVAILABLE;
+    let cases = vec![
+        case("write", Method::POST, "/event", no_leader, "no_leader").body(TEXT, b"x"),
+        case("dequeue", Method::DELETE, "/event", no_leader, "no_leader"),
+        case("linearizable read", Method::GET, "/event", no_leader, "no_leader"),
+        case("sequence", Method::POST, "/sequences/s", no_leader, "no_leader"),
+        case("transfer", Method::POST, "/cluster/leader/transfer", no_leader, "no_leader"),
+    ];
+    refuse_all(&node, cases).await;
+    let r = node.send(Method::POST, "/event", Some((TEXT, b"x".to_vec())), &[]).await;
+    assert_eq!(r.header("retry-after"), Some("1"), "{r:?}");
+    // Nothing was written: the local state is still empty.
+    let r = node.get("/event?consistency=local").await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{r:?}");
+    tokio::time::timeout(Duration::from_secs(10), node.shutdown()).await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_backup_at_once_gets_503() {
+    let node = TestNode::start(|_| {}).await;
+    // A state larger than the flow-control windows and socket buffers
+    // between the node and an unread response: the first backup's stream
+    // (and with it the node's one backup slot) stays open while it waits.
+    let event = "b".repeat((1 << 20) - 64);
+    for _ in 0..16 {
+        node.post(&event).await;
+    }
+    let first = node.open("/cluster/backup").await;
+    assert_eq!(first.status(), StatusCode::OK, "{first:?}");
+    // Another connection: the first one's window is full.
+    let other = node.caller_from(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let r = other.get("/cluster/backup").await;
+    r.assert_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    assert!(r.header("raftq-applied-index").is_none(), "{r:?}");
+    // Abandoning the first backup frees the slot.
+    drop(first);
+    let started = Instant::now();
+    loop {
+        let r = other.get("/cluster/backup").await;
+        if r.status == StatusCode::OK {
+            assert!(r.body.len() > 15 << 20, "{} bytes", r.body.len());
+            break;
+        }
+        r.assert_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+        assert!(started.elapsed() < Duration::from_secs(10), "the slot was never freed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_error_gets_500() {
+    let node = TestNode::start(|_| {}).await;
+    node.post("keep").await;
+    // A backup stages its copy in `DATA_DIR/tmp`; a file there instead of a
+    // directory is a storage error of this node.
+    let staging = node.dir().join("data").join("tmp");
+    std::fs::write(&staging, b"in the way").expect("block the staging dir");
+    let r = node.get("/cluster/backup").await;
+    r.assert_error(StatusCode::INTERNAL_SERVER_ERROR, "internal");
+    assert!(r.header("raftq-applied-index").is_none(), "{r:?}");
+    // Only that request failed: the node still serves, and the backup works
+    // once the path is free again.
+    assert_eq!(node.get("/event").await.body, b"keep");
+    std::fs::remove_file(&staging).expect("unblock the staging dir");
+    let r = node.get("/cluster/backup").await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    node.shutdown().await;
 }

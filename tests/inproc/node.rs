@@ -3,9 +3,13 @@
 //! every TCP listener bound here on `127.0.0.1:0` and handed to
 //! `raftq::node::start_on` (the node reports and advertises those ports).
 //! Requests go through reqwest over real HTTPS, verified against the node's
-//! own CA.
+//! own CA: from loopback by default (a [`TestNode`] is its own loopback
+//! [`Caller`]), or from another address of this host
+//! ([`TestNode::caller_from`]). A [`TestCluster`] is several such nodes that
+//! form one cluster through gossip.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use raftq::node::{Config, Listeners, NodeHandle};
@@ -22,9 +26,15 @@ pub const JSON: &str = "application/json";
 
 pub struct TestNode {
     handle: Option<NodeHandle>,
+    /// Where this process reaches the API (loopback for a wildcard bind).
     pub api: SocketAddr,
     pub node_id: u64,
-    http: reqwest::Client,
+    /// Gossip's UDP address: what another node names in `seeds`.
+    pub gossip: SocketAddr,
+    /// The node's API from loopback.
+    caller: Caller,
+    /// The CA the API certificate is checked against.
+    ca: PathBuf,
     /// `--api-token`, for the readiness probe only: tests send their own.
     token: Option<String>,
     // Last: the data dir outlives the node (fields drop in order).
@@ -33,7 +43,7 @@ pub struct TestNode {
 
 /// A port no one listens on right now, for gossip (UDP): chitchat binds its
 /// address itself, so it cannot take port 0 and report back.
-fn free_udp_port() -> SocketAddr {
+pub fn free_udp_port() -> SocketAddr {
     let socket = UdpSocket::bind("127.0.0.1:0").expect("bind a UDP port");
     socket.local_addr().expect("local addr")
 }
@@ -47,6 +57,17 @@ impl TestNode {
     /// [`TestNode::start`] on the data dir under `dir` (a restart when a
     /// node ran there before).
     pub async fn start_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut Config)) -> TestNode {
+        let node = Self::launch_in(dir, tweak).await;
+        node.wait_ready().await;
+        node
+    }
+
+    /// A started node that may not be ready (no leader yet, or ever).
+    pub async fn launch(tweak: impl FnOnce(&mut Config)) -> TestNode {
+        Self::launch_in(tempfile::tempdir().expect("tempdir"), tweak).await
+    }
+
+    async fn launch_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut Config)) -> TestNode {
         raftq::tls::install_crypto_provider();
         let loopback_any = SocketAddr::from(([127, 0, 0, 1], 0));
         let mut config = Config::new(dir.path().join("data"));
@@ -61,30 +82,42 @@ impl TestNode {
         // The tests must not depend on the free space of the machine.
         config.min_free_disk = raftq::node::disk::MinFree::Bytes(0);
         tweak(&mut config);
-        let data_dir = config.data_dir.clone();
+        let ca = match &config.tls {
+            Some(files) => files.ca.clone(),
+            None => config.data_dir.join("tls").join("ca.pem"),
+        };
+        let gossip = config.gossip_addr;
         let token = config.api_token.clone();
         // Bound here, as an embedding program may: the node serves these.
         let listeners = Listeners::bind(&config).expect("bind the listeners");
         let bound = listeners.local_addrs().expect("bound addresses");
         let handle = raftq::node::start_on(config, listeners).await.expect("start the node");
         assert_eq!(handle.addrs(), bound, "the node reports the ports it was given");
-        let api = bound.api;
-        assert_ne!(api.port(), 0, "port 0 was replaced by the kernel's choice");
-        let ca = data_dir.join("tls").join("ca.pem");
-        let http = raftq::tls::api_client_builder(Some(&ca), false, None)
-            .expect("client with the node's CA")
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(15))
-            .build()
-            .expect("reqwest client");
-        let node =
-            TestNode { node_id: handle.node_id, handle: Some(handle), api, http, token, dir };
-        node.wait_ready().await;
-        node
+        assert_ne!(bound.api.port(), 0, "port 0 was replaced by the kernel's choice");
+        let api = match bound.api.ip().is_unspecified() {
+            true => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), bound.api.port()),
+            false => bound.api,
+        };
+        let http = client_builder(&ca).build().expect("reqwest client");
+        let caller = Caller { http, base: format!("https://{api}") };
+        let node_id = handle.node_id;
+        let handle = Some(handle);
+        TestNode { node_id, handle, api, gossip, caller, ca, token, dir }
     }
 
-    pub fn url(&self, path: &str) -> String {
-        format!("https://{}{path}", self.api)
+    /// A client whose connections leave from `local` (an address of this
+    /// host) for the API on that same address: the node sees a client that
+    /// is not on loopback, and the traffic never leaves the host. The API
+    /// must listen there (e.g. bound to `0.0.0.0:0`).
+    pub fn caller_from(&self, local: IpAddr) -> Caller {
+        // The URL names `localhost`, which the development certificate
+        // covers; `resolve` sends it to `local` instead of 127.0.0.1.
+        let http = client_builder(&self.ca)
+            .local_address(local)
+            .resolve("localhost", SocketAddr::new(local, self.api.port()))
+            .build()
+            .expect("reqwest client");
+        Caller { http, base: format!("https://localhost:{}", self.api.port()) }
     }
 
     pub fn dir(&self) -> &std::path::Path {
@@ -98,7 +131,7 @@ impl TestNode {
     async fn wait_ready(&self) {
         let started = Instant::now();
         loop {
-            let mut probe = self.http.get(self.url("/readyz"));
+            let mut probe = self.caller.http.get(self.url("/readyz"));
             if let Some(token) = &self.token {
                 probe = probe.bearer_auth(token);
             }
@@ -110,6 +143,49 @@ impl TestNode {
             assert!(started.elapsed() < READY_WITHIN, "node not ready in time: {last}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    pub async fn shutdown(self) {
+        self.stop().await;
+    }
+
+    /// Shuts the node down and hands back its directory, for a restart.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(handle) = self.handle.take() {
+            handle.shutdown().await;
+        }
+        self.dir
+    }
+}
+
+/// A node is also its own loopback client: `node.get(..)`, `node.post(..)`.
+impl std::ops::Deref for TestNode {
+    type Target = Caller;
+
+    fn deref(&self) -> &Caller {
+        &self.caller
+    }
+}
+
+/// Requests to one node's API through one client: the node's own (from
+/// loopback) or one from [`TestNode::caller_from`].
+pub struct Caller {
+    http: reqwest::Client,
+    /// `https://host:port`, without a path.
+    base: String,
+}
+
+/// Trusts `ca`, follows no redirect (tests check the 307s themselves).
+fn client_builder(ca: &Path) -> reqwest::ClientBuilder {
+    raftq::tls::api_client_builder(Some(ca), false, None)
+        .expect("client with the node's CA")
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(15))
+}
+
+impl Caller {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
     }
 
     /// One request; `headers` are added as given.
@@ -133,6 +209,16 @@ impl TestNode {
         let headers = response.headers().clone();
         let body = response.bytes().await.expect("response body").to_vec();
         Resp { what: format!("{method} {path}"), status, headers, body }
+    }
+
+    /// A GET answered up to its headers: the body is left unread (the
+    /// server is still sending it) until the response is dropped.
+    pub async fn open(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: no response: {e:?}"))
     }
 
     pub async fn get(&self, path: &str) -> Resp {
@@ -164,18 +250,6 @@ impl TestNode {
             "head_seq": status["head_seq"],
             "front_seq": status["front_seq"],
         })
-    }
-
-    pub async fn shutdown(self) {
-        self.stop().await;
-    }
-
-    /// Shuts the node down and hands back its directory, for a restart.
-    pub async fn stop(mut self) -> tempfile::TempDir {
-        if let Some(handle) = self.handle.take() {
-            handle.shutdown().await;
-        }
-        self.dir
     }
 }
 
