@@ -342,8 +342,9 @@ pub async fn put_policy(
     uri: Uri,
     body: Body,
 ) -> Result<Response, ApiError> {
-    // Routed first: a follower's 307 must not depend on the body.
-    state.route_write(&uri)?;
+    // The body is read before a follower's 307 (in `propose`): an HTTP/2
+    // answer that leaves the body unread resets the stream, which curl -L
+    // reports as an error instead of following.
     let policy = policy_from_wire(json_body(body).await?)?;
     let answer = policy_to_wire(&policy);
     match state.propose(Command::SetPolicy { queue, policy }, &uri).await? {
@@ -387,7 +388,6 @@ pub async fn put_cursor(
     let group = group(&uri)?;
     let params = Params::parse(uri.query())?;
     let if_seq = params.u64("if")?;
-    state.route_write(&uri)?;
     let wire::Cursor { seq } = json_body(body).await?;
     match state.propose(Command::SetCursor { queue, group, seq, if_seq }, &uri).await? {
         Reply::CursorSet { seq } => Ok(json(StatusCode::OK, &wire::Cursor { seq })),
@@ -471,8 +471,7 @@ pub async fn enqueue_batch(
     let params = Params::parse(uri.query())?;
     let delay_ms = params.millis("delay", DELAY_MAX)?.unwrap_or(0);
     let idempotency_key = extract::idempotency_key(&headers)?;
-    state.route_write(&uri)?;
-    // The whole batch is bounded like one event (--max-event-bytes).
+    // Read whole before a follower's 307 (see `put_policy`). The whole batch is bounded like one event (--max-event-bytes).
     let max = state.max_event_bytes;
     let body = axum::body::to_bytes(body, max).await.map_err(|_| ApiError::TooLarge { max })?;
     let mime = extract::mime(&headers);
