@@ -202,6 +202,18 @@ pub struct QueueWork {
     pub dead_lettered: u64,
 }
 
+impl From<crate::queue::WorkStats> for QueueWork {
+    fn from(w: crate::queue::WorkStats) -> Self {
+        QueueWork {
+            leased: w.leased,
+            delayed: w.delayed,
+            redelivered: w.counters.redelivered,
+            expired: w.counters.expired,
+            dead_lettered: w.counters.dead_lettered,
+        }
+    }
+}
+
 /// One node as gossip sees it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]

@@ -221,7 +221,7 @@ fn settle_target(seq: Option<String>, params: &Params) -> Result<(Seq, String), 
 
 async fn settle(
     state: Shared,
-    QueuePath { queue, seq }: QueuePath,
+    QueuePath { queue, seq, .. }: QueuePath,
     uri: Uri,
     action: Settle,
 ) -> Result<Response, ApiError> {
@@ -354,24 +354,13 @@ pub async fn put_policy(
     }
 }
 
-/// The `{group}` of a cursor route, validated like a queue name.
-fn group(uri: &Uri) -> Result<String, ApiError> {
-    let group = uri.path().rsplit('/').next().unwrap_or_default();
-    let group = percent_encoding::percent_decode_str(group)
-        .decode_utf8()
-        .map_err(|_| ApiError::bad_request(code::INVALID_NAME, "group names are ASCII"))?
-        .into_owned();
-    extract::name("group", &group)?;
-    Ok(group)
-}
-
 /// `GET /queues/{queue}/cursors/{group}`: `{"seq":N}` (0: none yet).
 pub async fn get_cursor(
     State(state): State<Shared>,
-    QueuePath { queue, .. }: QueuePath,
+    QueuePath { queue, group, .. }: QueuePath,
     uri: Uri,
 ) -> Result<Response, ApiError> {
-    let group = group(&uri)?;
+    let group = group.ok_or(ApiError::NotFound)?;
     let params = Params::parse(uri.query())?;
     state.prepare_read(&params, &queue).await?;
     let seq = state.reader.cursor(&queue, &group).unwrap_or(0);
@@ -381,11 +370,11 @@ pub async fn get_cursor(
 /// `PUT /queues/{queue}/cursors/{group}[?if=M]` with `{"seq":N}`.
 pub async fn put_cursor(
     State(state): State<Shared>,
-    QueuePath { queue, .. }: QueuePath,
+    QueuePath { queue, group, .. }: QueuePath,
     uri: Uri,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let group = group(&uri)?;
+    let group = group.ok_or(ApiError::NotFound)?;
     let params = Params::parse(uri.query())?;
     let if_seq = params.u64("if")?;
     let wire::Cursor { seq } = json_body(body).await?;
