@@ -179,6 +179,8 @@ pub struct Status {
     pub maze: Option<MazeStatus>,
     /// Watch streams served now.
     pub watches: u64,
+    /// Long polls (`?wait=`) waiting now.
+    pub waiters: u64,
     pub disk: DiskStatus,
     pub version: String,
     /// Work-queue gauges and totals of every queue that has leases, delays

@@ -66,6 +66,7 @@ pub async fn status(State(state): State<Shared>) -> Response {
         removed: health.retired.load(Relaxed),
         maze: maze_status(&state),
         watches: state.watches.active() as u64,
+        waiters: state.waiters.active() as u64,
         disk: wire::DiskStatus {
             available_bytes: disk.available(),
             min_free: format!("{:?}", disk.min()),

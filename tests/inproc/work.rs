@@ -252,6 +252,7 @@ async fn bad_work_requests_are_refused_without_side_effects() {
         tokio::spawn(async move { node.get("/queues/idle/event?wait=20s").await })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(node.get("/status").await.json()["waiters"], 1);
     let r = node.get("/queues/idle2/event?wait=1s").await;
     r.assert_error(StatusCode::SERVICE_UNAVAILABLE, "too_many_waiters");
     assert_eq!(r.header("retry-after"), Some("1"), "{r:?}");
