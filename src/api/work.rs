@@ -42,6 +42,10 @@ pub const TTL_MAX: Duration = Duration::from_secs(86_400);
 /// Most events one `POST /lease?max=` hands out.
 pub const LEASE_MAX_EVENTS: u64 = 100;
 
+/// Empty attempts in a row (with an event showing) after which a long poll
+/// waits for an apply before trying again.
+const STUCK_AFTER: u32 = 2;
+
 const LEASE_HEADER: HeaderName = HeaderName::from_static(wire::header::LEASE);
 const DELIVERIES_HEADER: HeaderName = HeaderName::from_static(wire::header::DELIVERIES);
 
@@ -100,19 +104,24 @@ where
     };
     let _permit = state.waiters.enter()?;
     let deadline = Instant::now() + wait;
-    // After an attempt that came back empty although this node's state
-    // showed an event (e.g. an expired lease waiting for room in its
-    // dead-letter queue), wait for something to change before trying
-    // again, or the loop would spin.
-    let mut stuck = false;
+    // Empty attempts in a row although this node's state showed an event.
+    // One is a lost race with another worker: look again at once. More
+    // mean the event cannot be taken yet (an expired lease waiting for
+    // room in its dead-letter queue): wait for the next apply first, or
+    // the loop would spin on proposals.
+    let mut empty_in_a_row = 0u32;
     loop {
-        if stuck {
-            applied.borrow_and_update();
-        }
+        // Everything applied so far is covered by the check below; an
+        // apply after this wakes the wait.
+        applied.borrow_and_update();
+        let mut stuck = empty_in_a_row >= STUCK_AFTER;
         loop {
             let now_ms = unix_ms();
             if !stuck && state.reader.available_at(queue, now_ms) {
                 break;
+            }
+            if !stuck {
+                empty_in_a_row = 0;
             }
             stuck = false;
             let due = state.reader.next_due(queue, now_ms).map(|due| {
@@ -134,7 +143,7 @@ where
         }
         match attempt().await? {
             Some(found) => return Ok(Some(found)),
-            None => stuck = true,
+            None => empty_in_a_row += 1,
         }
     }
 }

@@ -266,3 +266,42 @@ async fn bad_work_requests_are_refused_without_side_effects() {
         Err(_) => panic!("a waiter still holds the node"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn competing_long_polls_each_get_one_event() {
+    let node = Arc::new(TestNode::start(|_| {}).await);
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let node = node.clone();
+            tokio::spawn(async move {
+                node.send(Method::POST, "/queues/pool/lease?wait=20s&ttl=1m", None, &[]).await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    // Two events at a time: two workers win, two lose the race and must
+    // look again (not wait for the next apply, which here comes only with
+    // the second batch).
+    for batch in [
+        &b"[{\"event\":\"w1\"},{\"event\":\"w2\"}]"[..],
+        b"[{\"event\":\"w3\"},{\"event\":\"w4\"}]",
+    ] {
+        let r = post(&node, "/queues/pool/events", Some((JSON, batch))).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut seqs = Vec::new();
+    for worker in workers {
+        let r = worker.await.expect("worker");
+        assert_eq!(r.status, StatusCode::OK, "{r:?}");
+        seqs.push(r.seq());
+    }
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    seqs.sort_unstable();
+    assert_eq!(seqs, [1, 2, 3, 4], "each event leased once");
+    match Arc::try_unwrap(node) {
+        Ok(node) => node.shutdown().await,
+        Err(_) => panic!("a worker still holds the node"),
+    }
+}
