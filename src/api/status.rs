@@ -66,6 +66,7 @@ pub async fn status(State(state): State<Shared>) -> Response {
         removed: health.retired.load(Relaxed),
         maze: maze_status(&state),
         watches: state.watches.active() as u64,
+        waiters: state.waiters.active() as u64,
         disk: wire::DiskStatus {
             available_bytes: disk.available(),
             min_free: format!("{:?}", disk.min()),
@@ -74,6 +75,7 @@ pub async fn status(State(state): State<Shared>) -> Response {
             writes_refused: disk.refuse_writes(),
         },
         version: env!("CARGO_PKG_VERSION").to_owned(),
+        work: state.reader.work_queues().into_iter().map(|(q, w)| (q, w.into())).collect(),
     };
     json(StatusCode::OK, &body)
 }
@@ -183,6 +185,17 @@ pub async fn metrics(State(state): State<Shared>) -> Response {
             pending: meta.len(),
             head: meta.head(),
             retained: meta.front.saturating_sub(meta.oldest),
+        };
+        (name, gauges)
+    }));
+    m.set_work(state.reader.work_queues().into_iter().map(|(name, w)| {
+        let w = wire::QueueWork::from(w);
+        let gauges = crate::metrics::WorkGauges {
+            leased: w.leased,
+            delayed: w.delayed,
+            redelivered: w.redelivered,
+            expired: w.expired,
+            dead_lettered: w.dead_lettered,
         };
         (name, gauges)
     }));

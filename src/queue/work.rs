@@ -174,6 +174,20 @@ impl QueueState {
         })
     }
 
+    /// The earliest time after `now_ms` at which a lease or delay of
+    /// `queue` runs out, making an event available without any apply. A
+    /// long poll sleeps until then (or until an apply), never polling.
+    pub fn next_due(&self, queue: &str, now_ms: u64) -> Option<u64> {
+        self.slots(queue)
+            .filter_map(|(_, slot)| match slot.state {
+                SlotState::Leased { until_ms, .. } | SlotState::Delayed { until_ms } => {
+                    (until_ms > now_ms).then_some(until_ms)
+                }
+                SlotState::Pending | SlotState::Done => None,
+            })
+            .min()
+    }
+
     /// The slot of `queue`'s event `seq`, if it has one.
     pub fn slot(&self, queue: &str, seq: Seq) -> Option<&Slot> {
         self.slots.get(queue)?.get(&seq)
@@ -789,6 +803,23 @@ mod tests {
         apply(&mut s, &Command::Sweep { queue: None, max: 10 }, 10);
         assert_eq!(s.sweep_due(10).count(), 0);
         assert_eq!(s.queue("dl").map(QueueMeta::len), Some(1));
+    }
+
+    #[test]
+    fn next_due_is_the_earliest_lease_or_delay_still_running() {
+        let mut s = QueueState::new();
+        assert_eq!(s.next_due("q", 0), None);
+        apply(&mut s, &batch("q", &["late"], 20), 0);
+        apply(&mut s, &batch("q", &["now"], 0), 0);
+        assert_eq!(s.next_due("q", 0), Some(20));
+        let lease = Command::Lease { queue: "q".into(), max: 1, ttl_ms: Some(5), nonce: 1 };
+        apply(&mut s, &lease, 1);
+        // The lease runs out at 6, before the delay at 20.
+        assert_eq!(s.next_due("q", 1), Some(6));
+        // Past ones do not count: a waiter would wake at once, forever.
+        assert_eq!(s.next_due("q", 6), Some(20));
+        assert_eq!(s.next_due("q", 20), None);
+        assert_eq!(s.next_due("other", 0), None);
     }
 
     fn name() -> impl Strategy<Value = String> {

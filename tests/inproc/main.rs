@@ -15,3 +15,4 @@ mod admin;
 mod documented;
 mod errors;
 mod lifecycle;
+mod work;
