@@ -10,13 +10,16 @@
 //! - 400, 404, 405, 409, 413, 415, 410, 507 `full`: `errors.rs`;
 //! - 401 `unauthorized`: `errors.rs`, and `admin.rs` for the admin token;
 //! - 403 `admin_forbidden`, 429 `rate_limited`: `admin.rs`;
-//! - 500 `internal`, 503 (all four), 507 `disk_full`: `errors.rs`.
+//! - 500 `internal`, 503 (all four), 507 `disk_full`: `errors.rs`;
+//! - the work-queue codes (`lease_lost`, `cursor_conflict`, `invalid_policy`,
+//!   `invalid_batch`, `too_many_waiters`): `work.rs`.
 
 /// The sources searched: every test module of the tier but this one.
 const SOURCES: &[(&str, &str)] = &[
     ("admin.rs", include_str!("admin.rs")),
     ("errors.rs", include_str!("errors.rs")),
     ("lifecycle.rs", include_str!("lifecycle.rs")),
+    ("work.rs", include_str!("work.rs")),
 ];
 
 const API_DOC: &str = include_str!("../../docs/api.md");
