@@ -37,6 +37,33 @@ pub enum Command {
     Seq(SeqArgs),
     /// Print a stopped node's replicated state (queues, sequences, maze) as JSON.
     Dump(DumpArgs),
+    /// Work-queue worker: lease events one at a time and run a command on each.
+    Work(WorkArgs),
+}
+
+/// `raftq work`: see docs/consumers.md and `cmd/work.rs` for exit codes.
+#[derive(Debug, Args)]
+pub struct WorkArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Queue name.
+    #[arg(long, default_value = "default")]
+    pub queue: String,
+    /// Lease time; the lease is extended every third of it while CMD runs.
+    #[arg(long, default_value = "30s", value_parser = crate::units::parse_duration)]
+    pub ttl: std::time::Duration,
+    /// Long-poll wait per lease request (at most 60s).
+    #[arg(long, default_value = "20s", value_parser = crate::units::parse_duration)]
+    pub wait: std::time::Duration,
+    /// Nack a failed job with this delay before it is offered again.
+    #[arg(long, value_parser = crate::units::parse_duration)]
+    pub nack_delay: Option<std::time::Duration>,
+    /// Stop after this many jobs (default: run until signalled).
+    #[arg(long)]
+    pub max_jobs: Option<u64>,
+    /// The command to run for each event; it gets the event on stdin.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Args)]
