@@ -28,3 +28,4 @@ mod snapshot_join;
 mod transcript;
 mod trust;
 mod watch;
+mod work_faults;

@@ -1,0 +1,297 @@
+//! Issue 12, acceptance 2 and 3: eight real `raftq work` processes drain a
+//! queue of a 3-node cluster while the leader is killed and restarted twice
+//! and two workers are `kill -9`ed mid-job. Then every event is done exactly
+//! once on the cluster (the queue is empty, nothing is leased), none was
+//! lost (every seq reached a worker's CMD), no delivery was handed out twice,
+//! the two abandoned jobs and the deliberate failures came back with a
+//! higher `Deliveries`, and the cluster's redeliveries are bounded by its
+//! expiries plus the workers' nacks. Finally the nodes are stopped and
+//! `raftq dump --data-dir` prints the same bytes for each (expiry decided
+//! from the leader's stamped time, never a node's clock).
+//!
+//! The workers' CMD is a shell script that appends `SEQ DELIVERIES` to its
+//! worker's file before doing anything else, sleeps on every
+//! [`SLOW_EVERY`]th seq (so that a kill lands mid-job and extends happen),
+//! and fails the first delivery of every [`FAIL_EVERY`]th seq (a nack).
+//! `RAFTQ_WORK_EVENTS` overrides the number of events (default 20 000).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use raftq::client::{Client, ClientConfig};
+
+use crate::consumer::{client_flags, ClientProc};
+use crate::harness::{install_crypto_provider, u64_field, wait_until, Cluster, BIN};
+
+const WORKERS: usize = 8;
+const BATCH: usize = 100;
+/// Every this many seqs, the job sleeps past a third of the ttl.
+const SLOW_EVERY: u64 = 400;
+/// The first delivery of every this many seqs (offset 7) fails: a nack.
+const FAIL_EVERY: u64 = 1000;
+const TTL: &str = "3s";
+
+fn events_total() -> u64 {
+    std::env::var("RAFTQ_WORK_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000)
+}
+
+/// The CMD of worker `k`: record the delivery, then maybe sleep or fail.
+fn job_script(dir: &Path, k: usize) -> String {
+    let record = dir.join(format!("w{k}.deliveries"));
+    format!(
+        "echo \"$RAFTQ_SEQ $RAFTQ_DELIVERIES\" >> '{}'; cat > /dev/null; \
+         if [ $((RAFTQ_SEQ % {SLOW_EVERY})) -eq 0 ]; then sleep 2; fi; \
+         if [ $((RAFTQ_SEQ % {FAIL_EVERY})) -eq 7 ] && [ \"$RAFTQ_DELIVERIES\" -eq 1 ]; then exit 1; fi",
+        record.display()
+    )
+}
+
+/// Every `(seq, deliveries)` recorded by worker `k`, in order.
+fn records(dir: &Path, k: usize) -> Vec<(u64, u32)> {
+    let text = fs::read_to_string(dir.join(format!("w{k}.deliveries"))).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let (seq, d) = l.split_once(' ')?;
+            Some((seq.parse().ok()?, d.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+fn all_records(dir: &Path) -> Vec<(u64, u32)> {
+    (0..WORKERS).flat_map(|k| records(dir, k)).collect()
+}
+
+/// `seq=N` of each log line of `text` that contains `what` (the workers'
+/// tracing lines, e.g. `INFO raftq::cmd::work: acked seq=5 deliveries=1`).
+fn logged_seqs(text: &str, what: &str) -> Vec<u64> {
+    text.lines()
+        .filter(|l| l.contains(what))
+        .filter_map(|l| {
+            let rest = &l[l.find(" seq=")? + 5..];
+            rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+        })
+        .collect()
+}
+
+/// Kills the leader, waits for a new one, restarts the old one.
+async fn kill_leader(c: &mut Cluster) {
+    let l = c.leader().await;
+    eprintln!("killing leader {}", c.nodes[l].name);
+    c.nodes[l].kill9();
+    let started = Instant::now();
+    let nl = c.wait_for_voters(3, Duration::from_secs(30)).await;
+    eprintln!("new leader {} after {:?}", c.nodes[nl].name, started.elapsed());
+    c.restart(l).await;
+}
+
+/// Waits until worker `k` is in a slow job (its last record is a slow seq
+/// with no later record), then `kill -9`s it. Returns the abandoned delivery.
+async fn kill_worker_mid_job(dir: &Path, workers: &mut [ClientProc], k: usize) -> (u64, u32) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(&(seq, d)) = records(dir, k).last() {
+            if seq % SLOW_EVERY == 0 {
+                workers[k].kill9();
+                eprintln!("killed worker {k} mid-job on seq {seq} (delivery {d})");
+                return (seq, d);
+            }
+        }
+        assert!(Instant::now() < deadline, "worker {k} never started a slow job");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn wait_recorded(dir: &Path, n: usize) {
+    wait_until(Duration::from_secs(300), "the workers to reach a number of jobs", async || {
+        let got = all_records(dir).len();
+        if got >= n {
+            Ok(())
+        } else {
+            Err(format!("{got} of {n} deliveries recorded"))
+        }
+    })
+    .await;
+}
+
+fn dump(data_dir: &Path) -> Vec<u8> {
+    let out = Command::new(BIN)
+        .arg("dump")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--events")
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("raftq dump");
+    assert!(out.status.success(), "dump {}: {out:?}", data_dir.display());
+    out.stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_drain_through_leader_and_worker_kills() {
+    install_crypto_provider();
+    let total = events_total();
+    let mut c = Cluster::start(3).await;
+    let l0 = c.wait_for_voters(3, Duration::from_secs(30)).await;
+    let dir = c.dir().join("workers");
+    fs::create_dir_all(&dir).expect("mkdir");
+
+    // Publish in NDJSON batches through the library client.
+    let client = Client::new(&ClientConfig {
+        urls: vec![c.nodes[l0].api_url()],
+        ca: Some(c.certs.join("ca.pem")),
+        ..ClientConfig::default()
+    })
+    .expect("client");
+    let published = Instant::now();
+    let mut next = 1u64;
+    while next <= total {
+        let last = (next + BATCH as u64 - 1).min(total);
+        let events: Vec<String> = (next..=last).map(|i| format!("job-{i}")).collect();
+        let (first, got_last) = client.post_batch("default", &events, None).await.expect("batch");
+        assert_eq!((first, got_last), (next, last), "batches get consecutive seqs");
+        next = last + 1;
+    }
+    eprintln!("published {total} events in {:?}", published.elapsed());
+
+    // Eight workers, each listing the nodes from a different one.
+    let started = Instant::now();
+    let mut workers: Vec<ClientProc> = (0..WORKERS)
+        .map(|k| {
+            let order: Vec<usize> = (0..3).map(|i| (i + k) % 3).collect();
+            let mut args = vec!["work".to_string()];
+            args.extend(client_flags(&c, &order));
+            args.extend(["--ttl", TTL, "--wait", "2s", "--", "sh", "-c"].map(String::from));
+            args.push(job_script(&dir, k));
+            ClientProc::spawn(&dir, &format!("worker{k}"), &args)
+        })
+        .collect();
+
+    // Faults spread over the run.
+    let n = usize::try_from(total).expect("usize");
+    wait_recorded(&dir, n / 10).await;
+    kill_leader(&mut c).await;
+    let killed_a = kill_worker_mid_job(&dir, &mut workers, 0).await;
+    wait_recorded(&dir, n * 4 / 10).await;
+    kill_leader(&mut c).await;
+    let killed_b = kill_worker_mid_job(&dir, &mut workers, 1).await;
+
+    // Drained: every event done on the cluster (the front passed the head).
+    wait_until(Duration::from_secs(600), "the queue to be drained", async || {
+        let l = c.try_leader(None).await?;
+        let st = c.try_status(l).await?;
+        let len = u64_field(&st, "queue_len");
+        let recorded = all_records(&dir).len();
+        if len == 0 && u64_field(&st, "head_seq") == total {
+            Ok(())
+        } else {
+            Err(format!("queue_len {len}, {recorded} deliveries recorded"))
+        }
+    })
+    .await;
+    eprintln!("drained {total} events in {:?}", started.elapsed());
+    let mut logs = String::new();
+    for (k, w) in workers.iter_mut().enumerate() {
+        if k >= 2 {
+            assert!(w.terminate().await.success(), "worker {k} exits 0 on SIGTERM");
+        }
+        logs.push_str(&w.stderr_text());
+    }
+
+    // None lost, no delivery handed out twice.
+    let mut deliveries: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
+    for (seq, d) in all_records(&dir) {
+        deliveries.entry(seq).or_default().push(d);
+    }
+    let missing: Vec<u64> = (1..=total).filter(|s| !deliveries.contains_key(s)).collect();
+    assert!(missing.is_empty(), "{} events never reached a worker: {missing:?}", missing.len());
+    assert_eq!(deliveries.len() as u64, total, "only published seqs were delivered");
+    for (seq, ds) in &deliveries {
+        let distinct: BTreeSet<u32> = ds.iter().copied().collect();
+        assert_eq!(distinct.len(), ds.len(), "seq {seq}: a delivery handed out twice: {ds:?}");
+    }
+    // The abandoned jobs and the failed first deliveries came back.
+    for (seq, d) in [killed_a, killed_b] {
+        assert!(
+            deliveries[&seq].iter().any(|&later| later > d),
+            "seq {seq}, abandoned at delivery {d}, came back: {:?}",
+            deliveries[&seq]
+        );
+    }
+    for seq in (1..=total).filter(|s| s % FAIL_EVERY == 7) {
+        assert!(
+            deliveries[&seq].contains(&2),
+            "nacked seq {seq} redelivered: {:?}",
+            deliveries[&seq]
+        );
+    }
+
+    // Acked at most once as the workers saw it; every seq acked or settled
+    // by an attempt whose answer was lost.
+    let acked = logged_seqs(&logs, " acked ");
+    let mut acked_once = BTreeSet::new();
+    for seq in &acked {
+        assert!(acked_once.insert(*seq), "seq {seq} acked twice");
+    }
+    let nacked = logged_seqs(&logs, " nacked ");
+    // A nack whose answer was lost may have taken effect.
+    let unsure = logged_seqs(&logs, "not nacked");
+    eprintln!(
+        "acks {} nacks {} unsure nacks {} redelivered seqs {}",
+        acked.len(),
+        nacked.len(),
+        unsure.len(),
+        deliveries.values().filter(|ds| ds.len() > 1).count()
+    );
+
+    // The cluster agrees with itself: stop everything once every node has
+    // applied the same log, then dump each.
+    wait_until(Duration::from_secs(60), "every node to apply the same index", async || {
+        let mut applied = BTreeSet::new();
+        for i in 0..3 {
+            let st = c.try_status(i).await?;
+            applied.insert(st["applied_index"].as_u64().unwrap_or(0));
+        }
+        if applied.len() == 1 {
+            Ok(())
+        } else {
+            Err(format!("applied indexes {applied:?}"))
+        }
+    })
+    .await;
+    let leader = c.leader().await;
+    for i in (0..3).filter(|&i| i != leader).chain([leader]) {
+        assert!(c.nodes[i].stop().success(), "node {i} stops cleanly");
+    }
+    let dumps: Vec<Vec<u8>> = (0..3).map(|i| dump(&c.nodes[i].data_dir)).collect();
+    for i in 1..3 {
+        assert!(dumps[i] == dumps[0], "node {i}'s dump differs from node 0's");
+    }
+    let state: serde_json::Value = serde_json::from_slice(&dumps[0]).expect("dump is JSON");
+    let q = &state["queues"]["default"];
+    assert_eq!(
+        (q["front"].as_u64(), q["next"].as_u64()),
+        (Some(total + 1), Some(total + 1)),
+        "{q}"
+    );
+    let stats = &state["work"]["default"];
+    let (redelivered, expired) = (stats["redelivered"].as_u64(), stats["expired"].as_u64());
+    eprintln!("cluster counters: {stats}");
+    let redelivered = redelivered.unwrap_or(0);
+    let expired = expired.unwrap_or(0);
+    let recorded_redeliveries: u64 =
+        deliveries.values().map(|ds| ds.iter().filter(|&&d| d > 1).count() as u64).sum();
+    assert!(
+        recorded_redeliveries <= redelivered,
+        "every recorded redelivery is one the cluster counted: {recorded_redeliveries} > {redelivered}"
+    );
+    assert!(
+        redelivered <= expired + nacked.len() as u64 + unsure.len() as u64,
+        "redeliveries only after an expiry or a nack: redelivered {redelivered}, expired \
+         {expired}, nacks {}",
+        nacked.len()
+    );
+    assert_eq!(stats["leased"].as_u64().unwrap_or(0), 0, "nothing left leased: {stats}");
+}
