@@ -403,9 +403,14 @@ pub struct ConsumeArgs {
     pub queue: String,
     /// File holding the last printed seq; read at start (when it exists),
     /// rewritten atomically after the output is flushed.
+    #[arg(long, required_unless_present = "group", conflicts_with = "group")]
+    pub checkpoint: Option<PathBuf>,
+    /// Consumer group: resume from the cluster's cursor of this group
+    /// (`/queues/{queue}/cursors/{group}`) and advance it by compare-and-set
+    /// instead of a checkpoint file.
     #[arg(long)]
-    pub checkpoint: PathBuf,
-    /// First seq to print when the checkpoint file does not exist yet.
+    pub group: Option<String>,
+    /// First seq to print when the checkpoint file or group cursor does not exist yet.
     #[arg(long, default_value_t = 1)]
     pub from: u64,
     /// Print `{"seq":N,"event":"..."}` lines instead of `SEQ<TAB>ESCAPED-EVENT`.

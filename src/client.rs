@@ -528,7 +528,8 @@ impl Client {
         let response = Self::expect_ok(response).await?;
         let body: CursorBody =
             response.json().await.map_err(|e| ClientError::Protocol(e.to_string()))?;
-        Ok(Some(body.seq))
+        // The server answers 0 for a group that has no cursor yet.
+        Ok((body.seq > 0).then_some(body.seq))
     }
 
     /// Moves the cursor of `group` to `seq` if it is at `expected` now (0:
