@@ -295,3 +295,73 @@ async fn workers_drain_through_leader_and_worker_kills() {
     );
     assert_eq!(stats["leased"].as_u64().unwrap_or(0), 0, "nothing left leased: {stats}");
 }
+
+/// `raftq consume --group`: the position lives in the cluster. A second
+/// run resumes after what the first printed; a cursor moved by someone else
+/// stops the consumer with an error instead of repeating or skipping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consume_group_resumes_from_the_cluster_cursor() {
+    install_crypto_provider();
+    let c = Cluster::start(1).await;
+    c.wait_ready(0, Duration::from_secs(30)).await;
+    let dir = c.dir().join("group");
+    fs::create_dir_all(&dir).expect("mkdir");
+    let client = Client::new(&ClientConfig {
+        urls: vec![c.nodes[0].api_url()],
+        ca: Some(c.certs.join("ca.pem")),
+        ..ClientConfig::default()
+    })
+    .expect("client");
+    let batch = |from: u64, to: u64| (from..=to).map(|i| format!("e{i}")).collect::<Vec<_>>();
+    client.post_batch("jobs", &batch(1, 10), None).await.expect("batch");
+    assert_eq!(client.cursor("jobs", "g").await.expect("cursor"), None, "no cursor yet");
+
+    let mut args = vec!["consume".to_string()];
+    args.extend(client_flags(&c, &[0]));
+    args.extend(["--queue", "jobs", "--group", "g", "--poll"].map(String::from));
+    let printed = |p: &ClientProc| p.stdout_text().lines().map(str::to_string).collect::<Vec<_>>();
+
+    let mut first = ClientProc::spawn(&dir, "first", &args);
+    wait_until(Duration::from_secs(30), "the first run to print 10 events", async || {
+        let n = printed(&first).len();
+        if n == 10 {
+            Ok(())
+        } else {
+            Err(format!("{n} printed"))
+        }
+    })
+    .await;
+    assert!(first.terminate().await.success(), "{}", first.stderr_text());
+    assert_eq!(printed(&first).first().map(String::as_str), Some("1\te1"));
+    assert_eq!(client.cursor("jobs", "g").await.expect("cursor"), Some(10));
+
+    client.post_batch("jobs", &batch(11, 15), None).await.expect("batch");
+    let mut second = ClientProc::spawn(&dir, "second", &args);
+    wait_until(Duration::from_secs(30), "the second run to print 11..=15", async || {
+        let n = printed(&second).len();
+        if n == 5 {
+            Ok(())
+        } else {
+            Err(format!("{n} printed"))
+        }
+    })
+    .await;
+    assert_eq!(printed(&second).first().map(String::as_str), Some("11\te11"), "resumed after 10");
+    wait_until(Duration::from_secs(30), "the cursor to reach 15", async || {
+        match client.cursor("jobs", "g").await {
+            Ok(Some(15)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+
+    // Another member of the group moves the cursor; the next advance of the
+    // running consumer fails its compare-and-set and it stops.
+    client.set_cursor("jobs", "g", 100, 15).await.expect("move the cursor");
+    client.post_batch("jobs", &batch(16, 16), None).await.expect("batch");
+    let status = second.wait(Duration::from_secs(30)).await;
+    assert!(!status.success(), "a moved cursor stops the consumer");
+    let err = second.stderr_text();
+    assert!(err.contains("moved to 100 by another consumer"), "{err}");
+    assert_eq!(client.cursor("jobs", "g").await.expect("cursor"), Some(100), "left as moved");
+}
