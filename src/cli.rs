@@ -227,6 +227,21 @@ pub struct ServeArgs {
     /// Concurrent `/events/watch` streams this node serves; more get 503.
     #[arg(long, env = "RAFTQ_MAX_WATCHES", default_value_t = 1000)]
     pub max_watches: usize,
+    /// Concurrent long polls (`?wait=` on GET/DELETE /event and POST /lease)
+    /// this node holds; more get 503 too_many_waiters.
+    #[arg(long, env = "RAFTQ_MAX_WAITERS", default_value_t = 10_000)]
+    pub max_waiters: usize,
+    /// Most events in one batch `POST /events` (the body is also bounded by
+    /// --max-event-bytes); larger batches get 400 invalid_batch.
+    #[arg(long, env = "RAFTQ_MAX_BATCH_EVENTS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_batch_events: u64,
+    /// Live (unexpired) leases per queue; a lease beyond gets 507.
+    #[arg(long, env = "RAFTQ_LEASES_MAX", default_value_t = 100_000)]
+    pub leases_max: u64,
+    /// Delayed events per queue; a delayed POST beyond gets 507.
+    #[arg(long, env = "RAFTQ_DELAYED_MAX", default_value_t = 100_000)]
+    pub delayed_max: u64,
     /// Distinct queues, and distinct named sequences, the cluster holds; a
     /// POST that would create one more gets 507.
     #[arg(long, env = "RAFTQ_QUEUES_MAX", default_value_t = 10_000)]

@@ -44,6 +44,38 @@ pub struct QueueGauges {
     pub retained: u64,
 }
 
+/// One queue's work-queue gauges, as [`Metrics::set_work`] takes them: the
+/// leased and delayed events now, and the replicated totals.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkGauges {
+    pub leased: u64,
+    pub delayed: u64,
+    pub redelivered: u64,
+    pub expired: u64,
+    pub dead_lettered: u64,
+}
+
+impl WorkGauges {
+    /// The `state` label values, a fixed set.
+    fn values(&self) -> [(&'static str, u64); 5] {
+        [
+            ("leased", self.leased),
+            ("delayed", self.delayed),
+            ("redelivered", self.redelivered),
+            ("expired", self.expired),
+            ("dead_lettered", self.dead_lettered),
+        ]
+    }
+
+    fn add(&mut self, other: &WorkGauges) {
+        self.leased = self.leased.saturating_add(other.leased);
+        self.delayed = self.delayed.saturating_add(other.delayed);
+        self.redelivered = self.redelivered.saturating_add(other.redelivered);
+        self.expired = self.expired.saturating_add(other.expired);
+        self.dead_lettered = self.dead_lettered.saturating_add(other.dead_lettered);
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
     #[error("metrics: {0}")]
@@ -65,6 +97,9 @@ pub struct Metrics {
     pub queue_pending: IntGaugeVec,
     pub queue_head: IntGaugeVec,
     pub queue_retained: IntGaugeVec,
+    /// Work-queue state per queue (same labelling) and `state` (leased,
+    /// delayed, redelivered, expired, dead_lettered; see [`WorkGauges`]).
+    pub queue_work: IntGaugeVec,
     /// Maze counters, labelled by counter name (a fixed set).
     pub maze: IntGaugeVec,
     /// Node-to-node requests refused for naming another node or cluster
@@ -158,6 +193,15 @@ impl Metrics {
         let queue_head = queue_vec("raftq_queue_head_seq", "Latest assigned seq per queue")?;
         let queue_retained =
             queue_vec("raftq_queue_retained_events", "Dequeued events still stored per queue")?;
+        let queue_work = IntGaugeVec::new(
+            Opts::new(
+                "raftq_queue_work",
+                "Work-queue events per queue and state: leased and delayed now; redelivered, \
+                 expired and dead_lettered since the queue existed (replicated totals)",
+            ),
+            &["queue", "state"],
+        )?;
+        registry.register(Box::new(queue_work.clone()))?;
         let maze = IntGaugeVec::new(
             Opts::new("raftq_maze", "Follower-maze counters (see docs/maze.md)"),
             &["counter"],
@@ -240,6 +284,7 @@ impl Metrics {
             queue_pending,
             queue_head,
             queue_retained,
+            queue_work,
             maze,
             peer_refusals,
             listener_open,
@@ -273,9 +318,7 @@ impl Metrics {
         // is still a set.
         let mut labelled = self.labelled_queues.lock().unwrap_or_else(|p| p.into_inner());
         for (name, q) in queues {
-            let own = labelled.contains(&name)
-                || (labelled.len() < self.queue_labels_max && labelled.insert(name.clone()));
-            if !own {
+            if !self.own_label(&mut labelled, &name) {
                 let sum = other.get_or_insert_with(QueueGauges::default);
                 sum.pending = sum.pending.saturating_add(q.pending);
                 sum.retained = sum.retained.saturating_add(q.retained);
@@ -290,6 +333,35 @@ impl Metrics {
             self.queue_pending.with_label_values(&[OTHER_QUEUES]).set(gauge(sum.pending));
             self.queue_head.with_label_values(&[OTHER_QUEUES]).set(gauge(sum.head));
             self.queue_retained.with_label_values(&[OTHER_QUEUES]).set(gauge(sum.retained));
+        }
+    }
+
+    /// Whether `name` has (or now gets) a `queue` label of its own.
+    fn own_label(&self, labelled: &mut BTreeSet<String>, name: &str) -> bool {
+        labelled.contains(name)
+            || (labelled.len() < self.queue_labels_max && labelled.insert(name.to_owned()))
+    }
+
+    /// Sets the work-queue gauges, labelled like [`Metrics::set_queues`]
+    /// (the queues beyond the label budget summed under [`OTHER_QUEUES`]).
+    pub fn set_work(&self, queues: impl IntoIterator<Item = (String, WorkGauges)>) {
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let mut other: Option<WorkGauges> = None;
+        let mut labelled = self.labelled_queues.lock().unwrap_or_else(|p| p.into_inner());
+        let set = |name: &str, w: &WorkGauges| {
+            for (state, value) in w.values() {
+                self.queue_work.with_label_values(&[name, state]).set(gauge(value));
+            }
+        };
+        for (name, w) in queues {
+            if self.own_label(&mut labelled, &name) {
+                set(&name, &w);
+            } else {
+                other.get_or_insert_with(WorkGauges::default).add(&w);
+            }
+        }
+        if let Some(sum) = other {
+            set(OTHER_QUEUES, &sum);
         }
     }
 
@@ -348,6 +420,24 @@ mod tests {
     /// Series of one metric family in the rendered text.
     fn series<'a>(text: &'a str, family: &str) -> Vec<&'a str> {
         text.lines().filter(|l| l.starts_with(&format!("{family}{{"))).collect()
+    }
+
+    #[test]
+    fn work_gauges_share_the_queue_label_budget() {
+        let m = Metrics::new(fsync_histogram().expect("histogram"))
+            .expect("metrics")
+            .with_queue_labels_max(1);
+        let w = |leased| WorkGauges { leased, dead_lettered: 1, ..WorkGauges::default() };
+        m.set_work([("a".to_string(), w(2)), ("b".to_string(), w(3)), ("c".to_string(), w(4))]);
+        let text = m.render().expect("render");
+        for needle in [
+            "raftq_queue_work{queue=\"a\",state=\"leased\"} 2",
+            "raftq_queue_work{queue=\"(other)\",state=\"leased\"} 7",
+            "raftq_queue_work{queue=\"(other)\",state=\"dead_lettered\"} 2",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+        assert!(!text.contains("queue=\"b\""), "{text}");
     }
 
     #[test]

@@ -55,6 +55,10 @@ pub mod header {
     pub const NODE: &str = "raftq-node";
     /// Node-to-node: set on a refusal, `wrong_node` or `wrong_cluster`.
     pub const REFUSED: &str = "raftq-refused";
+    /// The opaque token of a leased event (`POST /lease`, max=1).
+    pub const LEASE: &str = "lease";
+    /// How often the leased event was delivered (1 on first delivery).
+    pub const DELIVERIES: &str = "deliveries";
 }
 
 /// Error codes of [`ErrorBody::code`], as `docs/api.md` lists them.
@@ -91,6 +95,11 @@ pub mod code {
     pub const INTERNAL: &str = "internal";
     pub const TOO_MANY_WATCHES: &str = "too_many_watches";
     pub const NOT_READY: &str = "not_ready";
+    pub const LEASE_LOST: &str = "lease_lost";
+    pub const INVALID_POLICY: &str = "invalid_policy";
+    pub const CURSOR_CONFLICT: &str = "cursor_conflict";
+    pub const TOO_MANY_WAITERS: &str = "too_many_waiters";
+    pub const INVALID_BATCH: &str = "invalid_batch";
 }
 
 /// Every error answer: `{"error": "...", "code": "..."}`, plus the details
@@ -114,6 +123,9 @@ pub struct ErrorBody {
     /// `not_leader` (a 307): where to go, as in the `Location` header.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
+    /// `cursor_conflict`: the group's cursor now (0: none yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<Seq>,
 }
 
 impl ErrorBody {
@@ -125,6 +137,7 @@ impl ErrorBody {
             oldest: None,
             head: None,
             location: None,
+            current: None,
         }
     }
 }
@@ -168,6 +181,25 @@ pub struct Status {
     pub watches: u64,
     pub disk: DiskStatus,
     pub version: String,
+    /// Work-queue gauges and totals of every queue that has leases, delays
+    /// or counters, by name.
+    pub work: std::collections::BTreeMap<String, QueueWork>,
+}
+
+/// One queue's work-queue state in [`Status::work`] (SPEC §5).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct QueueWork {
+    /// Events under a lease now (expired ones until resolved).
+    pub leased: u64,
+    /// Events delayed now (matured ones until taken or swept).
+    pub delayed: u64,
+    /// Deliveries after the first, since the queue existed.
+    pub redelivered: u64,
+    /// Leases that expired, since the queue existed.
+    pub expired: u64,
+    /// Events moved to the dead-letter queue, since the queue existed.
+    pub dead_lettered: u64,
 }
 
 /// One node as gossip sees it.
@@ -316,6 +348,62 @@ pub struct Allocated {
     pub first: u64,
     pub last: u64,
 }
+
+/// One event of a `POST /lease` answer in JSON (`max>1` or
+/// `Accept: application/json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeasedEvent {
+    pub seq: Seq,
+    pub event: String,
+    /// The token `ack`, `nack` and `extend` need.
+    pub lease: String,
+    /// 1 on first delivery.
+    pub deliveries: u32,
+}
+
+/// `POST /lease` in JSON: the leased events, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leased {
+    pub leased: Vec<LeasedEvent>,
+}
+
+/// `PUT` and `GET /queues/{name}/policy`. Every field is optional; an
+/// empty object removes the policy. `lease_ttl` is a duration (`30s`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_deliveries: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ttl: Option<String>,
+}
+
+/// `GET` and `PUT /queues/{name}/cursors/{group}`: the group's position
+/// (0: none yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cursor {
+    pub seq: Seq,
+}
+
+/// `201` to a batch `POST /events`: the seqs `first..=last` it got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch {
+    pub first: Seq,
+    pub last: Seq,
+}
+
+/// One line of an NDJSON batch, or one element of a JSON array batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchEvent {
+    pub event: String,
+}
+
+/// The content type of a batch with one `{"event": "..."}` per line.
+pub const NDJSON: &str = "application/x-ndjson";
 
 /// Server-Sent Events of `GET /events/watch`: frame names and data.
 ///

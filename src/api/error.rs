@@ -60,6 +60,14 @@ pub enum ApiError {
     Internal(String),
     #[error("this node already serves its maximum of {max} watches; retry shortly or watch another node")]
     TooManyWatches { max: usize },
+    /// The lease token is not (or no longer) the event's lease (SPEC §5).
+    #[error("the lease is lost: it expired and the event was leased again, or the event is done")]
+    LeaseLost,
+    /// A cursor compare-and-set found another value (`current`, 0: unset).
+    #[error("the cursor is at {current}, not {expected}")]
+    CursorConflict { expected: Seq, current: Seq },
+    #[error("this node already holds its maximum of {max} long polls; retry shortly or ask another node")]
+    TooManyWaiters { max: usize },
     /// A read this node cannot serve right now (e.g. it cannot reach the
     /// leader for a read index); unlike [`ApiError::Unavailable`] nothing
     /// was written, so the message says only to retry.
@@ -100,6 +108,11 @@ impl ApiError {
                 (StatusCode::SERVICE_UNAVAILABLE, code::TOO_MANY_WATCHES)
             }
             ApiError::ReadUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, code::UNAVAILABLE),
+            ApiError::LeaseLost => (StatusCode::CONFLICT, code::LEASE_LOST),
+            ApiError::CursorConflict { .. } => (StatusCode::CONFLICT, code::CURSOR_CONFLICT),
+            ApiError::TooManyWaiters { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, code::TOO_MANY_WAITERS)
+            }
         }
     }
 }
@@ -115,6 +128,7 @@ impl IntoResponse for ApiError {
                 body.head = Some(*head);
             }
             ApiError::Redirect { location } => body.location = Some(location.clone()),
+            ApiError::CursorConflict { current, .. } => body.current = Some(*current),
             _ => {}
         }
         let mut response = match wire::to_body(&body) {
@@ -132,7 +146,8 @@ impl IntoResponse for ApiError {
             | ApiError::DiskFull(_)
             | ApiError::Unavailable(_)
             | ApiError::ReadUnavailable(_)
-            | ApiError::TooManyWatches { .. } => {
+            | ApiError::TooManyWatches { .. }
+            | ApiError::TooManyWaiters { .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::Unauthorized => {

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::error::ApiError;
 use super::extract::{self, Params, QueuePath};
-use super::Shared;
+use super::{work, Shared};
 use crate::queue::{Command, Rejection, Seq};
 use crate::raft::types::Reply;
 use crate::wire::{self, code, EventData};
@@ -21,19 +21,17 @@ use crate::wire::{self, code, EventData};
 const PAGE_BYTES_MAX: usize = 4 << 20;
 
 const SEQ_HEADER: HeaderName = HeaderName::from_static(wire::header::SEQ);
-const REPLAYED_HEADER: HeaderName = HeaderName::from_static(wire::header::IDEMPOTENT_REPLAYED);
-const IDEMPOTENCY_KEY: &str = wire::header::IDEMPOTENCY_KEY;
+pub(super) const REPLAYED_HEADER: HeaderName =
+    HeaderName::from_static(wire::header::IDEMPOTENT_REPLAYED);
 /// Most events one `/events` page returns.
 const PAGE_MAX: usize = 1000;
-/// Longest accepted idempotency key.
-const IDEMPOTENCY_KEY_MAX: usize = 256;
 
 fn seq_value(seq: Seq) -> HeaderValue {
     HeaderValue::from(seq)
 }
 
 /// A typed body, written the way `json!` wrote it (see `wire::to_body`).
-fn json(status: StatusCode, body: &impl Serialize) -> Response {
+pub(super) fn json(status: StatusCode, body: &impl Serialize) -> Response {
     match wire::to_body(body) {
         Ok(body) => (status, Json(body)).into_response(),
         Err(e) => ApiError::Internal(e.to_string()).into_response(),
@@ -41,7 +39,7 @@ fn json(status: StatusCode, body: &impl Serialize) -> Response {
 }
 
 /// A text body with the event exactly as posted, and its seq in a header.
-fn event_response(status: StatusCode, seq: Seq, event: String, json: bool) -> Response {
+pub(super) fn event_response(status: StatusCode, seq: Seq, event: String, json: bool) -> Response {
     let mut response = if json {
         self::json(status, &EventData { seq, event })
     } else {
@@ -51,7 +49,7 @@ fn event_response(status: StatusCode, seq: Seq, event: String, json: bool) -> Re
     response
 }
 
-fn rejected(rejection: Rejection) -> ApiError {
+pub(super) fn rejected(rejection: Rejection) -> ApiError {
     match rejection {
         Rejection::QueueFull { max } => {
             ApiError::Full(format!("the queue holds its maximum of {max} events"))
@@ -69,13 +67,13 @@ fn rejected(rejection: Rejection) -> ApiError {
             ApiError::Full(format!("the queue holds its maximum of {max} delayed events"))
         }
         Rejection::InvalidPolicy => ApiError::bad_request(
-            "invalid_policy",
+            code::INVALID_POLICY,
             "max_deliveries must be at least 1 and name a dead_letter queue other than this one",
         ),
     }
 }
 
-fn unexpected(reply: Reply) -> ApiError {
+pub(super) fn unexpected(reply: Reply) -> ApiError {
     ApiError::Internal(format!("unexpected reply {reply:?}"))
 }
 
@@ -106,29 +104,23 @@ pub async fn enqueue(
 ) -> Result<Response, ApiError> {
     let body = read_body(&headers, body, state.max_event_bytes).await?;
     let event = extract::event(&headers, &body, state.max_event_bytes)?;
-    let idempotency_key = match headers.get(IDEMPOTENCY_KEY) {
-        None => None,
-        Some(v) => {
-            let key = v.to_str().map_err(|_| {
-                ApiError::bad_request(
-                    code::INVALID_IDEMPOTENCY_KEY,
-                    "Idempotency-Key must be visible ASCII",
-                )
-            })?;
-            if key.is_empty() || key.len() > IDEMPOTENCY_KEY_MAX {
-                return Err(ApiError::bad_request(
-                    code::INVALID_IDEMPOTENCY_KEY,
-                    format!("Idempotency-Key must be 1-{IDEMPOTENCY_KEY_MAX} characters"),
-                ));
-            }
-            Some(key.to_string())
+    let idempotency_key = extract::idempotency_key(&headers)?;
+    let params = Params::parse(uri.query())?;
+    let delay_ms = params.millis("delay", work::DELAY_MAX)?.unwrap_or(0);
+    // A delayed event is a batch of one: `Enqueue` keeps its log encoding.
+    let command = if delay_ms > 0 {
+        Command::EnqueueBatch {
+            queue: queue.clone(),
+            events: vec![event],
+            idempotency_key,
+            delay_ms,
         }
+    } else {
+        Command::Enqueue { queue: queue.clone(), event, idempotency_key }
     };
-    let reply = state
-        .propose(Command::Enqueue { queue: queue.clone(), event, idempotency_key }, &uri)
-        .await?;
-    let (seq, duplicate) = match reply {
+    let (seq, duplicate) = match state.propose(command, &uri).await? {
         Reply::Enqueued { seq, duplicate } => (seq, duplicate),
+        Reply::BatchEnqueued { first, duplicate, .. } => (first, duplicate),
         Reply::Rejected(r) => return Err(rejected(r)),
         other => return Err(unexpected(other)),
     };
@@ -156,8 +148,15 @@ pub async fn front(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let params = Params::parse(uri.query())?;
+    let wait = work::wait(&params)?;
     state.prepare_read(&params, &queue).await?;
-    match state.reader.front(&queue)? {
+    // A long poll reads this node's state again on each wake: what it
+    // applied since the read index above is newer still.
+    let found = work::long_poll(&state, &queue, wait, || async {
+        Ok::<_, ApiError>(state.reader.front(&queue)?)
+    })
+    .await?;
+    match found {
         Some((seq, event)) => {
             Ok(event_response(StatusCode::OK, seq, event, extract::wants_json(&headers)))
         }
@@ -173,15 +172,24 @@ pub async fn dequeue(
 ) -> Result<Response, ApiError> {
     let params = Params::parse(uri.query())?;
     let expect_seq = params.u64("seq")?;
-    match state.propose(Command::Dequeue { queue, expect_seq }, &uri).await? {
-        Reply::Dequeued { seq, event } => {
+    let wait = work::wait(&params)?;
+    let popped = work::long_poll(&state, &queue, wait, || async {
+        let command = Command::Dequeue { queue: queue.clone(), expect_seq };
+        match state.propose(command, &uri).await? {
+            Reply::Dequeued { seq, event } => Ok(Some((seq, event))),
+            Reply::Empty => Ok(None),
+            Reply::Conflict { front } => {
+                Err(ApiError::SeqMismatch { expected: expect_seq.unwrap_or(0), front })
+            }
+            other => Err(unexpected(other)),
+        }
+    })
+    .await?;
+    match popped {
+        Some((seq, event)) => {
             Ok(event_response(StatusCode::OK, seq, event, extract::wants_json(&headers)))
         }
-        Reply::Empty => Ok(StatusCode::NO_CONTENT.into_response()),
-        Reply::Conflict { front } => {
-            Err(ApiError::SeqMismatch { expected: expect_seq.unwrap_or(0), front })
-        }
-        other => Err(unexpected(other)),
+        None => Ok(StatusCode::NO_CONTENT.into_response()),
     }
 }
 

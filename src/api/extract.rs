@@ -102,6 +102,58 @@ impl Params {
     }
 }
 
+impl Params {
+    /// A duration like `30s` or `250ms` (see [`crate::units`]), at most
+    /// `max`; anything else is a 400.
+    pub fn duration(
+        &self,
+        name: &str,
+        max: std::time::Duration,
+    ) -> Result<Option<std::time::Duration>, ApiError> {
+        let Some(raw) = self.get(name) else {
+            return Ok(None);
+        };
+        match crate::units::parse_duration(raw) {
+            Ok(d) if d <= max => Ok(Some(d)),
+            _ => Err(ApiError::bad_request(
+                code::INVALID_PARAMETER,
+                format!(
+                    "{name} must be a duration with a unit (e.g. 30s, 250ms) of at most {}",
+                    humantime::format_duration(max)
+                ),
+            )),
+        }
+    }
+
+    /// [`Params::duration`] in whole milliseconds.
+    pub fn millis(&self, name: &str, max: std::time::Duration) -> Result<Option<u64>, ApiError> {
+        Ok(self.duration(name, max)?.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
+    }
+}
+
+/// Longest accepted idempotency key.
+const IDEMPOTENCY_KEY_MAX: usize = 256;
+
+/// The `Idempotency-Key` header, if any: 1-256 visible ASCII characters.
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get(crate::wire::header::IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let key = v.to_str().map_err(|_| {
+        ApiError::bad_request(
+            code::INVALID_IDEMPOTENCY_KEY,
+            "Idempotency-Key must be visible ASCII",
+        )
+    })?;
+    if key.is_empty() || key.len() > IDEMPOTENCY_KEY_MAX {
+        return Err(ApiError::bad_request(
+            code::INVALID_IDEMPOTENCY_KEY,
+            format!("Idempotency-Key must be 1-{IDEMPOTENCY_KEY_MAX} characters"),
+        ));
+    }
+    Ok(Some(key.to_string()))
+}
+
 /// How a read may be served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Consistency {
@@ -128,7 +180,7 @@ struct JsonEvent {
     event: String,
 }
 
-fn mime(headers: &HeaderMap) -> Option<String> {
+pub fn mime(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
     Some(value.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
 }

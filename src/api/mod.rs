@@ -1,7 +1,8 @@
 //! HTTP surfaces of a node.
 //!
 //! - The public API (`--api-addr`, HTTPS): queue routes ([`events`]),
-//!   watch streams ([`watch`]), status and health ([`status`]), admin
+//!   work queues: leases, batches, policies, cursors, long polls
+//!   ([`work`]), watch streams ([`watch`]), status and health ([`status`]), admin
 //!   routes ([`admin`]). Handlers parse, call the Raft facade
 //!   ([`Replica`]) or the state-machine reader, and map ([`error`], the only
 //!   place that picks status codes); nothing here touches RocksDB or the
@@ -29,6 +30,7 @@ pub mod extract;
 pub mod internal;
 pub mod status;
 pub mod watch;
+pub mod work;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -66,6 +68,10 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     pub watches: watch::WatchHub,
     pub backup: admin::Backups,
+    /// Long polls (`?wait=`) held now, bounded by `--max-waiters`.
+    pub waiters: work::Waiters,
+    /// Most events in one batch `POST /events` (`--max-batch-events`).
+    pub max_batch_events: usize,
 }
 
 /// Who may call what (see `require_token`).
@@ -303,14 +309,26 @@ fn token_matches(presented: Option<&str>, token: &str) -> bool {
 pub fn public_router(state: Shared) -> Router {
     Router::new()
         .route("/event", post(events::enqueue).get(events::front).delete(events::dequeue))
-        .route("/events", get(events::list))
+        .route("/events", get(events::list).post(work::enqueue_batch))
         .route("/events/{seq}", get(events::by_seq))
         .route(
             "/queues/{queue}/event",
             post(events::enqueue).get(events::front).delete(events::dequeue),
         )
-        .route("/queues/{queue}/events", get(events::list))
+        .route("/queues/{queue}/events", get(events::list).post(work::enqueue_batch))
         .route("/queues/{queue}/events/{seq}", get(events::by_seq))
+        .route("/lease", post(work::lease))
+        .route("/queues/{queue}/lease", post(work::lease))
+        .route("/events/{seq}/ack", post(work::ack))
+        .route("/events/{seq}/nack", post(work::nack))
+        .route("/events/{seq}/extend", post(work::extend))
+        .route("/queues/{queue}/events/{seq}/ack", post(work::ack))
+        .route("/queues/{queue}/events/{seq}/nack", post(work::nack))
+        .route("/queues/{queue}/events/{seq}/extend", post(work::extend))
+        .route("/policy", get(work::get_policy).put(work::put_policy))
+        .route("/queues/{queue}/policy", get(work::get_policy).put(work::put_policy))
+        .route("/cursors/{group}", get(work::get_cursor).put(work::put_cursor))
+        .route("/queues/{queue}/cursors/{group}", get(work::get_cursor).put(work::put_cursor))
         .route("/sequences/{name}", post(events::alloc_sequence))
         .route("/events/watch", get(watch::watch))
         .route("/queues/{queue}/events/watch", get(watch::watch))

@@ -74,6 +74,21 @@ pub async fn status(State(state): State<Shared>) -> Response {
             writes_refused: disk.refuse_writes(),
         },
         version: env!("CARGO_PKG_VERSION").to_owned(),
+        work: state
+            .reader
+            .work_queues()
+            .into_iter()
+            .map(|(queue, w)| {
+                let work = wire::QueueWork {
+                    leased: w.leased,
+                    delayed: w.delayed,
+                    redelivered: w.counters.redelivered,
+                    expired: w.counters.expired,
+                    dead_lettered: w.counters.dead_lettered,
+                };
+                (queue, work)
+            })
+            .collect(),
     };
     json(StatusCode::OK, &body)
 }
@@ -183,6 +198,16 @@ pub async fn metrics(State(state): State<Shared>) -> Response {
             pending: meta.len(),
             head: meta.head(),
             retained: meta.front.saturating_sub(meta.oldest),
+        };
+        (name, gauges)
+    }));
+    m.set_work(state.reader.work_queues().into_iter().map(|(name, w)| {
+        let gauges = crate::metrics::WorkGauges {
+            leased: w.leased,
+            delayed: w.delayed,
+            redelivered: w.counters.redelivered,
+            expired: w.counters.expired,
+            dead_lettered: w.counters.dead_lettered,
         };
         (name, gauges)
     }));

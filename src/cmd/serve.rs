@@ -63,8 +63,8 @@ fn config(args: ServeArgs) -> Config {
             queue_events_max: args.queue_events_max,
             idempotency_keys_max: args.idempotency_keys_max,
             queues_max: args.queues_max,
-            // Work-queue bounds get their flags with the work-queue routes.
-            ..Limits::DEFAULT
+            leases_max: args.leases_max,
+            delayed_max: args.delayed_max,
         },
         snapshot_logs: args.snapshot_logs,
         dead_node_grace_secs: args.dead_node_grace_secs,
@@ -77,6 +77,8 @@ fn config(args: ServeArgs) -> Config {
         idle_timeout: args.idle_timeout,
         max_http2_streams: args.max_http2_streams,
         max_watches: args.max_watches,
+        max_waiters: args.max_waiters,
+        max_batch_events: usize::try_from(args.max_batch_events).unwrap_or(usize::MAX),
         metrics_queues_max: args.metrics_queues_max,
     }
 }

@@ -87,6 +87,10 @@ pub struct Config {
     pub idle_timeout: Duration,
     pub max_http2_streams: u32,
     pub max_watches: usize,
+    /// Concurrent long polls (`?wait=`) this node holds; more get 503.
+    pub max_waiters: usize,
+    /// Most events in one batch `POST /events`.
+    pub max_batch_events: usize,
     /// Queues that get their own `queue` label in `/metrics`; the rest are
     /// summed under one (see `crate::metrics`).
     pub metrics_queues_max: usize,
@@ -158,6 +162,8 @@ impl Config {
             idle_timeout: Duration::from_secs(120),
             max_http2_streams: 64,
             max_watches: 1000,
+            max_waiters: 10_000,
+            max_batch_events: 1000,
             metrics_queues_max: 100,
         }
     }
@@ -187,6 +193,7 @@ impl Config {
             ("max raft connections", self.max_raft_connections),
             ("max http2 streams", self.max_http2_streams as usize),
             ("maze client buffer", self.maze_client_buffer),
+            ("max batch events", self.max_batch_events),
         ];
         if let Some((what, _)) = at_least_one.iter().find(|(_, n)| *n == 0) {
             return Err(ConfigError::Zero(what));

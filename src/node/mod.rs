@@ -267,6 +267,13 @@ pub async fn start_on(config: Config, listeners: Listeners) -> Result<NodeHandle
         shutdown.clone(),
     ));
 
+    tasks.spawn(crate::raft::sweeper::run(
+        raft.clone(),
+        reader.clone(),
+        proposer.clone(),
+        shutdown.clone(),
+    ));
+
     crate::listener::raise_fd_limit(
         (config.max_api_connections + config.max_raft_connections + config.max_maze_clients) as u64,
     );
@@ -458,6 +465,8 @@ pub async fn start_on(config: Config, listeners: Listeners) -> Result<NodeHandle
         },
         metrics: metrics.clone(),
         watches: api::watch::WatchHub::new(config.max_watches, shutdown.clone()),
+        waiters: api::work::Waiters::new(config.max_waiters, shutdown.clone()),
+        max_batch_events: config.max_batch_events,
         backup: api::admin::Backups {
             dir: data_dir.join("tmp"),
             slot: Arc::new(tokio::sync::Semaphore::new(1)),

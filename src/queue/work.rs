@@ -174,6 +174,20 @@ impl QueueState {
         })
     }
 
+    /// The earliest time after `now_ms` at which a lease or delay of
+    /// `queue` runs out, making an event available without any apply. A
+    /// long poll sleeps until then (or until an apply), never polling.
+    pub fn next_due(&self, queue: &str, now_ms: u64) -> Option<u64> {
+        self.slots(queue)
+            .filter_map(|(_, slot)| match slot.state {
+                SlotState::Leased { until_ms, .. } | SlotState::Delayed { until_ms } => {
+                    (until_ms > now_ms).then_some(until_ms)
+                }
+                SlotState::Pending | SlotState::Done => None,
+            })
+            .min()
+    }
+
     /// The slot of `queue`'s event `seq`, if it has one.
     pub fn slot(&self, queue: &str, seq: Seq) -> Option<&Slot> {
         self.slots.get(queue)?.get(&seq)

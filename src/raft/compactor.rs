@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::proposer::unix_ms;
 use super::state_machine::SmReader;
 use super::types::{Op, Raft, Reply};
-use super::Proposer;
+use super::{ProposeError, Proposer};
 use crate::queue::retention::compact_upto;
 use crate::queue::{Command, RetentionPolicy};
 
@@ -50,28 +50,44 @@ pub async fn run(
         if due.is_empty() {
             continue;
         }
-        // Proposed together, so the proposer packs them into one entry.
-        let proposals = due.into_iter().map(|(queue, upto)| {
-            let command = Command::Compact { queue: queue.clone(), upto };
-            let propose =
-                tokio::time::timeout(PROPOSE_TIMEOUT, proposer.propose(Op::Queue(command)));
-            async move { (queue, propose.await) }
-        });
-        let results = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            results = join_all(proposals) => results,
+        let commands =
+            due.into_iter().map(|(queue, upto)| (queue.clone(), Command::Compact { queue, upto }));
+        let Some(results) = propose_each(&proposer, commands, &shutdown).await else {
+            return;
         };
         for (queue, result) in results {
             match result {
-                Ok(Ok(Reply::Compacted { oldest, dropped })) => {
+                Ok(Reply::Compacted { oldest, dropped }) => {
                     tracing::debug!(%queue, oldest, dropped, "retention compacted a queue");
                 }
-                Ok(Ok(other)) => tracing::warn!(%queue, ?other, "unexpected reply to a compaction"),
-                // Leadership lost or no quorum: the next leader decides again.
-                Ok(Err(e)) => tracing::debug!(%queue, error = %e, "compaction not committed"),
-                Err(_) => tracing::debug!(%queue, "compaction timed out"),
+                Ok(other) => tracing::warn!(%queue, ?other, "unexpected reply to a compaction"),
+                // Leadership lost, no quorum, or timed out: the next tick
+                // (or leader) decides again.
+                Err(e) => tracing::debug!(%queue, error = %e, "compaction not committed"),
             }
         }
+    }
+}
+
+/// Proposes one command per queue, together, so the proposer packs them
+/// into one entry; each gets [`PROPOSE_TIMEOUT`]. `None` on shutdown.
+pub(super) async fn propose_each(
+    proposer: &Proposer,
+    commands: impl Iterator<Item = (String, Command)>,
+    shutdown: &CancellationToken,
+) -> Option<Vec<(String, Result<Reply, ProposeError>)>> {
+    let proposals = commands.map(|(queue, command)| {
+        let propose = tokio::time::timeout(PROPOSE_TIMEOUT, proposer.propose(Op::Queue(command)));
+        async move {
+            let result = propose
+                .await
+                .unwrap_or_else(|_| Err(ProposeError::Unavailable("timed out".into())));
+            (queue, result)
+        }
+    });
+    tokio::select! {
+        _ = shutdown.cancelled() => None,
+        results = join_all(proposals) => Some(results),
     }
 }
 

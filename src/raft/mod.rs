@@ -20,6 +20,7 @@
 //!   `client_write`, so concurrent writes are gathered into one entry.
 //!   Every write passes it, with its two gates (disk, transfer pause).
 //! - [`compactor`]: the leader's retention task (bytes and age).
+//! - [`sweeper`]: the leader's work-queue task (dead letters, delays).
 //!
 //! The rest of the node reaches Raft through the facade in
 //! [`crate::replica`] (leader routing, read index, transfer, membership).
@@ -36,6 +37,7 @@ pub mod peer_check;
 mod proposer;
 pub mod snapshot;
 pub mod state_machine;
+pub mod sweeper;
 pub mod types;
 
 #[cfg(test)]
@@ -43,7 +45,7 @@ mod tests;
 
 use std::sync::Arc;
 
-pub use proposer::{ProposeError, Proposer, WritesHeld};
+pub use proposer::{unix_ms, ProposeError, Proposer, WritesHeld};
 pub use types::{Node, NodeId, Raft};
 
 /// Raft timing and log-compaction settings of a node.

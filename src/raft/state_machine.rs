@@ -173,6 +173,24 @@ impl SmReader {
         self.shared.read().queues().sweep_due(now_ms).map(str::to_owned).collect()
     }
 
+    /// Whether `queue` has an event a GET, DELETE or lease would take at
+    /// `now_ms` (no body read).
+    pub fn available_at(&self, queue: &str, now_ms: u64) -> bool {
+        self.shared.read().queues().available(queue, now_ms).is_some()
+    }
+
+    /// When the next lease or delay of `queue` after `now_ms` runs out.
+    pub fn next_due(&self, queue: &str, now_ms: u64) -> Option<u64> {
+        self.shared.read().queues().next_due(queue, now_ms)
+    }
+
+    /// [`SmReader::work_stats`] of every queue with slots or counters.
+    pub fn work_queues(&self) -> Vec<(String, WorkStats)> {
+        let state = self.shared.read();
+        let queues = state.queues();
+        queues.work_queues().map(|q| (q.to_owned(), queues.work_stats(q))).collect()
+    }
+
     /// Up to `limit` retained events with seq > `after`, and the queue bounds.
     pub fn events_after(
         &self,
