@@ -83,32 +83,8 @@ pub struct Client {
     token: Option<String>,
 }
 
-/// One leased event (`POST /lease`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-pub struct Lease {
-    pub seq: Seq,
-    pub event: String,
-    /// The opaque token that acks, nacks and extends this delivery.
-    pub lease: String,
-    /// 1 on first delivery.
-    pub deliveries: u32,
-}
-
-#[derive(serde::Deserialize)]
-struct LeasedBody {
-    leased: Vec<Lease>,
-}
-
-#[derive(serde::Deserialize, serde::Serialize)]
-struct CursorBody {
-    seq: Seq,
-}
-
-#[derive(serde::Deserialize)]
-struct BatchBody {
-    first: Seq,
-    last: Seq,
-}
+/// One leased event (`POST /lease`): seq, event, lease token, deliveries.
+pub use crate::wire::LeasedEvent as Lease;
 
 /// What an ack, nack or extend does to a lease (the last path segment).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -327,15 +303,14 @@ impl Client {
     ) -> Result<(Seq, Seq), ClientError> {
         let mut ndjson = Vec::new();
         for event in events {
-            let line = serde_json::json!({ "event": event });
+            let line = wire::BatchEvent { event: event.clone() };
             serde_json::to_writer(&mut ndjson, &line)
                 .map_err(|e| ClientError::Protocol(e.to_string()))?;
             ndjson.push(b'\n');
         }
         let path = Self::queue_path(queue, "events");
-        let response =
-            self.post_keyed(&path, ("application/x-ndjson", ndjson), idempotency_key).await?;
-        let body: BatchBody =
+        let response = self.post_keyed(&path, (wire::NDJSON, ndjson), idempotency_key).await?;
+        let body: wire::Batch =
             response.json().await.map_err(|e| ClientError::Protocol(e.to_string()))?;
         Ok((body.first, body.last))
     }
@@ -475,7 +450,7 @@ impl Client {
             return Ok(Vec::new());
         }
         let response = Self::expect_ok(response).await?;
-        let body: LeasedBody =
+        let body: wire::Leased =
             response.json().await.map_err(|e| ClientError::Protocol(e.to_string()))?;
         Ok(body.leased)
     }
@@ -517,16 +492,8 @@ impl Client {
     pub async fn cursor(&self, queue: &str, group: &str) -> Result<Option<Seq>, ClientError> {
         let path = Self::queue_path_named(queue, &format!("cursors/{}", encode(group)));
         let response = self.send(Method::GET, &path, None, &[]).await?;
-        if response.status() == StatusCode::NOT_FOUND {
-            let body = response.text().await.unwrap_or_default();
-            // A group never set, not a route that does not exist.
-            return match serde_json::from_str::<wire::ErrorBody>(&body) {
-                Ok(e) if e.code == wire::code::NOT_FOUND => Ok(None),
-                _ => Err(ClientError::Api { status: StatusCode::NOT_FOUND, body }),
-            };
-        }
         let response = Self::expect_ok(response).await?;
-        let body: CursorBody =
+        let body: wire::Cursor =
             response.json().await.map_err(|e| ClientError::Protocol(e.to_string()))?;
         // The server answers 0 for a group that has no cursor yet.
         Ok((body.seq > 0).then_some(body.seq))
@@ -546,7 +513,7 @@ impl Client {
             "{}?if={expected}",
             Self::queue_path_named(queue, &format!("cursors/{}", encode(group)))
         );
-        let body = serde_json::to_vec(&CursorBody { seq })
+        let body = serde_json::to_vec(&wire::Cursor { seq })
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         let (response, unsure) = match self
             .send_tracked(Method::PUT, &path, Some(("application/json", body)), &[], Duration::ZERO)
@@ -560,9 +527,7 @@ impl Client {
             return Self::expect_ok(response).await.map(drop);
         }
         let text = response.text().await.unwrap_or_default();
-        let current = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| v.get("current").or_else(|| v.get("seq")).and_then(|c| c.as_u64()));
+        let current = serde_json::from_str::<wire::ErrorBody>(&text).ok().and_then(|e| e.current);
         match (unsure, current) {
             (Some(_), Some(now)) if now == seq => Ok(()),
             _ => Err(ClientError::CursorMoved { current }),
