@@ -116,6 +116,27 @@ async fn kill_worker_mid_job(
     }
 }
 
+/// The library's client for node `i`.
+fn lib_client(c: &Cluster, i: usize) -> Client {
+    let config = ClientConfig {
+        urls: vec![c.nodes[i].api_url()],
+        ca: Some(c.certs.join("ca.pem")),
+        ..ClientConfig::default()
+    };
+    Client::new(&config).expect("client")
+}
+
+/// A ready one-node cluster, a work directory `name` in it and a client.
+async fn one_node(name: &str) -> (Cluster, std::path::PathBuf, Client) {
+    install_crypto_provider();
+    let c = Cluster::start(1).await;
+    c.wait_ready(0, Duration::from_secs(30)).await;
+    let dir = c.dir().join(name);
+    fs::create_dir_all(&dir).expect("mkdir");
+    let client = lib_client(&c, 0);
+    (c, dir, client)
+}
+
 async fn wait_recorded(dir: &Path, n: usize) {
     wait_until(Duration::from_secs(300), "the workers to reach a number of jobs", async || {
         let got = all_records(dir).len();
@@ -152,12 +173,7 @@ async fn workers_drain_through_leader_and_worker_kills() {
     fs::create_dir_all(&dir).expect("mkdir");
 
     // Publish in NDJSON batches through the library client.
-    let client = Client::new(&ClientConfig {
-        urls: vec![c.nodes[l0].api_url()],
-        ca: Some(c.certs.join("ca.pem")),
-        ..ClientConfig::default()
-    })
-    .expect("client");
+    let client = lib_client(&c, l0);
     let published = Instant::now();
     let mut next = 1u64;
     while next <= total {
@@ -321,17 +337,7 @@ async fn workers_drain_through_leader_and_worker_kills() {
 /// stops the consumer with an error instead of repeating or skipping.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consume_group_resumes_from_the_cluster_cursor() {
-    install_crypto_provider();
-    let c = Cluster::start(1).await;
-    c.wait_ready(0, Duration::from_secs(30)).await;
-    let dir = c.dir().join("group");
-    fs::create_dir_all(&dir).expect("mkdir");
-    let client = Client::new(&ClientConfig {
-        urls: vec![c.nodes[0].api_url()],
-        ca: Some(c.certs.join("ca.pem")),
-        ..ClientConfig::default()
-    })
-    .expect("client");
+    let (c, dir, client) = one_node("group").await;
     let batch = |from: u64, to: u64| (from..=to).map(|i| format!("e{i}")).collect::<Vec<_>>();
     client.post_batch("jobs", &batch(1, 10), None).await.expect("batch");
     assert_eq!(client.cursor("jobs", "g").await.expect("cursor"), None, "no cursor yet");
@@ -391,17 +397,7 @@ async fn consume_group_resumes_from_the_cluster_cursor() {
 /// event (it is leased again at once, `Deliveries: 2`) and exits 130.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn work_finishes_its_job_on_sigterm_and_abandons_it_on_a_second() {
-    install_crypto_provider();
-    let c = Cluster::start(1).await;
-    c.wait_ready(0, Duration::from_secs(30)).await;
-    let dir = c.dir().join("signals");
-    fs::create_dir_all(&dir).expect("mkdir");
-    let client = Client::new(&ClientConfig {
-        urls: vec![c.nodes[0].api_url()],
-        ca: Some(c.certs.join("ca.pem")),
-        ..ClientConfig::default()
-    })
-    .expect("client");
+    let (c, dir, client) = one_node("signals").await;
     let started = dir.join("started");
     let script = |sleep: u32| {
         format!("cat > /dev/null; echo $RAFTQ_SEQ >> '{}'; sleep {sleep}", started.display())
