@@ -179,6 +179,8 @@ pub struct Status {
     pub maze: Option<MazeStatus>,
     /// Watch streams served now.
     pub watches: u64,
+    /// Long polls (`?wait=`) waiting now.
+    pub waiters: u64,
     pub disk: DiskStatus,
     pub version: String,
     /// Work-queue gauges and totals of every queue that has leases, delays
@@ -200,6 +202,18 @@ pub struct QueueWork {
     pub expired: u64,
     /// Events moved to the dead-letter queue, since the queue existed.
     pub dead_lettered: u64,
+}
+
+impl From<crate::queue::WorkStats> for QueueWork {
+    fn from(w: crate::queue::WorkStats) -> Self {
+        QueueWork {
+            leased: w.leased,
+            delayed: w.delayed,
+            redelivered: w.counters.redelivered,
+            expired: w.counters.expired,
+            dead_lettered: w.counters.dead_lettered,
+        }
+    }
 }
 
 /// One node as gossip sees it.

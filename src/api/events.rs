@@ -215,7 +215,7 @@ pub async fn list(
 
 pub async fn by_seq(
     State(state): State<Shared>,
-    QueuePath { queue, seq }: QueuePath,
+    QueuePath { queue, seq, .. }: QueuePath,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {

@@ -12,11 +12,13 @@ use crate::wire::{code, DEFAULT_QUEUE};
 
 /// The path parameters of a queue route: `{queue}` (validated; absent on the
 /// unprefixed routes, which address the queue named `default`) and, where
-/// the route has one, `{seq}`. One extractor serves `/event...` and
+/// the route has one, `{seq}` and `{group}` (a consumer group, validated
+/// like a queue name). One extractor serves `/event...` and
 /// `/queues/{queue}/event...` alike.
 pub struct QueuePath {
     pub queue: String,
     pub seq: Option<String>,
+    pub group: Option<String>,
 }
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for QueuePath {
@@ -36,7 +38,11 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for QueuePath {
             };
         let queue = params.remove("queue").unwrap_or_else(|| DEFAULT_QUEUE.into());
         name("queue", &queue)?;
-        Ok(QueuePath { queue, seq: params.remove("seq") })
+        let group = params.remove("group");
+        if let Some(group) = &group {
+            name("group", group)?;
+        }
+        Ok(QueuePath { queue, seq: params.remove("seq"), group })
     }
 }
 

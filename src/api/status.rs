@@ -66,6 +66,7 @@ pub async fn status(State(state): State<Shared>) -> Response {
         removed: health.retired.load(Relaxed),
         maze: maze_status(&state),
         watches: state.watches.active() as u64,
+        waiters: state.waiters.active() as u64,
         disk: wire::DiskStatus {
             available_bytes: disk.available(),
             min_free: format!("{:?}", disk.min()),
@@ -74,21 +75,7 @@ pub async fn status(State(state): State<Shared>) -> Response {
             writes_refused: disk.refuse_writes(),
         },
         version: env!("CARGO_PKG_VERSION").to_owned(),
-        work: state
-            .reader
-            .work_queues()
-            .into_iter()
-            .map(|(queue, w)| {
-                let work = wire::QueueWork {
-                    leased: w.leased,
-                    delayed: w.delayed,
-                    redelivered: w.counters.redelivered,
-                    expired: w.counters.expired,
-                    dead_lettered: w.counters.dead_lettered,
-                };
-                (queue, work)
-            })
-            .collect(),
+        work: state.reader.work_queues().into_iter().map(|(q, w)| (q, w.into())).collect(),
     };
     json(StatusCode::OK, &body)
 }
@@ -202,12 +189,13 @@ pub async fn metrics(State(state): State<Shared>) -> Response {
         (name, gauges)
     }));
     m.set_work(state.reader.work_queues().into_iter().map(|(name, w)| {
+        let w = wire::QueueWork::from(w);
         let gauges = crate::metrics::WorkGauges {
             leased: w.leased,
             delayed: w.delayed,
-            redelivered: w.counters.redelivered,
-            expired: w.counters.expired,
-            dead_lettered: w.counters.dead_lettered,
+            redelivered: w.redelivered,
+            expired: w.expired,
+            dead_lettered: w.dead_lettered,
         };
         (name, gauges)
     }));

@@ -42,6 +42,10 @@ pub const TTL_MAX: Duration = Duration::from_secs(86_400);
 /// Most events one `POST /lease?max=` hands out.
 pub const LEASE_MAX_EVENTS: u64 = 100;
 
+/// Empty attempts in a row (with an event showing) after which a long poll
+/// waits for an apply before trying again.
+const STUCK_AFTER: u32 = 2;
+
 const LEASE_HEADER: HeaderName = HeaderName::from_static(wire::header::LEASE);
 const DELIVERIES_HEADER: HeaderName = HeaderName::from_static(wire::header::DELIVERIES);
 
@@ -100,19 +104,24 @@ where
     };
     let _permit = state.waiters.enter()?;
     let deadline = Instant::now() + wait;
-    // After an attempt that came back empty although this node's state
-    // showed an event (e.g. an expired lease waiting for room in its
-    // dead-letter queue), wait for something to change before trying
-    // again, or the loop would spin.
-    let mut stuck = false;
+    // Empty attempts in a row although this node's state showed an event.
+    // One is a lost race with another worker: look again at once. More
+    // mean the event cannot be taken yet (an expired lease waiting for
+    // room in its dead-letter queue): wait for the next apply first, or
+    // the loop would spin on proposals.
+    let mut empty_in_a_row = 0u32;
     loop {
-        if stuck {
-            applied.borrow_and_update();
-        }
+        // Everything applied so far is covered by the check below; an
+        // apply after this wakes the wait.
+        applied.borrow_and_update();
+        let mut stuck = empty_in_a_row >= STUCK_AFTER;
         loop {
             let now_ms = unix_ms();
             if !stuck && state.reader.available_at(queue, now_ms) {
                 break;
+            }
+            if !stuck {
+                empty_in_a_row = 0;
             }
             stuck = false;
             let due = state.reader.next_due(queue, now_ms).map(|due| {
@@ -134,7 +143,7 @@ where
         }
         match attempt().await? {
             Some(found) => return Ok(Some(found)),
-            None => stuck = true,
+            None => empty_in_a_row += 1,
         }
     }
 }
@@ -221,7 +230,7 @@ fn settle_target(seq: Option<String>, params: &Params) -> Result<(Seq, String), 
 
 async fn settle(
     state: Shared,
-    QueuePath { queue, seq }: QueuePath,
+    QueuePath { queue, seq, .. }: QueuePath,
     uri: Uri,
     action: Settle,
 ) -> Result<Response, ApiError> {
@@ -342,8 +351,9 @@ pub async fn put_policy(
     uri: Uri,
     body: Body,
 ) -> Result<Response, ApiError> {
-    // Routed first: a follower's 307 must not depend on the body.
-    state.route_write(&uri)?;
+    // The body is read before a follower's 307 (in `propose`): an HTTP/2
+    // answer that leaves the body unread resets the stream, which curl -L
+    // reports as an error instead of following.
     let policy = policy_from_wire(json_body(body).await?)?;
     let answer = policy_to_wire(&policy);
     match state.propose(Command::SetPolicy { queue, policy }, &uri).await? {
@@ -353,24 +363,13 @@ pub async fn put_policy(
     }
 }
 
-/// The `{group}` of a cursor route, validated like a queue name.
-fn group(uri: &Uri) -> Result<String, ApiError> {
-    let group = uri.path().rsplit('/').next().unwrap_or_default();
-    let group = percent_encoding::percent_decode_str(group)
-        .decode_utf8()
-        .map_err(|_| ApiError::bad_request(code::INVALID_NAME, "group names are ASCII"))?
-        .into_owned();
-    extract::name("group", &group)?;
-    Ok(group)
-}
-
 /// `GET /queues/{queue}/cursors/{group}`: `{"seq":N}` (0: none yet).
 pub async fn get_cursor(
     State(state): State<Shared>,
-    QueuePath { queue, .. }: QueuePath,
+    QueuePath { queue, group, .. }: QueuePath,
     uri: Uri,
 ) -> Result<Response, ApiError> {
-    let group = group(&uri)?;
+    let group = group.ok_or(ApiError::NotFound)?;
     let params = Params::parse(uri.query())?;
     state.prepare_read(&params, &queue).await?;
     let seq = state.reader.cursor(&queue, &group).unwrap_or(0);
@@ -380,14 +379,13 @@ pub async fn get_cursor(
 /// `PUT /queues/{queue}/cursors/{group}[?if=M]` with `{"seq":N}`.
 pub async fn put_cursor(
     State(state): State<Shared>,
-    QueuePath { queue, .. }: QueuePath,
+    QueuePath { queue, group, .. }: QueuePath,
     uri: Uri,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let group = group(&uri)?;
+    let group = group.ok_or(ApiError::NotFound)?;
     let params = Params::parse(uri.query())?;
     let if_seq = params.u64("if")?;
-    state.route_write(&uri)?;
     let wire::Cursor { seq } = json_body(body).await?;
     match state.propose(Command::SetCursor { queue, group, seq, if_seq }, &uri).await? {
         Reply::CursorSet { seq } => Ok(json(StatusCode::OK, &wire::Cursor { seq })),
@@ -471,8 +469,7 @@ pub async fn enqueue_batch(
     let params = Params::parse(uri.query())?;
     let delay_ms = params.millis("delay", DELAY_MAX)?.unwrap_or(0);
     let idempotency_key = extract::idempotency_key(&headers)?;
-    state.route_write(&uri)?;
-    // The whole batch is bounded like one event (--max-event-bytes).
+    // Read whole before a follower's 307 (see `put_policy`). The whole batch is bounded like one event (--max-event-bytes).
     let max = state.max_event_bytes;
     let body = axum::body::to_bytes(body, max).await.map_err(|_| ApiError::TooLarge { max })?;
     let mime = extract::mime(&headers);

@@ -805,6 +805,23 @@ mod tests {
         assert_eq!(s.queue("dl").map(QueueMeta::len), Some(1));
     }
 
+    #[test]
+    fn next_due_is_the_earliest_lease_or_delay_still_running() {
+        let mut s = QueueState::new();
+        assert_eq!(s.next_due("q", 0), None);
+        apply(&mut s, &batch("q", &["late"], 20), 0);
+        apply(&mut s, &batch("q", &["now"], 0), 0);
+        assert_eq!(s.next_due("q", 0), Some(20));
+        let lease = Command::Lease { queue: "q".into(), max: 1, ttl_ms: Some(5), nonce: 1 };
+        apply(&mut s, &lease, 1);
+        // The lease runs out at 6, before the delay at 20.
+        assert_eq!(s.next_due("q", 1), Some(6));
+        // Past ones do not count: a waiter would wake at once, forever.
+        assert_eq!(s.next_due("q", 6), Some(20));
+        assert_eq!(s.next_due("q", 20), None);
+        assert_eq!(s.next_due("other", 0), None);
+    }
+
     fn name() -> impl Strategy<Value = String> {
         prop_oneof![Just("a".to_owned()), Just("b".to_owned()), Just("".to_owned())]
     }

@@ -28,4 +28,5 @@ mod snapshot_join;
 mod transcript;
 mod trust;
 mod watch;
+mod work;
 mod work_faults;

@@ -12,3 +12,4 @@ mod node;
 
 mod errors;
 mod lifecycle;
+mod work;
