@@ -483,6 +483,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn work_takes_the_command_after_the_double_dash() {
+        let cli = Cli::try_parse_from(["raftq", "work", "--ttl", "3s", "--", "sh", "-c", "exit 1"])
+            .expect("parses");
+        let Command::Work(args) = cli.command else { panic!("not work: {cli:?}") };
+        assert_eq!(args.command, ["sh", "-c", "exit 1"]);
+        assert_eq!(args.ttl, std::time::Duration::from_secs(3));
+        assert_eq!(args.queue, "default");
+        assert!(Cli::try_parse_from(["raftq", "work", "--queue", "q"]).is_err(), "CMD required");
+    }
+
+    #[test]
+    fn consume_takes_a_checkpoint_file_or_a_group() {
+        let parse = |extra: &[&str]| {
+            Cli::try_parse_from(["raftq", "consume"].iter().chain(extra)).map(|cli| cli.command)
+        };
+        assert!(parse(&[]).is_err(), "one of the two is required");
+        assert!(parse(&["--checkpoint", "f", "--group", "g"]).is_err(), "not both");
+        let Ok(Command::Consume(args)) = parse(&["--group", "g"]) else { panic!("--group alone") };
+        assert_eq!((args.group.as_deref(), args.checkpoint), (Some("g"), None));
+        assert!(matches!(parse(&["--checkpoint", "f"]), Ok(Command::Consume(_))));
+    }
+
+    #[test]
     fn max_event_bytes_is_bounded() {
         assert_eq!(parse_max_event_bytes("1048576"), Ok(1 << 20));
         assert_eq!(parse_max_event_bytes("16777216"), Ok(MAX_EVENT_BYTES_LIMIT));

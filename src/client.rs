@@ -109,6 +109,18 @@ fn encode(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
+/// `POST /events/{seq}/ack|nack|extend?lease=TOKEN[&delay=|&ttl=]`.
+fn settle_path(queue: &str, seq: Seq, token: &str, how: Settle) -> String {
+    let (verb, extra) = match how {
+        Settle::Ack => ("ack", String::new()),
+        Settle::Nack { delay: None } => ("nack", String::new()),
+        Settle::Nack { delay: Some(d) } => ("nack", format!("&delay={}", query_duration(d))),
+        Settle::Extend { ttl } => ("extend", format!("&ttl={}", query_duration(ttl))),
+    };
+    let path = wire::queue_path(queue, &format!("events/{seq}/{verb}"));
+    format!("{path}?lease={}{extra}", encode(token))
+}
+
 /// An event as the API returns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
@@ -463,17 +475,7 @@ impl Client {
         token: &str,
         how: Settle,
     ) -> Result<(), ClientError> {
-        let (verb, extra) = match how {
-            Settle::Ack => ("ack", String::new()),
-            Settle::Nack { delay: None } => ("nack", String::new()),
-            Settle::Nack { delay: Some(d) } => ("nack", format!("&delay={}", query_duration(d))),
-            Settle::Extend { ttl } => ("extend", format!("&ttl={}", query_duration(ttl))),
-        };
-        let path = format!(
-            "{}?lease={}{extra}",
-            Self::queue_path(queue, &format!("events/{seq}/{verb}")),
-            encode(token)
-        );
+        let path = settle_path(queue, seq, token, how);
         let (response, unsure) =
             match self.send_tracked(Method::POST, &path, None, &[], Duration::ZERO).await {
                 Ok(answer) => answer,
@@ -538,5 +540,38 @@ impl Client {
     /// policies exist only under `/queues/`).
     fn queue_path_named(queue: &str, rest: &str) -> String {
         format!("/queues/{}/{rest}", encode(queue))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settle_paths_name_the_queue_the_verb_and_the_encoded_token() {
+        let d = Duration::from_millis(1500);
+        assert_eq!(
+            settle_path("default", 7, "ab-7-1", Settle::Ack),
+            "/events/7/ack?lease=ab%2D7%2D1"
+        );
+        assert_eq!(
+            settle_path("jobs", 7, "t", Settle::Nack { delay: Some(d) }),
+            "/queues/jobs/events/7/nack?lease=t&delay=1500ms"
+        );
+        assert_eq!(
+            settle_path("jobs", 7, "t", Settle::Nack { delay: None }),
+            "/queues/jobs/events/7/nack?lease=t"
+        );
+        assert_eq!(
+            settle_path("jobs", 7, "a&b", Settle::Extend { ttl: d }),
+            "/queues/jobs/events/7/extend?lease=a%26b&ttl=1500ms"
+        );
+    }
+
+    #[test]
+    fn query_durations_parse_back() {
+        for d in [Duration::from_millis(1), Duration::from_secs(30), Duration::from_millis(2500)] {
+            assert_eq!(crate::units::parse_duration(&query_duration(d)), Ok(d));
+        }
     }
 }
