@@ -17,7 +17,7 @@
 //! Size: issue 12 asks for 20 000 events (`RAFTQ_WORK_EVENTS=20000`). Every
 //! job is two Raft writes (lease, ack) and a process: on a shared 2-core
 //! machine in a debug build, eight workers drained 20 000 events in 158 s
-//! (170 s for the whole test) and 4 000 in 46 s. The default is 4 000
+//! (170 s for the whole test) and 4 000 in 46-62 s. The default is 4 000
 //! events, with the same faults, to keep the suite's time.
 
 use std::collections::{BTreeMap, BTreeSet};
