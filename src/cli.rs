@@ -37,6 +37,33 @@ pub enum Command {
     Seq(SeqArgs),
     /// Print a stopped node's replicated state (queues, sequences, maze) as JSON.
     Dump(DumpArgs),
+    /// Work-queue worker: lease events one at a time and run a command on each.
+    Work(WorkArgs),
+}
+
+/// `raftq work`: see docs/consumers.md and `cmd/work.rs` for exit codes.
+#[derive(Debug, Args)]
+pub struct WorkArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Queue name.
+    #[arg(long, default_value = "default")]
+    pub queue: String,
+    /// Lease time; the lease is extended every third of it while CMD runs.
+    #[arg(long, default_value = "30s", value_parser = crate::units::parse_duration)]
+    pub ttl: std::time::Duration,
+    /// Long-poll wait per lease request (at most 60s).
+    #[arg(long, default_value = "20s", value_parser = crate::units::parse_duration)]
+    pub wait: std::time::Duration,
+    /// Nack a failed job with this delay before it is offered again.
+    #[arg(long, value_parser = crate::units::parse_duration)]
+    pub nack_delay: Option<std::time::Duration>,
+    /// Stop after this many jobs (default: run until signalled).
+    #[arg(long)]
+    pub max_jobs: Option<u64>,
+    /// The command to run for each event; it gets the event on stdin.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -391,9 +418,14 @@ pub struct ConsumeArgs {
     pub queue: String,
     /// File holding the last printed seq; read at start (when it exists),
     /// rewritten atomically after the output is flushed.
+    #[arg(long, required_unless_present = "group", conflicts_with = "group")]
+    pub checkpoint: Option<PathBuf>,
+    /// Consumer group: resume from the cluster's cursor of this group
+    /// (`/queues/{queue}/cursors/{group}`) and advance it by compare-and-set
+    /// instead of a checkpoint file.
     #[arg(long)]
-    pub checkpoint: PathBuf,
-    /// First seq to print when the checkpoint file does not exist yet.
+    pub group: Option<String>,
+    /// First seq to print when the checkpoint file or group cursor does not exist yet.
     #[arg(long, default_value_t = 1)]
     pub from: u64,
     /// Print `{"seq":N,"event":"..."}` lines instead of `SEQ<TAB>ESCAPED-EVENT`.
@@ -449,6 +481,29 @@ fn parse_max_event_bytes(s: &str) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn work_takes_the_command_after_the_double_dash() {
+        let cli = Cli::try_parse_from(["raftq", "work", "--ttl", "3s", "--", "sh", "-c", "exit 1"])
+            .expect("parses");
+        let Command::Work(args) = cli.command else { panic!("not work: {cli:?}") };
+        assert_eq!(args.command, ["sh", "-c", "exit 1"]);
+        assert_eq!(args.ttl, std::time::Duration::from_secs(3));
+        assert_eq!(args.queue, "default");
+        assert!(Cli::try_parse_from(["raftq", "work", "--queue", "q"]).is_err(), "CMD required");
+    }
+
+    #[test]
+    fn consume_takes_a_checkpoint_file_or_a_group() {
+        let parse = |extra: &[&str]| {
+            Cli::try_parse_from(["raftq", "consume"].iter().chain(extra)).map(|cli| cli.command)
+        };
+        assert!(parse(&[]).is_err(), "one of the two is required");
+        assert!(parse(&["--checkpoint", "f", "--group", "g"]).is_err(), "not both");
+        let Ok(Command::Consume(args)) = parse(&["--group", "g"]) else { panic!("--group alone") };
+        assert_eq!((args.group.as_deref(), args.checkpoint), (Some("g"), None));
+        assert!(matches!(parse(&["--checkpoint", "f"]), Ok(Command::Consume(_))));
+    }
 
     #[test]
     fn max_event_bytes_is_bounded() {

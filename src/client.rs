@@ -22,6 +22,9 @@ use crate::wire::{self, header};
 
 const ATTEMPTS_MAX: usize = 20;
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
+/// Longer than the server's 10 s write timeout, so that a slow commit is
+/// answered (503 outcome unknown) rather than cut off.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -33,6 +36,18 @@ pub enum ClientError {
     Api { status: StatusCode, body: String },
     #[error("unexpected answer: {0}")]
     Protocol(String),
+    /// `409 lease_lost`: the lease expired and the event was leased again
+    /// or acked, or the event is gone. When a retried ack or nack gets it,
+    /// an earlier attempt whose response was lost may have taken effect
+    /// (`maybe_ours`); a worker cannot tell and does not need to: either
+    /// way the event is no longer its to settle.
+    #[error("lease lost{}: {body}", if *maybe_ours { " (an earlier attempt may have settled it)" } else { "" })]
+    LeaseLost { body: String, maybe_ours: bool },
+    /// `409` on a cursor compare-and-set: the cursor is not at the `if=`
+    /// seq (another consumer of the group moved it); `current` is where it
+    /// is now, when the answer said.
+    #[error("cursor moved: it is at {current:?}, not where this consumer left it")]
+    CursorMoved { current: Option<Seq> },
     /// The request may or may not have taken effect (a response was lost or
     /// the cluster said the outcome is unknown).
     #[error("outcome unknown: {0}")]
@@ -66,6 +81,44 @@ pub struct Client {
     http: reqwest::Client,
     urls: Vec<String>,
     token: Option<String>,
+}
+
+/// One leased event (`POST /lease`): seq, event, lease token, deliveries.
+pub use crate::wire::LeasedEvent as Lease;
+
+/// What an ack, nack or extend does to a lease (the last path segment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    Ack,
+    /// Give it back, now or after a delay.
+    Nack {
+        delay: Option<Duration>,
+    },
+    /// Keep it for `ttl` more from now.
+    Extend {
+        ttl: Duration,
+    },
+}
+
+/// A duration as a query value the server parses (`units::parse_duration`).
+fn query_duration(d: Duration) -> String {
+    format!("{}ms", d.as_millis())
+}
+
+fn encode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// `POST /events/{seq}/ack|nack|extend?lease=TOKEN[&delay=|&ttl=]`.
+fn settle_path(queue: &str, seq: Seq, token: &str, how: Settle) -> String {
+    let (verb, extra) = match how {
+        Settle::Ack => ("ack", String::new()),
+        Settle::Nack { delay: None } => ("nack", String::new()),
+        Settle::Nack { delay: Some(d) } => ("nack", format!("&delay={}", query_duration(d))),
+        Settle::Extend { ttl } => ("extend", format!("&ttl={}", query_duration(ttl))),
+    };
+    let path = wire::queue_path(queue, &format!("events/{seq}/{verb}"));
+    format!("{path}?lease={}{extra}", encode(token))
 }
 
 /// An event as the API returns it.
@@ -115,20 +168,26 @@ impl Client {
         body: Option<(&'static str, Vec<u8>)>,
         headers: &[(&str, String)],
     ) -> Result<reqwest::Response, ClientError> {
-        self.send_tracked(method, path, body, headers).await.map(|(r, _)| r).map_err(|a| match a {
-            Attempts::NotSent(e) => ClientError::Unreachable(e),
-            Attempts::MaybeSent(e) => ClientError::Unknown(e),
-        })
+        self.send_tracked(method, path, body, headers, Duration::ZERO)
+            .await
+            .map(|(r, _)| r)
+            .map_err(|a| match a {
+                Attempts::NotSent(e) => ClientError::Unreachable(e),
+                Attempts::MaybeSent(e) => ClientError::Unknown(e),
+            })
     }
 
     /// [`Client::send`], telling apart failures that may have written. With
     /// a response, also says why an earlier attempt may have taken effect.
+    /// `wait` is how long the server may hold the request open on purpose
+    /// (a long poll's `?wait=`), added to the request timeout.
     async fn send_tracked(
         &self,
         method: Method,
         path: &str,
         body: Option<(&'static str, Vec<u8>)>,
         headers: &[(&str, String)],
+        wait: Duration,
     ) -> Result<(reqwest::Response, Option<String>), Attempts> {
         let mut last_error = String::from("no --url given");
         let mut maybe_sent = false;
@@ -141,10 +200,8 @@ impl Client {
                     None => break,
                 },
             };
-            // Longer than the server's 10 s write timeout, so that a slow
-            // commit is answered (503 outcome unknown) rather than cut off.
             let mut request =
-                self.http.request(method.clone(), &url).timeout(Duration::from_secs(15));
+                self.http.request(method.clone(), &url).timeout(REQUEST_TIMEOUT + wait);
             if let Some(token) = &self.token {
                 request = request.bearer_auth(token);
             }
@@ -241,31 +298,66 @@ impl Client {
         event: &str,
         idempotency_key: Option<&str>,
     ) -> Result<Seq, ClientError> {
+        let body = ("text/plain; charset=utf-8", event.as_bytes().to_vec());
+        let path = Self::queue_path(queue, "event");
+        let response = self.post_keyed(&path, body, idempotency_key).await?;
+        Self::seq_header(&response)
+    }
+
+    /// Enqueues `events` in one Raft entry, all or nothing (`POST /events`
+    /// as NDJSON); one `Idempotency-Key` covers the batch, so a retry never
+    /// enqueues it twice. Returns the first and last seq given.
+    pub async fn post_batch(
+        &self,
+        queue: &str,
+        events: &[String],
+        idempotency_key: Option<&str>,
+    ) -> Result<(Seq, Seq), ClientError> {
+        let mut ndjson = Vec::new();
+        for event in events {
+            let line = wire::BatchEvent { event: event.clone() };
+            serde_json::to_writer(&mut ndjson, &line)
+                .map_err(|e| ClientError::Protocol(e.to_string()))?;
+            ndjson.push(b'\n');
+        }
+        let path = Self::queue_path(queue, "events");
+        let response = self.post_keyed(&path, (wire::NDJSON, ndjson), idempotency_key).await?;
+        let body: wire::Batch =
+            response.json().await.map_err(|e| ClientError::Protocol(e.to_string()))?;
+        Ok((body.first, body.last))
+    }
+
+    /// A successful answer to a POST that carries an `Idempotency-Key` on
+    /// every retry; an outcome left open names the key to re-run with.
+    async fn post_keyed(
+        &self,
+        path: &str,
+        body: (&'static str, Vec<u8>),
+        idempotency_key: Option<&str>,
+    ) -> Result<reqwest::Response, ClientError> {
         let key = idempotency_key
             .map(str::to_string)
             .unwrap_or_else(|| format!("raftq-cli-{}", uuid::Uuid::new_v4()));
         let headers = vec![(header::IDEMPOTENCY_KEY, key.clone())];
-        let body = Some(("text/plain; charset=utf-8", event.as_bytes().to_vec()));
         let rerun = |why: String| {
             ClientError::Unknown(format!(
                 "{why}; re-run with --idempotency-key {key} to enqueue it at most once"
             ))
         };
-        let path = Self::queue_path(queue, "event");
-        let (response, unsure) = match self.send_tracked(Method::POST, &path, body, &headers).await
-        {
-            Ok(answer) => answer,
-            Err(Attempts::NotSent(e)) => return Err(ClientError::Unreachable(e)),
-            Err(Attempts::MaybeSent(e)) => return Err(rerun(e)),
-        };
+        let (response, unsure) =
+            match self.send_tracked(Method::POST, path, Some(body), &headers, Duration::ZERO).await
+            {
+                Ok(answer) => answer,
+                Err(Attempts::NotSent(e)) => return Err(ClientError::Unreachable(e)),
+                Err(Attempts::MaybeSent(e)) => return Err(rerun(e)),
+            };
         // A refusal after an attempt that may have been applied (say a 507
         // for disk space) does not mean the event is not in the queue.
         if let (Some(why), false) = (&unsure, response.status().is_success()) {
             let status = response.status();
             return Err(rerun(format!("{why}; then the cluster answered {status}")));
         }
-        let response = Self::expect_ok(response).await?;
-        Self::seq_header(&response)
+        Self::expect_ok(response).await
     }
 
     async fn event_or_empty(response: reqwest::Response) -> Result<Option<Event>, ClientError> {
@@ -310,11 +402,12 @@ impl Client {
 
     async fn delete_seq(&self, queue: &str, seq: Seq) -> Result<Option<Event>, ClientError> {
         let path = format!("{}?seq={seq}", Self::queue_path(queue, "event"));
-        let (response, unsure) = match self.send_tracked(Method::DELETE, &path, None, &[]).await {
-            Ok(answer) => answer,
-            Err(Attempts::NotSent(e)) => return Err(ClientError::Unreachable(e)),
-            Err(Attempts::MaybeSent(e)) => return Err(ClientError::Unknown(e)),
-        };
+        let (response, unsure) =
+            match self.send_tracked(Method::DELETE, &path, None, &[], Duration::ZERO).await {
+                Ok(answer) => answer,
+                Err(Attempts::NotSent(e)) => return Err(ClientError::Unreachable(e)),
+                Err(Attempts::MaybeSent(e)) => return Err(ClientError::Unknown(e)),
+            };
         let answer = Self::event_or_empty(response).await;
         match (unsure, answer) {
             // An earlier attempt may have removed it: "not the front any
@@ -330,6 +423,155 @@ impl Client {
                  removed event {seq} ({why})"
             ))),
             (_, answer) => answer,
+        }
+    }
+}
+
+/// Work queues (SPEC §5): leases, their settlement, group cursors.
+///
+/// Retries: a lease whose response is lost leased events nobody will see;
+/// their leases expire and they are delivered again (their `Deliveries`
+/// count shows it), which is the at-least-once contract, so leasing is
+/// retried like a read. An ack or nack is retried too: if an earlier
+/// attempt took effect, the retry is answered `409 lease_lost`, which the
+/// client reports as [`ClientError::LeaseLost`] with `maybe_ours`.
+impl Client {
+    /// Leases up to `max` available events for `ttl`, waiting up to `wait`
+    /// (at most 60 s) for one to become available; empty when none did.
+    pub async fn lease(
+        &self,
+        queue: &str,
+        ttl: Duration,
+        max: u32,
+        wait: Duration,
+    ) -> Result<Vec<Lease>, ClientError> {
+        let mut path =
+            format!("{}?ttl={}&max={max}", Self::queue_path(queue, "lease"), query_duration(ttl));
+        if !wait.is_zero() {
+            path.push_str(&format!("&wait={}", query_duration(wait)));
+        }
+        let accept = vec![(reqwest::header::ACCEPT.as_str(), "application/json".to_string())];
+        let (response, _) = self
+            .send_tracked(Method::POST, &path, None, &accept, wait)
+            .await
+            .map_err(|a| match a {
+                // Lost leases expire by themselves: nothing to be unsure of.
+                Attempts::NotSent(e) | Attempts::MaybeSent(e) => ClientError::Unreachable(e),
+            })?;
+        if response.status() == StatusCode::NO_CONTENT {
+            return Ok(Vec::new());
+        }
+        let response = Self::expect_ok(response).await?;
+        let body: wire::Leased =
+            response.json().await.map_err(|e| ClientError::Protocol(e.to_string()))?;
+        Ok(body.leased)
+    }
+
+    /// Acks, nacks or extends the lease `token` of event `seq`.
+    pub async fn settle(
+        &self,
+        queue: &str,
+        seq: Seq,
+        token: &str,
+        how: Settle,
+    ) -> Result<(), ClientError> {
+        let path = settle_path(queue, seq, token, how);
+        let (response, unsure) =
+            match self.send_tracked(Method::POST, &path, None, &[], Duration::ZERO).await {
+                Ok(answer) => answer,
+                Err(Attempts::NotSent(e)) => return Err(ClientError::Unreachable(e)),
+                Err(Attempts::MaybeSent(e)) => return Err(ClientError::Unknown(e)),
+            };
+        if response.status() == StatusCode::CONFLICT {
+            let body = response.text().await.unwrap_or_default();
+            return Err(ClientError::LeaseLost { body, maybe_ours: unsure.is_some() });
+        }
+        Self::expect_ok(response).await.map(drop)
+    }
+
+    /// The cursor of consumer group `group` on `queue`: the last seq the
+    /// group has processed; `None` when it was never set.
+    pub async fn cursor(&self, queue: &str, group: &str) -> Result<Option<Seq>, ClientError> {
+        let path = Self::queue_path_named(queue, &format!("cursors/{}", encode(group)));
+        let response = self.send(Method::GET, &path, None, &[]).await?;
+        let response = Self::expect_ok(response).await?;
+        let body: wire::Cursor =
+            response.json().await.map_err(|e| ClientError::Protocol(e.to_string()))?;
+        // The server answers 0 for a group that has no cursor yet.
+        Ok((body.seq > 0).then_some(body.seq))
+    }
+
+    /// Moves the cursor of `group` to `seq` if it is at `expected` now (0:
+    /// never set). Retried: if an earlier attempt whose response was lost
+    /// set it, the retry finds the cursor at `seq` and that counts as done.
+    pub async fn set_cursor(
+        &self,
+        queue: &str,
+        group: &str,
+        seq: Seq,
+        expected: Seq,
+    ) -> Result<(), ClientError> {
+        let path = format!(
+            "{}?if={expected}",
+            Self::queue_path_named(queue, &format!("cursors/{}", encode(group)))
+        );
+        let body = serde_json::to_vec(&wire::Cursor { seq })
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let (response, unsure) = match self
+            .send_tracked(Method::PUT, &path, Some(("application/json", body)), &[], Duration::ZERO)
+            .await
+        {
+            Ok(answer) => answer,
+            Err(Attempts::NotSent(e)) => return Err(ClientError::Unreachable(e)),
+            Err(Attempts::MaybeSent(e)) => return Err(ClientError::Unknown(e)),
+        };
+        if response.status() != StatusCode::CONFLICT {
+            return Self::expect_ok(response).await.map(drop);
+        }
+        let text = response.text().await.unwrap_or_default();
+        let current = serde_json::from_str::<wire::ErrorBody>(&text).ok().and_then(|e| e.current);
+        match (unsure, current) {
+            (Some(_), Some(now)) if now == seq => Ok(()),
+            _ => Err(ClientError::CursorMoved { current }),
+        }
+    }
+
+    /// `/queues/{queue}/{rest}` even for the default queue (cursors and
+    /// policies exist only under `/queues/`).
+    fn queue_path_named(queue: &str, rest: &str) -> String {
+        format!("/queues/{}/{rest}", encode(queue))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settle_paths_name_the_queue_the_verb_and_the_encoded_token() {
+        let d = Duration::from_millis(1500);
+        assert_eq!(
+            settle_path("default", 7, "ab-7-1", Settle::Ack),
+            "/events/7/ack?lease=ab%2D7%2D1"
+        );
+        assert_eq!(
+            settle_path("jobs", 7, "t", Settle::Nack { delay: Some(d) }),
+            "/queues/jobs/events/7/nack?lease=t&delay=1500ms"
+        );
+        assert_eq!(
+            settle_path("jobs", 7, "t", Settle::Nack { delay: None }),
+            "/queues/jobs/events/7/nack?lease=t"
+        );
+        assert_eq!(
+            settle_path("jobs", 7, "a&b", Settle::Extend { ttl: d }),
+            "/queues/jobs/events/7/extend?lease=a%26b&ttl=1500ms"
+        );
+    }
+
+    #[test]
+    fn query_durations_parse_back() {
+        for d in [Duration::from_millis(1), Duration::from_secs(30), Duration::from_millis(2500)] {
+            assert_eq!(crate::units::parse_duration(&query_duration(d)), Ok(d));
         }
     }
 }

@@ -38,6 +38,7 @@ fn main() -> anyhow::Result<()> {
             Command::Consume(args) => cmd::consume::run(args).await,
             Command::Seq(args) => cmd::seq::run(args).await,
             Command::Dump(args) => cmd::dump::run(args),
+            Command::Work(args) => cmd::work::run(args).await,
         }
     })
 }

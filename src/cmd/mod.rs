@@ -10,3 +10,4 @@ pub mod restore;
 pub mod seq;
 pub mod serve;
 pub mod status;
+pub mod work;

@@ -88,6 +88,19 @@ impl ClientProc {
         }
     }
 
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL, then reap it (the work-queue fault test's dead worker).
+    pub fn kill9(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// SIGTERM, then wait for the exit.
     pub async fn terminate(&mut self) -> ExitStatus {
         let pid = self.child.as_ref().expect("process spawned").id().to_string();

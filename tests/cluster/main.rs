@@ -29,3 +29,4 @@ mod transcript;
 mod trust;
 mod watch;
 mod work;
+mod work_faults;
