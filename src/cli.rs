@@ -360,9 +360,22 @@ pub enum EventAction {
 pub struct BenchArgs {
     #[command(flatten)]
     pub client: ClientArgs,
-    /// What to load: `raftq` (POST /event) or `etcd` (v3 JSON gateway, PUT).
+    /// What to load: `raftq` (HTTPS API), `etcd` (v3 JSON gateway, PUT;
+    /// `writes` only) or `nats` (JetStream; needs the `bench-nats` feature).
     #[arg(long, default_value = "raftq")]
     pub target: String,
+    /// What each client repeats: `writes` (one event per request), `batch`
+    /// (`--batch-events` per request) or `lease-ack` (lease one, then ack it).
+    #[arg(long, value_enum, default_value_t = BenchWorkload::Writes)]
+    pub workload: BenchWorkload,
+    /// Events per batch of the `batch` workload.
+    #[arg(long, default_value_t = 100)]
+    pub batch_events: usize,
+    /// Events put in the queue before each `lease-ack` run (default: 20 000
+    /// per second of the run, several times what either system drains here;
+    /// a run that finds the queue empty reports it in `empty`).
+    #[arg(long)]
+    pub prefill: Option<u64>,
     /// Concurrent clients per run (one keep-alive connection each), comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
     pub clients: Vec<usize>,
@@ -376,6 +389,28 @@ pub struct BenchArgs {
     /// reports the longest time without an acknowledged write.
     #[arg(long)]
     pub failover: bool,
+}
+
+/// One unit of work of `raftq bench`, timed as one latency sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchWorkload {
+    /// One event per request (`POST /event`; etcd: one `PUT`).
+    Writes,
+    /// `--batch-events` events per request (`POST /events`, NDJSON).
+    Batch,
+    /// Lease one event, then acknowledge it (`POST /lease` + `ack`).
+    LeaseAck,
+}
+
+impl BenchWorkload {
+    /// The name in the JSON lines and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Writes => "writes",
+            Self::Batch => "batch",
+            Self::LeaseAck => "lease-ack",
+        }
+    }
 }
 
 /// Settings of the follower-maze verification program. Like the reference
