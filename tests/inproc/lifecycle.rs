@@ -32,6 +32,45 @@ async fn a_node_on_port_zero_reports_and_advertises_its_ports() {
     node.shutdown().await;
 }
 
+/// Every port listens with a deep accept queue (`LISTEN_BACKLOG`, capped by
+/// `net.core.somaxconn`), not std's 128: with 128, a burst of new clients
+/// overflows it and the kernel drops SYNs that clients resend only after
+/// seconds. `ss` reports a listener's queue size as its Send-Q.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_port_listens_with_a_deep_accept_queue() {
+    let Ok(somaxconn) = std::fs::read_to_string("/proc/sys/net/core/somaxconn") else {
+        println!("SKIPPED: no /proc/sys/net/core/somaxconn");
+        return;
+    };
+    let expected = raftq::node::listeners::LISTEN_BACKLOG
+        .min(somaxconn.trim().parse().expect("somaxconn is a number"));
+    let node = TestNode::start(|_| {}).await;
+    let addrs = node.handle().addrs();
+    let (source, clients) = addrs.maze.expect("maze listeners");
+    for addr in [addrs.api, addrs.raft, source, clients] {
+        let out = match std::process::Command::new("ss")
+            .args(["-Hltn", &format!("sport = :{}", addr.port())])
+            .output()
+        {
+            Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
+            _ => {
+                println!("SKIPPED: `ss` (iproute2) is not available");
+                node.shutdown().await;
+                return;
+            }
+        };
+        // State Recv-Q Send-Q Local Peer
+        let backlog: i32 = out
+            .split_whitespace()
+            .nth(2)
+            .and_then(|q| q.parse().ok())
+            .unwrap_or_else(|| panic!("no listener line for {addr} in `ss` output: {out:?}"));
+        assert!(backlog > 128, "{addr} listens with a backlog of {backlog}");
+        assert_eq!(backlog, expected, "{addr}");
+    }
+    node.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_the_ports_and_a_restart_keeps_the_data() {
     let node = TestNode::start(|_| {}).await;
