@@ -28,6 +28,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod internal;
+pub mod slots;
 pub mod status;
 pub mod watch;
 pub mod work;

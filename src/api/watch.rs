@@ -23,7 +23,6 @@
 //! ```
 
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -33,7 +32,7 @@ use axum::response::Response;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::FutureExt;
 use serde::Serialize;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
@@ -66,24 +65,9 @@ struct PageLimits {
 
 const PAGE: PageLimits = PageLimits { events: 256, bytes: 64 * 1024 };
 
-/// This node's watch slots, and the signal that ends every stream on
-/// shutdown.
-pub struct WatchHub {
-    permits: Arc<Semaphore>,
-    max: usize,
-    shutdown: CancellationToken,
-}
-
-impl WatchHub {
-    pub fn new(max: usize, shutdown: CancellationToken) -> Self {
-        WatchHub { permits: Arc::new(Semaphore::new(max)), max, shutdown }
-    }
-
-    /// Watches being served now.
-    pub fn active(&self) -> usize {
-        self.max.saturating_sub(self.permits.available_permits())
-    }
-}
+/// This node's watch slots (`--max-watches`), and the signal that ends
+/// every stream on shutdown.
+pub type WatchHub = super::slots::Slots;
 
 /// `GET /events/watch` and `GET /queues/{queue}/events/watch`.
 pub async fn watch(
@@ -101,12 +85,8 @@ pub async fn watch(
     if after.saturating_add(1) < meta.oldest {
         return Err(ApiError::Compacted { after, oldest: meta.oldest, head: meta.head() });
     }
-    let permit = state
-        .watches
-        .permits
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| ApiError::TooManyWatches { max: state.watches.max })?;
+    let permit =
+        state.watches.enter().ok_or(ApiError::TooManyWatches { max: state.watches.max })?;
 
     let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
     let watcher = Watcher {
@@ -379,7 +359,8 @@ mod tests {
             shutdown: CancellationToken,
         ) -> (tokio::task::JoinHandle<()>, mpsc::Receiver<Bytes>) {
             let (tx, rx) = mpsc::channel(1);
-            let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
+            let permit =
+                std::sync::Arc::new(tokio::sync::Semaphore::new(1)).try_acquire_owned().unwrap();
             let reader = self.sm.reader();
             let watcher = Watcher {
                 applied: reader.subscribe_applied(),

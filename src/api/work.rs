@@ -12,16 +12,13 @@
 //! apply), never by polling; a node holds at most `--max-waiters` of them.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use super::error::ApiError;
 use super::events::{event_response, json, rejected, unexpected, REPLAYED_HEADER};
@@ -50,30 +47,7 @@ const LEASE_HEADER: HeaderName = HeaderName::from_static(wire::header::LEASE);
 const DELIVERIES_HEADER: HeaderName = HeaderName::from_static(wire::header::DELIVERIES);
 
 /// The long polls this node holds (`--max-waiters`); more get 503.
-pub struct Waiters {
-    permits: Arc<Semaphore>,
-    max: usize,
-    /// A long poll answers 204 at once when the node shuts down.
-    shutdown: CancellationToken,
-}
-
-impl Waiters {
-    pub fn new(max: usize, shutdown: CancellationToken) -> Self {
-        Waiters { permits: Arc::new(Semaphore::new(max)), max, shutdown }
-    }
-
-    /// Long polls waiting now.
-    pub fn active(&self) -> usize {
-        self.max.saturating_sub(self.permits.available_permits())
-    }
-
-    fn enter(&self) -> Result<OwnedSemaphorePermit, ApiError> {
-        self.permits
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| ApiError::TooManyWaiters { max: self.max })
-    }
-}
+pub type Waiters = super::slots::Slots;
 
 /// `?wait=`: at most [`WAIT_MAX`], else a 400.
 pub fn wait(params: &Params) -> Result<Option<Duration>, ApiError> {
@@ -102,7 +76,8 @@ where
     let Some(wait) = wait.filter(|w| !w.is_zero()) else {
         return Ok(None);
     };
-    let _permit = state.waiters.enter()?;
+    let _permit =
+        state.waiters.enter().ok_or(ApiError::TooManyWaiters { max: state.waiters.max })?;
     let deadline = Instant::now() + wait;
     // Empty attempts in a row although this node's state showed an event.
     // One is a lost race with another worker: look again at once. More

@@ -36,7 +36,37 @@ pub async fn run(
     policy: RetentionPolicy,
     shutdown: CancellationToken,
 ) {
-    let mut ticker = tokio::time::interval(TICK);
+    let plan = |now_ms| {
+        plan(&reader, &policy, now_ms)
+            .into_iter()
+            .map(|(queue, upto)| (queue.clone(), Command::Compact { queue, upto }))
+            .collect()
+    };
+    let committed = |queue: &str, reply: Reply| match reply {
+        Reply::Compacted { oldest, dropped } => {
+            tracing::debug!(%queue, oldest, dropped, "retention compacted a queue");
+        }
+        other => tracing::warn!(%queue, ?other, "unexpected reply to a compaction"),
+    };
+    on_leader_ticks("compaction", TICK, raft, proposer, shutdown, plan, committed).await;
+}
+
+/// The loop of a leader-only task (retention, the work-queue sweeper):
+/// every `tick` while this node leads, `plan(now_ms)` names one command per
+/// queue, which are proposed together through the proposer (so the write
+/// gates apply) and each committed reply goes to `committed`. A proposal
+/// that fails (leadership lost, no quorum, timed out) is left to the next
+/// tick, or the next leader, which plans afresh.
+pub(super) async fn on_leader_ticks(
+    task: &'static str,
+    tick: Duration,
+    raft: Raft,
+    proposer: Proposer,
+    shutdown: CancellationToken,
+    mut plan: impl FnMut(u64) -> Vec<(String, Command)>,
+    mut committed: impl FnMut(&str, Reply),
+) {
+    let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -46,24 +76,17 @@ pub async fn run(
         if raft.metrics().borrow().state != ServerState::Leader {
             continue;
         }
-        let due = plan(&reader, &policy, unix_ms());
-        if due.is_empty() {
+        let commands = plan(unix_ms());
+        if commands.is_empty() {
             continue;
         }
-        let commands =
-            due.into_iter().map(|(queue, upto)| (queue.clone(), Command::Compact { queue, upto }));
-        let Some(results) = propose_each(&proposer, commands, &shutdown).await else {
+        let Some(results) = propose_each(&proposer, commands.into_iter(), &shutdown).await else {
             return;
         };
         for (queue, result) in results {
             match result {
-                Ok(Reply::Compacted { oldest, dropped }) => {
-                    tracing::debug!(%queue, oldest, dropped, "retention compacted a queue");
-                }
-                Ok(other) => tracing::warn!(%queue, ?other, "unexpected reply to a compaction"),
-                // Leadership lost, no quorum, or timed out: the next tick
-                // (or leader) decides again.
-                Err(e) => tracing::debug!(%queue, error = %e, "compaction not committed"),
+                Ok(reply) => committed(&queue, reply),
+                Err(e) => tracing::debug!(%queue, error = %e, task, "not committed"),
             }
         }
     }
@@ -71,7 +94,7 @@ pub async fn run(
 
 /// Proposes one command per queue, together, so the proposer packs them
 /// into one entry; each gets [`PROPOSE_TIMEOUT`]. `None` on shutdown.
-pub(super) async fn propose_each(
+async fn propose_each(
     proposer: &Proposer,
     commands: impl Iterator<Item = (String, Command)>,
     shutdown: &CancellationToken,

@@ -12,11 +12,9 @@
 
 use std::time::Duration;
 
-use openraft::ServerState;
 use tokio_util::sync::CancellationToken;
 
-use super::compactor::propose_each;
-use super::proposer::unix_ms;
+use super::compactor::on_leader_ticks;
 use super::state_machine::SmReader;
 use super::types::{Raft, Reply};
 use super::Proposer;
@@ -29,37 +27,18 @@ pub const SWEEPS_PER_TICK: usize = 64;
 pub const SWEEP_MAX: u32 = 1000;
 
 pub async fn run(raft: Raft, reader: SmReader, proposer: Proposer, shutdown: CancellationToken) {
-    let mut ticker = tokio::time::interval(TICK);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
-        if raft.metrics().borrow().state != ServerState::Leader {
-            continue;
-        }
-        let mut due = reader.sweep_due(unix_ms());
+    let plan = |now_ms| {
+        let mut due = reader.sweep_due(now_ms);
         due.truncate(SWEEPS_PER_TICK);
-        if due.is_empty() {
-            continue;
+        due.into_iter()
+            .map(|queue| (queue.clone(), Command::Sweep { queue: Some(queue), max: SWEEP_MAX }))
+            .collect()
+    };
+    let committed = |queue: &str, reply: Reply| match reply {
+        Reply::Swept { expired, dead_lettered } => {
+            tracing::debug!(%queue, expired, dead_lettered, "swept a work queue");
         }
-        let commands = due
-            .into_iter()
-            .map(|queue| (queue.clone(), Command::Sweep { queue: Some(queue), max: SWEEP_MAX }));
-        let Some(results) = propose_each(&proposer, commands, &shutdown).await else {
-            return;
-        };
-        for (queue, result) in results {
-            match result {
-                Ok(Reply::Swept { expired, dead_lettered }) => {
-                    tracing::debug!(%queue, expired, dead_lettered, "swept a work queue");
-                }
-                Ok(other) => tracing::warn!(%queue, ?other, "unexpected reply to a sweep"),
-                // Leadership lost, no quorum, or timed out: the next tick
-                // (or leader) sweeps again.
-                Err(e) => tracing::debug!(%queue, error = %e, "sweep not committed"),
-            }
-        }
-    }
+        other => tracing::warn!(%queue, ?other, "unexpected reply to a sweep"),
+    };
+    on_leader_ticks("sweep", TICK, raft, proposer, shutdown, plan, committed).await;
 }
