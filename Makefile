@@ -87,6 +87,9 @@ help:
 	@echo "CARGO_TARGET_DIR=$(CARGO_TARGET_DIR)"
 
 # Cheap when everything is present: three file checks, no apt-get.
+# chromium (Debian's, for the console's browser tests in tests/cluster/
+# console.rs, which skip without it) is installed as root, only suggested
+# otherwise.
 deps:
 	@missing=""; \
 	have_libclang=no; \
@@ -102,6 +105,13 @@ deps:
 	if [ "$$(id -u)" = 0 ]; then \
 	  command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
 	  command -v iptables >/dev/null 2>&1 || missing="$$missing iptables"; \
+	  command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+	    || [ -n "$${RAFTQ_CHROMIUM:-}" ] || missing="$$missing chromium"; \
+	fi; \
+	if [ "$$(id -u)" != 0 ] && ! command -v chromium >/dev/null 2>&1 \
+	   && ! command -v chromium-browser >/dev/null 2>&1 && [ -z "$${RAFTQ_CHROMIUM:-}" ]; then \
+	  echo "make deps: chromium not found: the console's browser tests will skip."; \
+	  echo "    sudo apt-get install -y chromium"; \
 	fi; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	echo "make deps: missing system packages:$$missing"; \

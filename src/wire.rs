@@ -186,6 +186,38 @@ pub struct Status {
     /// Work-queue gauges and totals of every queue that has leases, delays
     /// or counters, by name.
     pub work: std::collections::BTreeMap<String, QueueWork>,
+    /// Every queue's pointers, by name (the `default` queue too): what the
+    /// console's queues view shows without one request per queue.
+    pub queues: std::collections::BTreeMap<String, QueueSummary>,
+}
+
+/// One queue in [`Status::queues`]: its pointers as this node applied them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct QueueSummary {
+    /// Events from the front to the head: pending, leased and delayed ones.
+    pub pending: u64,
+    /// Latest assigned seq (0 before the first enqueue).
+    pub head_seq: Seq,
+    /// Oldest event not done, if any.
+    pub front_seq: Option<Seq>,
+    /// Oldest seq whose body is still stored (done events are kept until
+    /// retention drops them).
+    pub oldest_seq: Seq,
+    /// Done events still stored (`front - oldest`).
+    pub retained: u64,
+}
+
+impl From<crate::queue::QueueMeta> for QueueSummary {
+    fn from(meta: crate::queue::QueueMeta) -> Self {
+        QueueSummary {
+            pending: meta.len(),
+            head_seq: meta.head(),
+            front_seq: meta.front_seq(),
+            oldest_seq: meta.oldest,
+            retained: meta.front.saturating_sub(meta.oldest),
+        }
+    }
 }
 
 /// One queue's work-queue state in [`Status::work`] (SPEC §5).

@@ -3,7 +3,7 @@
 //! - The public API (`--api-addr`, HTTPS): queue routes ([`events`]),
 //!   work queues: leases, batches, policies, cursors, long polls
 //!   ([`work`]), watch streams ([`watch`]), status and health ([`status`]), admin
-//!   routes ([`admin`]). Handlers parse, call the Raft facade
+//!   routes ([`admin`]), the web console's static files ([`ui`]). Handlers parse, call the Raft facade
 //!   ([`Replica`]) or the state-machine reader, and map ([`error`], the only
 //!   place that picks status codes); nothing here touches RocksDB or the
 //!   Raft library, or decides Raft matters. Bodies and header names are the
@@ -30,6 +30,7 @@ pub mod extract;
 pub mod internal;
 pub mod slots;
 pub mod status;
+pub mod ui;
 pub mod watch;
 pub mod work;
 
@@ -242,7 +243,9 @@ fn is_loopback(request: &Request) -> bool {
 }
 
 /// Who may do what:
-/// - `--api-token`: every route but `/healthz` needs that bearer token;
+/// - `--api-token`: every route but `/healthz` and the console's static
+///   files (`/ui/`, no data: the page asks for the token) needs that bearer
+///   token;
 /// - admin routes need `--admin-token` when it is set (it stands in for the
 ///   API token there; the API token never grants admin), and answer only
 ///   loopback clients when it is not (`403 admin_forbidden`).
@@ -269,7 +272,11 @@ async fn require_token(
         }
     } else {
         match &state.auth.api_token {
-            Some(token) if path != "/healthz" && !token_matches(bearer(&request), token) => {
+            Some(token)
+                if path != "/healthz"
+                    && !ui::is_public(path)
+                    && !token_matches(bearer(&request), token) =>
+            {
                 Err(ApiError::Unauthorized)
             }
             _ => Ok(()),
@@ -341,6 +348,7 @@ pub fn public_router(state: Shared) -> Router {
         .route("/cluster/leader/transfer", post(admin::transfer_leader))
         .route("/cluster/backup", get(admin::backup))
         .route("/metrics", get(status::metrics))
+        .merge(ui::routes())
         .route_layer(middleware::from_fn(mark_route))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

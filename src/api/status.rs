@@ -76,6 +76,7 @@ pub async fn status(State(state): State<Shared>) -> Response {
         },
         version: env!("CARGO_PKG_VERSION").to_owned(),
         work: state.reader.work_queues().into_iter().map(|(q, w)| (q, w.into())).collect(),
+        queues: state.reader.queues().into_iter().map(|(q, m)| (q, m.into())).collect(),
     };
     json(StatusCode::OK, &body)
 }
@@ -181,10 +182,11 @@ pub async fn metrics(State(state): State<Shared>) -> Response {
     m.raft.voters.set(index(Some(raft.voters.len() as u64)));
     m.raft.learners.set(index(Some(raft.learners.len() as u64)));
     m.set_queues(state.reader.queues().into_iter().map(|(name, meta)| {
+        let q = wire::QueueSummary::from(meta);
         let gauges = crate::metrics::QueueGauges {
-            pending: meta.len(),
-            head: meta.head(),
-            retained: meta.front.saturating_sub(meta.oldest),
+            pending: q.pending,
+            head: q.head_seq,
+            retained: q.retained,
         };
         (name, gauges)
     }));

@@ -10,6 +10,7 @@ mod harness;
 
 mod bad_input;
 mod concurrency;
+mod console;
 mod consumer;
 mod demo;
 mod disk_full;
