@@ -242,13 +242,23 @@ fn is_loopback(request: &Request) -> bool {
         .is_some_and(|c| c.0.ip().to_canonical().is_loopback())
 }
 
+/// Whether a browser says the request comes from a page of another origin
+/// (`Sec-Fetch-Site`; absent outside browsers).
+fn from_another_site(request: &Request) -> bool {
+    request
+        .headers()
+        .get("sec-fetch-site")
+        .is_some_and(|site| site.as_bytes() == b"cross-site" || site.as_bytes() == b"same-site")
+}
+
 /// Who may do what:
 /// - `--api-token`: every route but `/healthz` and the console's static
 ///   files (`/ui/`, no data: the page asks for the token) needs that bearer
 ///   token;
 /// - admin routes need `--admin-token` when it is set (it stands in for the
 ///   API token there; the API token never grants admin), and answer only
-///   loopback clients when it is not (`403 admin_forbidden`).
+///   loopback clients when it is not (`403 admin_forbidden`), and of those
+///   no browser page of another site.
 async fn require_token(
     State(state): State<Shared>,
     request: Request,
@@ -259,6 +269,17 @@ async fn require_token(
         match (&state.auth.admin_token, &state.auth.api_token) {
             (Some(admin), _) => {
                 token_matches(bearer(&request), admin).then_some(()).ok_or(ApiError::Unauthorized)
+            }
+            // A page of another site open in a browser on the node could
+            // otherwise send a no-CORS POST (a leadership transfer) or GET
+            // (a backup) that loopback lets through; browsers say where a
+            // request comes from, curl sends no such header.
+            (None, _) if is_loopback(&request) && from_another_site(&request) => {
+                Err(ApiError::AdminForbidden(
+                    "admin routes refuse requests from another site's page; use this node's \
+                     console at /ui/, or curl"
+                        .into(),
+                ))
             }
             (None, api) if is_loopback(&request) => match api {
                 Some(api) if !token_matches(bearer(&request), api) => Err(ApiError::Unauthorized),

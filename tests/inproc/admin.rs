@@ -1,6 +1,7 @@
 //! Who may call the admin routes, and how often: `403 admin_forbidden` for
 //! a client that is not on loopback when no `--admin-token` is set (`401`
-//! with one, unless it sends it), and `429 rate_limited` for a second
+//! with one, unless it sends it; also `403` for a browser page of another
+//! site on loopback), and `429 rate_limited` for a second
 //! leadership transfer within `--transfer-min-interval` on one node.
 
 use std::net::{IpAddr, SocketAddr};
@@ -106,6 +107,28 @@ async fn admin_routes_answer_only_loopback_without_an_admin_token() {
     assert_eq!(admin_state(&node).await, before, "a refused admin request changed something");
     // The same requests from loopback get their ordinary answers.
     assert_let_through(&node, &node, &[]).await;
+    assert_eq!(admin_state(&node).await, before);
+    node.shutdown().await;
+}
+
+/// Without `--admin-token`, a loopback request that a browser marks as coming
+/// from another site's page (`Sec-Fetch-Site`) is refused: such a page could
+/// send a no-CORS POST or GET through a browser on the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_routes_refuse_another_sites_page_on_loopback() {
+    let node = TestNode::start(|_| {}).await;
+    node.post("keep").await;
+    let before = admin_state(&node).await;
+    for site in ["cross-site", "same-site"] {
+        for (method, path) in admin_requests(&node) {
+            let r = node.send(method, &path, None, &[("sec-fetch-site", site)]).await;
+            assert_refused(&r, StatusCode::FORBIDDEN, "admin_forbidden");
+        }
+    }
+    assert_eq!(admin_state(&node).await, before, "a refused admin request changed something");
+    // The node's own console (same origin) and direct navigation get through.
+    assert_let_through(&node, &node, &[("sec-fetch-site", "same-origin")]).await;
+    assert_let_through(&node, &node, &[("sec-fetch-site", "none")]).await;
     assert_eq!(admin_state(&node).await, before);
     node.shutdown().await;
 }
