@@ -297,6 +297,8 @@ const SNAPSHOT: &str = r#"(() => {
     summary: text(document.getElementById('node-summary')),
     rows, queues, detail,
     front: text(document.getElementById('detail-front')),
+    confirm_visible: !document.getElementById('confirm').hidden,
+    admin_result: text(document.getElementById('admin-result')),
     images: document.querySelectorAll('img').length,
     svgs_outside_sparklines: [...document.querySelectorAll('svg')].filter((s) => !s.classList.contains('spark')).length,
     body_text: document.body.innerText,
@@ -432,7 +434,7 @@ async fn console_on_a_follower_follows_a_leader_kill() {
 
 /// Acceptance 2: with `--api-token` the page asks for the token and shows
 /// no data until it has the right one; the console files need no token,
-/// the data routes do.
+/// the data routes do. Then an admin action: a confirmed backup download.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_asks_for_the_api_token() {
     let Some(binary) = chromium() else {
@@ -499,6 +501,51 @@ async fn console_asks_for_the_api_token() {
         .eval("JSON.stringify(localStorage) + JSON.stringify(sessionStorage) + document.cookie")
         .await;
     assert!(!token_in_storage.as_str().unwrap_or_default().contains(TOKEN), "{token_in_storage}");
+
+    // An admin action: a backup, downloaded only after the confirmation
+    // (loopback and no --admin-token: the API token is sent).
+    let downloads = tempfile::tempdir().expect("download dir");
+    let behavior = json!({"behavior": "allow", "downloadPath": downloads.path()});
+    browser.call_browser("Browser.setDownloadBehavior", behavior).await;
+    browser.show("admin").await;
+    browser.eval("document.getElementById('backup-btn').click()").await;
+    let asked = browser.eval(SNAPSHOT).await;
+    assert_eq!(asked["confirm_visible"], true, "{asked:#}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    browser.eval("1").await;
+    let backups =
+        |b: &Browser| b.requested_urls().iter().filter(|u| u.ends_with("/cluster/backup")).count();
+    assert_eq!(backups(&browser), 0, "a backup was requested before the confirmation");
+    browser.eval("document.getElementById('confirm-yes').click()").await;
+    let saved = browser
+        .wait_for("the backup", Duration::from_secs(15), |s| {
+            s["admin_result"].as_str().is_some_and(|r| r.starts_with("saved raftq-backup-"))
+        })
+        .await;
+    assert_eq!(backups(&browser), 1, "{saved:#}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let file = loop {
+        let done =
+            std::fs::read_dir(downloads.path()).expect("read downloads").flatten().find(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.starts_with("raftq-backup-") && name.ends_with(".snap")
+            });
+        if let Some(entry) = done {
+            break entry.path();
+        }
+        assert!(Instant::now() < deadline, "no backup file downloaded: {saved:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let size = std::fs::metadata(&file).expect("backup file").len();
+    assert!(
+        size > 0
+            && saved["admin_result"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(&format!("({size} bytes")),
+        "{} has {size} bytes: {saved:#}",
+        file.display()
+    );
 
     let origin_ = cluster.nodes[node].api_url();
     for url in browser.requested_urls() {
@@ -577,7 +624,7 @@ async fn console_screenshots() {
     browser.screenshot(&out.join("maze.png"), 700).await;
     browser.show("admin").await;
     browser.eval("document.getElementById('transfer-btn').click()").await;
-    browser.screenshot(&out.join("admin.png"), 480).await;
+    browser.screenshot(&out.join("admin.png"), 540).await;
     // The login prompt of a node with --api-token is shown in the token test.
     browser.close().await;
     println!("screenshots in {}", out.display());
