@@ -10,6 +10,7 @@
 #   BENCH_MAZE_PACING=... reference (default: the reference program's pacing,
 #                         whose wall time predicts the reference's) or bulk
 #   BENCH_MAZE_EVENTS=... events per run (default 10000000)
+#   RAFTQ_MAZE_COALESCE_MS=0 measures the nodes without source coalescing
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -57,16 +58,24 @@ run() { # target label nodes source clients pid...
     result=$(totalEvents="$EVENTS" "$RAFTQ" maze-verify --pacing "$PACING" \
         --source "$source" --clients "$clients" 2>"$WORK/verify-$label.log" || true)
     t1=$(date +%s.%N)
+    # Raft entries the source proposed (one log write and fsync per node each).
+    local batches=null
+    if [ "$target" = maze ]; then
+        batches=$(curl -sk --max-time 5 "https://127.0.0.1:38081/status" \
+            | python3 -c 'import json,sys; print(json.load(sys.stdin)["maze"]["source_batches"])' \
+            2>/dev/null || echo null)
+    fi
     local rss=()
     for pid in "$@"; do rss+=("$(peak_rss_mib "$pid")"); done
-    python3 - "$target" "$label" "$n" "$PACING" "$t0" "$t1" "$result" "${rss[@]}" <<'PY' | tee -a "$OUT"
+    python3 - "$target" "$label" "$n" "$PACING" "$t0" "$t1" "$result" "$batches" "${rss[@]}" <<'PY' | tee -a "$OUT"
 import json, sys
-target, label, n, pacing, t0, t1, result = sys.argv[1:8]
-rss = [int(x) for x in sys.argv[8:]]
+target, label, n, pacing, t0, t1, result, batches = sys.argv[1:9]
+rss = [int(x) for x in sys.argv[9:]]
 r = json.loads(result) if result.strip().startswith("{") else {"result": "fail", "error": result}
 line = {"target": target}
 if target == "maze":
     line["nodes"] = int(n)
+    line["source_batches"] = json.loads(batches)
 line.update({"label": label, "pacing": pacing, "result": r.get("result"),
              "events": r.get("events"), "wall_seconds": round(float(t1) - float(t0), 1),
              "events_per_sec": r.get("events_per_sec"), "peak_rss_mib": rss,
