@@ -40,6 +40,7 @@ PURE_FILES = \
 	src/queue/retention.rs \
 	src/queue/state.rs \
 	src/queue/work.rs \
+	src/maze/coalesce.rs \
 	src/maze/protocol.rs \
 	src/maze/state.rs \
 	src/membership/reconcile.rs \

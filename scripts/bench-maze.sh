@@ -1,14 +1,24 @@
 #!/usr/bin/env bash
 # Follower-maze benchmark (part of make bench): the reference workload
-# (default 10M events, 100 clients) against a single raftq node and against
-# a 3-node cluster, measured in the same run. Prints one JSON line per run
-# with the wall time and each node's peak RSS (VmHWM).
+# (default 10M events, 100 clients) against the Go reference server fmaze
+# (when FMAZE=/path/to/fmaze is set), a single raftq node and a 3-node
+# cluster, measured in the same run with the same pacing. Prints one JSON
+# line per run with the wall time and each server process's peak RSS
+# (VmHWM), and appends it to $OUT.
+#
+#   FMAZE=...             fmaze binary, built by the operator (docs/benchmarks.md)
+#   BENCH_MAZE_PACING=... reference (default: the reference program's pacing,
+#                         whose wall time predicts the reference's) or bulk
+#   BENCH_MAZE_EVENTS=... events per run (default 10000000)
+#   RAFTQ_MAZE_COALESCE_MS=0 measures the nodes without source coalescing
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/raftq/target}"
 RAFTQ="${RAFTQ:-$CARGO_TARGET_DIR/release/raftq}"
 EVENTS="${BENCH_MAZE_EVENTS:-10000000}"
+PACING="${BENCH_MAZE_PACING:-reference}"
+FMAZE="${FMAZE:-}"
 OUT="${OUT:-bench-results.jsonl}"
 WORK="$(mktemp -d /tmp/raftq-bench-maze.XXXXXX)"
 PIDS=()
@@ -40,36 +50,64 @@ voters_ok() { # n expected
 }
 peak_rss_mib() { awk '/VmHWM/ {printf "%d", $2/1024}' "/proc/$1/status" 2>/dev/null || echo -1; }
 
-run() { # label nodes
-    local label=$1 n=$2
+run() { # target label nodes source clients pid...
+    local target=$1 label=$2 n=$3 source=$4 clients=$5
+    shift 5
     local t0 t1 result
     t0=$(date +%s.%N)
-    result=$(totalEvents="$EVENTS" "$RAFTQ" maze-verify --source 127.0.0.1:39091 --clients 127.0.0.1:39191 2>"$WORK/verify-$label.log" || true)
+    result=$(totalEvents="$EVENTS" "$RAFTQ" maze-verify --pacing "$PACING" \
+        --source "$source" --clients "$clients" 2>"$WORK/verify-$label.log" || true)
     t1=$(date +%s.%N)
+    # Raft entries the source proposed (one log write and fsync per node each).
+    local batches=null
+    if [ "$target" = maze ]; then
+        batches=$(curl -sk --max-time 5 "https://127.0.0.1:38081/status" \
+            | python3 -c 'import json,sys; print(json.load(sys.stdin)["maze"]["source_batches"])' \
+            2>/dev/null || echo null)
+    fi
     local rss=()
-    for i in $(seq 1 "$n"); do rss+=("$(peak_rss_mib "${NODE_PID[$i]}")"); done
-    python3 - "$label" "$n" "$t0" "$t1" "$result" "${rss[@]}" <<'PY' | tee -a "$OUT"
+    for pid in "$@"; do rss+=("$(peak_rss_mib "$pid")"); done
+    python3 - "$target" "$label" "$n" "$PACING" "$t0" "$t1" "$result" "$batches" "${rss[@]}" <<'PY' | tee -a "$OUT"
 import json, sys
-label, n, t0, t1, result = sys.argv[1:6]
-rss = [int(x) for x in sys.argv[6:]]
+target, label, n, pacing, t0, t1, result, batches = sys.argv[1:9]
+rss = [int(x) for x in sys.argv[9:]]
 r = json.loads(result) if result.strip().startswith("{") else {"result": "fail", "error": result}
-print(json.dumps({"target": "maze", "nodes": int(n), "label": label, "result": r.get("result"),
-                  "events": r.get("events"), "wall_seconds": round(float(t1) - float(t0), 1),
-                  "events_per_sec": r.get("events_per_sec"), "peak_rss_mib": rss, "error": r.get("error")}))
+line = {"target": target}
+if target == "maze":
+    line["nodes"] = int(n)
+    line["source_batches"] = json.loads(batches)
+line.update({"label": label, "pacing": pacing, "result": r.get("result"),
+             "events": r.get("events"), "wall_seconds": round(float(t1) - float(t0), 1),
+             "events_per_sec": r.get("events_per_sec"), "peak_rss_mib": rss,
+             "error": r.get("error")})
+print(json.dumps(line))
 PY
 }
 
-echo "== maze: single node, $EVENTS events"
+if [ -n "$FMAZE" ]; then
+    echo "== fmaze (Go reference server, no persistence): $EVENTS events, $PACING pacing"
+    "$FMAZE" -event-source-listen 127.0.0.1:39089 -clients-listen 127.0.0.1:39189 \
+        >"$WORK/fmaze.log" 2>&1 &
+    FMAZE_PID=$!
+    PIDS+=($!)
+    run fmaze fmaze 1 127.0.0.1:39089 127.0.0.1:39189 "$FMAZE_PID"
+    kill -9 "$FMAZE_PID"
+    wait "$FMAZE_PID" 2>/dev/null || true
+else
+    echo "fmaze: not measured (set FMAZE=/path/to/fmaze; see docs/benchmarks.md)"
+fi
+
+echo "== maze: single node, $EVENTS events, $PACING pacing"
 start single 1 ""
 for _ in $(seq 1 100); do voters_ok 1 && break; sleep 0.2; done
-run single 1
+run maze single 1 127.0.0.1:39091 127.0.0.1:39191 "${NODE_PID[1]}"
 kill -9 "${NODE_PID[1]}"
 # The cluster reuses node 1's ports: wait until the old process is gone.
 wait "${NODE_PID[1]}" 2>/dev/null || true
 
-echo "== maze: 3 nodes, $EVENTS events (source and clients on the leader)"
+echo "== maze: 3 nodes, $EVENTS events, $PACING pacing (source and clients on the leader)"
 start cluster 1 ""
 start cluster 2 127.0.0.1:31311
 start cluster 3 127.0.0.1:31311
 for _ in $(seq 1 150); do voters_ok 3 && break; sleep 0.2; done
-run cluster 3
+run maze cluster 3 127.0.0.1:39091 127.0.0.1:39191 "${NODE_PID[1]}" "${NODE_PID[2]}" "${NODE_PID[3]}"

@@ -146,6 +146,10 @@ pub struct ServeArgs {
     /// How long the leader waits for a missing maze seq before skipping it.
     #[arg(long, env = "RAFTQ_MAZE_GAP_TIMEOUT_MS", default_value_t = 2000)]
     pub maze_gap_timeout_ms: u64,
+    /// Longest a maze source line waits to share a Raft entry with later
+    /// lines while earlier batches are in flight; 0: one entry per read burst.
+    #[arg(long, env = "RAFTQ_MAZE_COALESCE_MS", default_value_t = 2)]
+    pub maze_coalesce_ms: u64,
     /// Maze user clients connected at once; more are closed at once. Each
     /// holds up to --maze-client-buffer queued lines.
     #[arg(long, env = "RAFTQ_MAX_MAZE_CLIENTS", default_value_t = 10_000)]
@@ -441,6 +445,21 @@ pub struct MazeVerifyArgs {
     /// Progress line every this many events.
     #[arg(long, env = "logInterval", default_value_t = 1_000_000)]
     pub log_interval: u64,
+    /// How the events are written and the notifications checked.
+    #[arg(long, value_enum, default_value_t = MazePacing::Bulk)]
+    pub pacing: MazePacing,
+}
+
+/// `raftq maze-verify --pacing`: see docs/benchmarks.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MazePacing {
+    /// As fast as this machine allows: async buffered writes, clients
+    /// checked byte for byte on every core. Measures the server.
+    Bulk,
+    /// Like the reference program: one blocking write (Nagle on) per random
+    /// batch, every notification parsed and its order checked, all 100
+    /// clients on one thread. Predicts the reference program's wall time.
+    Reference,
 }
 
 /// `raftq consume`: see docs/consumers.md.

@@ -25,8 +25,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::io::{ErrorKind, Write};
+
 use anyhow::{anyhow, bail, Context};
-use raftq::cli::MazeVerifyArgs;
+use futures_util::future::BoxFuture;
+use raftq::cli::{MazePacing, MazeVerifyArgs};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -36,6 +39,9 @@ use workload::{Settings, Workload};
 /// The seeded event generator and its model of who must receive what: test
 /// machinery of this subcommand, not part of the product, so it lives here.
 mod workload;
+
+/// `--pacing reference`: the batch encoding and the per-line client check.
+mod reference;
 
 /// How long to keep retrying a connection that is refused.
 const CONNECT_RETRY_FOR: Duration = Duration::from_secs(10);
@@ -54,6 +60,9 @@ const EXTRA_LINE_GRACE: Duration = Duration::from_millis(300);
 const EXPECTED_BATCHES_MAX: usize = 10_000;
 /// Source socket write buffer.
 const SOURCE_BUFFER_BYTES: usize = 64 * 1024;
+/// How long the writer waits, when a checker has gone, for the watcher to
+/// report that checker's own (more precise) failure.
+const CHECKER_FAILURE_WAIT: Duration = Duration::from_secs(5);
 
 /// What a run did, reported in the summary line whether it passed or not.
 #[derive(Debug, Default)]
@@ -119,7 +128,7 @@ fn settings(args: &MazeVerifyArgs) -> anyhow::Result<Settings> {
 }
 
 async fn verify(args: &MazeVerifyArgs, stats: &mut Stats) -> anyhow::Result<()> {
-    let mut workload = Workload::new(&settings(args)?);
+    let workload = Workload::new(&settings(args)?);
     let read_timeout = Duration::from_millis(args.timeout);
 
     let source = connect(&args.source).await.context("event source")?;
@@ -136,75 +145,211 @@ async fn verify(args: &MazeVerifyArgs, stats: &mut Stats) -> anyhow::Result<()> 
     stats.clients = streams.len();
 
     let mut expected = HashMap::with_capacity(streams.len());
-    let mut clients = JoinSet::new();
+    let mut checkers = Vec::with_capacity(streams.len());
     for (user, stream) in streams {
         let (sender, receiver) = mpsc::channel(EXPECTED_BATCHES_MAX);
         expected.insert(user, sender);
-        let checked = stats.notifications.clone();
-        clients.spawn(check_client(user, stream, receiver, read_timeout, checked));
+        checkers.push((user, stream, receiver));
     }
+    let checked = stats.notifications.clone();
+    let watch = match args.pacing {
+        MazePacing::Bulk => watch_on_every_core(checkers, read_timeout, checked),
+        MazePacing::Reference => watch_on_one_thread(checkers, read_timeout, checked)?,
+    };
     tokio::time::sleep(REGISTRATION_SETTLE).await;
 
     let started = Instant::now();
     stats.started = Some(started);
-    let events = &mut stats.events;
-    let log_interval = args.log_interval;
-    let produce = async move {
-        let mut source = BufWriter::with_capacity(SOURCE_BUFFER_BYTES, source);
-        let mut next_log = log_interval;
-        while let Some(batch) = workload.next_batch() {
-            let write = async {
-                for line in &batch {
-                    source.write_all(line.as_bytes()).await?;
-                }
-                source.flush().await
-            };
-            match tokio::time::timeout(read_timeout, write).await {
-                Ok(written) => written.context("writing to the event source")?,
-                Err(_) => bail!(
-                    "the event source accepted nothing for {} ms (at event {})",
-                    read_timeout.as_millis(),
-                    *events + 1
-                ),
+    let progress =
+        Progress { sent: Arc::new(AtomicU64::new(0)), every: args.log_interval, started };
+    let sent = progress.sent.clone();
+    let produce = async {
+        match args.pacing {
+            MazePacing::Bulk => {
+                produce_bulk(workload, source, expected, read_timeout, progress).await
             }
-            *events += batch.len() as u64;
-            if log_interval > 0 && *events >= next_log {
-                let seconds = started.elapsed().as_secs_f64();
-                eprintln!(
-                    "maze-verify: {} events sent, {seconds:.1} s, {:.0} events/s",
-                    *events,
-                    *events as f64 / seconds.max(1e-9)
-                );
-                next_log = (*events / log_interval + 1) * log_interval;
-            }
-            for (user, lines) in workload.take_expected() {
-                let sender = expected.get(&user).expect("expectations only for connected users");
-                if sender.send(lines).await.is_err() {
-                    // That client task has ended with its failure: the
-                    // watcher below reports it. Wait for it rather than
-                    // reporting a vaguer error here.
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                    bail!("user {user}: its checker stopped without reporting why");
-                }
+            MazePacing::Reference => {
+                let source = source.into_std()?;
+                tokio::task::spawn_blocking(move || {
+                    produce_blocking(workload, source, expected, read_timeout, progress)
+                })
+                .await
+                .context("the event source writer panicked")?
             }
         }
-        // Closing the channels tells each checker that nothing more is owed.
-        drop(expected);
-        anyhow::Ok(source)
-    };
-    let watch = async {
-        while let Some(joined) = clients.join_next().await {
-            joined.context("a client checker panicked")??;
-        }
-        anyhow::Ok(())
     };
     // Fails as soon as either side fails; the source stays open until every
     // client is done.
-    let (source, ()) = tokio::try_join!(produce, watch)?;
+    let result = tokio::try_join!(produce, watch);
+    stats.events = sent.load(Ordering::Relaxed);
+    let (source, ()) = result?;
     drop(source);
     Ok(())
 }
 
+/// Events written so far, and the progress lines on stderr.
+struct Progress {
+    sent: Arc<AtomicU64>,
+    every: u64,
+    started: Instant,
+}
+
+impl Progress {
+    fn add(&self, events: usize) {
+        let before = self.sent.fetch_add(events as u64, Ordering::Relaxed);
+        let now = before + events as u64;
+        if self.every > 0 && now / self.every > before / self.every {
+            let seconds = self.started.elapsed().as_secs_f64();
+            eprintln!(
+                "maze-verify: {now} events sent, {seconds:.1} s, {:.0} events/s",
+                now as f64 / seconds.max(1e-9)
+            );
+        }
+    }
+
+    fn next_event(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed) + 1
+    }
+}
+
+type Expected = HashMap<u64, mpsc::Sender<Vec<String>>>;
+type Checker = (u64, TcpStream, mpsc::Receiver<Vec<String>>);
+
+/// `--pacing bulk`: batches go through an async buffered writer.
+async fn produce_bulk(
+    mut workload: Workload,
+    source: TcpStream,
+    expected: Expected,
+    read_timeout: Duration,
+    progress: Progress,
+) -> anyhow::Result<std::net::TcpStream> {
+    let mut source = BufWriter::with_capacity(SOURCE_BUFFER_BYTES, source);
+    while let Some(batch) = workload.next_batch() {
+        let write = async {
+            for line in &batch {
+                source.write_all(line.as_bytes()).await?;
+            }
+            source.flush().await
+        };
+        match tokio::time::timeout(read_timeout, write).await {
+            Ok(written) => written.context("writing to the event source")?,
+            Err(_) => bail!(
+                "the event source accepted nothing for {} ms (at event {})",
+                read_timeout.as_millis(),
+                progress.next_event()
+            ),
+        }
+        progress.add(batch.len());
+        for (user, lines) in workload.take_expected() {
+            let sender = expected.get(&user).expect("expectations only for connected users");
+            if sender.send(lines).await.is_err() {
+                // That client task has ended with its failure: the
+                // watcher reports it. Wait for it rather than
+                // reporting a vaguer error here.
+                tokio::time::sleep(CHECKER_FAILURE_WAIT).await;
+                bail!("user {user}: its checker stopped without reporting why");
+            }
+        }
+    }
+    // Closing the channels (dropping `expected`) tells each checker that
+    // nothing more is owed; the source stays open until the checkers end.
+    drop(expected);
+    Ok(source.into_inner().into_std()?)
+}
+
+/// `--pacing reference`: one blocking write per batch, Nagle on (the JVM's
+/// default: the reference never sets TCP_NODELAY), on its own thread.
+fn produce_blocking(
+    mut workload: Workload,
+    mut source: std::net::TcpStream,
+    expected: Expected,
+    read_timeout: Duration,
+    progress: Progress,
+) -> anyhow::Result<std::net::TcpStream> {
+    source.set_nonblocking(false)?;
+    source.set_nodelay(false)?;
+    source.set_write_timeout(Some(read_timeout))?;
+    while let Some(batch) = workload.next_batch() {
+        match source.write_all(&reference::batch_bytes(&batch)) {
+            Ok(()) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => bail!(
+                "the event source accepted nothing for {} ms (at event {})",
+                read_timeout.as_millis(),
+                progress.next_event()
+            ),
+            Err(e) => return Err(e).context("writing to the event source"),
+        }
+        progress.add(batch.len());
+        for (user, lines) in workload.take_expected() {
+            let sender = expected.get(&user).expect("expectations only for connected users");
+            if sender.blocking_send(lines).is_err() {
+                std::thread::sleep(CHECKER_FAILURE_WAIT);
+                bail!("user {user}: its checker stopped without reporting why");
+            }
+        }
+    }
+    drop(expected);
+    Ok(source)
+}
+
+/// `--pacing bulk`: one task per client, spread over every core.
+fn watch_on_every_core(
+    checkers: Vec<Checker>,
+    read_timeout: Duration,
+    checked: Arc<AtomicU64>,
+) -> BoxFuture<'static, anyhow::Result<()>> {
+    let mut clients = JoinSet::new();
+    for (user, stream, receiver) in checkers {
+        clients.spawn(check_client(user, stream, receiver, read_timeout, checked.clone(), None));
+    }
+    Box::pin(async move {
+        while let Some(joined) = clients.join_next().await {
+            joined.context("a client checker panicked")??;
+        }
+        Ok(())
+    })
+}
+
+/// `--pacing reference`: every client on one thread, each notification
+/// parsed and its order checked, as the reference program does.
+fn watch_on_one_thread(
+    checkers: Vec<Checker>,
+    read_timeout: Duration,
+    checked: Arc<AtomicU64>,
+) -> anyhow::Result<BoxFuture<'static, anyhow::Result<()>>> {
+    let mut moved = Vec::with_capacity(checkers.len());
+    for (user, stream, receiver) in checkers {
+        moved.push((user, stream.into_std()?, receiver));
+    }
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new().name("maze-clients".into()).spawn(move || {
+        let run = async move {
+            let mut clients = JoinSet::new();
+            for (user, stream, receiver) in moved {
+                let stream = TcpStream::from_std(stream)?;
+                let order = Some(reference::OrderCheck::default());
+                clients.spawn(check_client(
+                    user,
+                    stream,
+                    receiver,
+                    read_timeout,
+                    checked.clone(),
+                    order,
+                ));
+            }
+            while let Some(joined) = clients.join_next().await {
+                joined.context("a client checker panicked")??;
+            }
+            anyhow::Ok(())
+        };
+        let outcome = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime.block_on(run),
+            Err(e) => Err(e).context("starting the client thread's runtime"),
+        };
+        let _ = done.send(outcome);
+    })?;
+    Ok(Box::pin(async move { result.await.context("the client thread ended without a result")? }))
+}
 /// Connect to `addr`, retrying for a while: the server may still be starting.
 async fn connect(addr: &str) -> anyhow::Result<TcpStream> {
     let deadline = Instant::now() + CONNECT_RETRY_FOR;
@@ -234,6 +379,7 @@ async fn check_client(
     mut expected: mpsc::Receiver<Vec<String>>,
     read_timeout: Duration,
     checked: Arc<AtomicU64>,
+    mut order: Option<reference::OrderCheck>,
 ) -> anyhow::Result<u64> {
     let mut reader = BufReader::new(stream);
     let mut got = Vec::with_capacity(128);
@@ -253,11 +399,20 @@ async fn check_client(
                 Ok(Ok(0)) => {
                     bail!("user {user}: connection closed; expected line #{index} {want:?}")
                 }
-                Ok(Ok(_)) if got != want.as_bytes() => bail!(
-                    "user {user}: line #{index}: expected {want:?}, got {:?}",
-                    String::from_utf8_lossy(&got)
-                ),
-                Ok(Ok(_)) => index += 1,
+                Ok(Ok(_)) => {
+                    if let Some(order) = order.as_mut() {
+                        if let Err(e) = order.check(&got) {
+                            bail!("user {user}: line #{index}: {e}");
+                        }
+                    }
+                    if got != want.as_bytes() {
+                        bail!(
+                            "user {user}: line #{index}: expected {want:?}, got {:?}",
+                            String::from_utf8_lossy(&got)
+                        );
+                    }
+                    index += 1;
+                }
             }
         }
         checked.fetch_add(lines.len() as u64, Ordering::Relaxed);
@@ -429,13 +584,18 @@ mod tests {
             timeout: 3_000,
             max_event_source_batch_size: 100,
             log_interval: 10_000,
+            pacing: MazePacing::Bulk,
         }
     }
 
     async fn verify_against(fault: Fault) -> (Stats, anyhow::Result<()>) {
+        verify_paced(fault, MazePacing::Bulk).await
+    }
+
+    async fn verify_paced(fault: Fault, pacing: MazePacing) -> (Stats, anyhow::Result<()>) {
         let (source, client) = start_server(fault).await;
         // Two entries for the one client port exercise the round-robin.
-        let args = args(source, vec![client.clone(), client]);
+        let args = MazeVerifyArgs { pacing, ..args(source, vec![client.clone(), client]) };
         let mut stats = Stats::default();
         let result = verify(&args, &mut stats).await;
         (stats, result)
@@ -493,5 +653,27 @@ mod tests {
             error.contains("unexpected line after") && error.contains("999999999|B"),
             "{error}"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reference_pacing_passes_against_a_correct_server() {
+        let (stats, result) = verify_paced(Fault::None, MazePacing::Reference).await;
+        result.unwrap();
+        assert_eq!((stats.events, stats.clients), (20_000, 20));
+        assert!(stats.notifications.load(Ordering::Relaxed) > 500);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reference_pacing_catches_drops_swaps_and_extra_lines() {
+        for (fault, wants) in [
+            (Fault::DropNotification(50), ", got \""),
+            (Fault::SwapFrom(5_000), ", got \""),
+            (Fault::ExtraLineAfter(20_000), "unexpected line after"),
+        ] {
+            let (stats, result) = verify_paced(fault, MazePacing::Reference).await;
+            let error = format!("{:#}", result.unwrap_err());
+            assert!(error.contains(wants), "{fault:?}: {error}");
+            assert!(stats.events > 0, "{fault:?}: events counted on failure too");
+        }
     }
 }

@@ -41,6 +41,7 @@ fn config(args: ServeArgs) -> Config {
         maze_client_addr: args.maze_client_addr,
         no_maze: args.no_maze,
         maze_gap_timeout_ms: args.maze_gap_timeout_ms,
+        maze_coalesce_ms: args.maze_coalesce_ms,
         max_maze_clients: args.max_maze_clients,
         maze_client_buffer: args.maze_client_buffer,
         maze_limits: MazeLimits {

@@ -27,10 +27,12 @@
 //!   when the reorder buffer fills up the state machine skips forward on its
 //!   own, deterministically.
 //!
-//! This module is the pure core (★, no I/O): `protocol` and `state`, plus
+//! This module is the pure core (★, no I/O): `protocol`, `state` and
+//! `coalesce` (when the source closes a batch), plus
 //! the commands and bounds below. The TCP adapters (event source, client
 //! port, gap timer) live in `maze_net`, above the Raft facade.
 
+pub mod coalesce;
 pub mod protocol;
 pub mod state;
 

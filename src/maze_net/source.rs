@@ -2,10 +2,11 @@
 //!
 //! A new connection starts a new stream: it first proposes `Reset` and
 //! tags every later batch with the epoch that returned. Lines are read as
-//! raw bytes (each keeps its own line ending), grouped into batches that
-//! are flushed whenever the socket has nothing more buffered (so a trickle
-//! goes out at once and a flood goes out in large batches), and proposed
-//! through [`Replica::submit`] with a few batches in flight. A batch that
+//! raw bytes (each keeps its own line ending), grouped into batches by
+//! [`Coalescer`] (a trickle goes out at once; under load lines from many
+//! reads share one batch for up to `--maze-coalesce-ms`, because each
+//! batch is one Raft entry and one fsync per node), and proposed through
+//! [`Replica::submit`] with at most `IN_FLIGHT_MAX` batches in flight. A batch that
 //! fails (leader change, timeout) is proposed again until it is known
 //! committed: the state machine drops seqs it has already seen, so a repeat
 //! is harmless. Only one source is active at a time: a new connection
@@ -13,7 +14,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -21,6 +22,7 @@ use tokio::sync::{Mutex, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::maze::coalesce::{CoalesceLimits, Coalescer, Decision};
 use crate::maze::{MazeCommand, MazeLimits, MazeOutcome};
 use crate::maze::{
     SOURCE_BATCH_BYTES_MAX as BATCH_BYTES_MAX, SOURCE_BATCH_LINES_MAX as BATCH_LINES_MAX,
@@ -47,6 +49,7 @@ pub async fn run(
     listener: TcpListener,
     replica: Replica,
     limits: MazeLimits,
+    coalesce_delay: Duration,
     counters: Arc<SourceCounters>,
     shutdown: CancellationToken,
 ) {
@@ -63,7 +66,7 @@ pub async fn run(
         }
         let (replica, counters) = (replica.clone(), counters.clone());
         tokio::spawn(async move {
-            if let Err(e) = serve(stream, replica, limits, counters, token).await {
+            if let Err(e) = serve(stream, replica, limits, coalesce_delay, counters, token).await {
                 tracing::warn!(%peer, error = %e, "maze event source ended");
             }
         });
@@ -99,6 +102,7 @@ async fn serve(
     stream: TcpStream,
     replica: Replica,
     limits: MazeLimits,
+    coalesce_delay: Duration,
     counters: Arc<SourceCounters>,
     cancel: CancellationToken,
 ) -> Result<(), String> {
@@ -119,35 +123,62 @@ async fn serve(
     let mut reader = BufReader::with_capacity(64 * 1024, stream);
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT_MAX));
     let mut tasks = JoinSet::new();
-    let mut batch: Vec<String> = Vec::new();
-    let mut batch_bytes = 0usize;
+    let mut batch = Coalescer::new(CoalesceLimits {
+        lines_max: BATCH_LINES_MAX,
+        bytes_max: BATCH_BYTES_MAX,
+        delay: coalesce_delay,
+    });
     let mut line = Vec::with_capacity(128);
+    // A read interrupted by the coalescing deadline keeps what it had read
+    // of its line in `line` (`read_until` is cancel safe that way).
+    let mut partial = false;
     let line_max = limits.line_bytes_max;
     loop {
-        // Flush when the next read could block: nothing else is buffered.
-        let full = batch.len() >= BATCH_LINES_MAX || batch_bytes >= BATCH_BYTES_MAX;
-        if !batch.is_empty() && (full || reader.buffer().is_empty()) {
-            let permit = tokio::select! {
-                _ = cancel.cancelled() => return Ok(()),
-                p = in_flight.clone().acquire_owned() => p.map_err(|e| e.to_string())?,
-            };
-            let op = Op::Maze(MazeCommand::Lines { epoch, lines: std::mem::take(&mut batch) });
-            batch_bytes = 0;
-            counters.batches.fetch_add(1, Ordering::Relaxed);
-            let (replica, counters, cancel) = (replica.clone(), counters.clone(), cancel.clone());
-            tasks.spawn(async move {
-                submit_until_done(&replica, op, &counters, &cancel).await;
-                drop(permit);
-            });
-            while tasks.try_join_next().is_some() {}
-        }
-        line.clear();
-        let mut limited = (&mut reader).take(line_max as u64 + 1);
-        let n = tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
-            n = limited.read_until(b'\n', &mut line) => n.map_err(|e| e.to_string())?,
+        let busy = IN_FLIGHT_MAX - in_flight.available_permits();
+        let due = match batch.decide(Instant::now(), busy, !reader.buffer().is_empty()) {
+            Decision::Flush => {
+                let permit = tokio::select! {
+                    _ = cancel.cancelled() => return Ok(()),
+                    p = in_flight.clone().acquire_owned() => p.map_err(|e| e.to_string())?,
+                };
+                let op = Op::Maze(MazeCommand::Lines { epoch, lines: batch.take() });
+                counters.batches.fetch_add(1, Ordering::Relaxed);
+                let (replica, counters, cancel) =
+                    (replica.clone(), counters.clone(), cancel.clone());
+                tasks.spawn(async move {
+                    submit_until_done(&replica, op, &counters, &cancel).await;
+                    drop(permit);
+                });
+                while tasks.try_join_next().is_some() {}
+                continue;
+            }
+            Decision::Read => None,
+            Decision::ReadUntil(due) => Some(tokio::time::Instant::from_std(due)),
         };
-        if n == 0 {
+        if !partial {
+            line.clear();
+        }
+        let room = (line_max + 1).saturating_sub(line.len()) as u64;
+        let mut limited = (&mut reader).take(room);
+        let waiting = due.is_some();
+        let far = tokio::time::Instant::now() + RESET_DEADLINE;
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            n = limited.read_until(b'\n', &mut line) => {
+                n.map_err(|e| e.to_string())?;
+                partial = false;
+            }
+            // The batch is due, or an in-flight batch is done: decide again.
+            _ = tokio::time::sleep_until(due.unwrap_or(far)), if waiting => {
+                partial = true;
+                continue;
+            }
+            Some(_) = tasks.join_next(), if waiting && !tasks.is_empty() => {
+                partial = true;
+                continue;
+            }
+        }
+        if line.is_empty() {
             break;
         }
         if line.len() > line_max && line.last() != Some(&b'\n') {
@@ -168,17 +199,14 @@ async fn serve(
         }
         counters.lines.fetch_add(1, Ordering::Relaxed);
         match String::from_utf8(std::mem::take(&mut line)) {
-            Ok(text) => {
-                batch_bytes += text.len();
-                batch.push(text);
-            }
+            Ok(text) => batch.push(text, Instant::now()),
             Err(_) => {
                 counters.rejected_lines.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
     if !batch.is_empty() {
-        let op = Op::Maze(MazeCommand::Lines { epoch, lines: batch });
+        let op = Op::Maze(MazeCommand::Lines { epoch, lines: batch.take() });
         counters.batches.fetch_add(1, Ordering::Relaxed);
         submit_until_done(&replica, op, &counters, &cancel).await;
     }

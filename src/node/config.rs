@@ -60,6 +60,7 @@ pub struct Config {
     pub maze_client_addr: SocketAddr,
     pub no_maze: bool,
     pub maze_gap_timeout_ms: u64,
+    pub maze_coalesce_ms: u64,
     pub max_maze_clients: usize,
     pub maze_client_buffer: usize,
     /// Bounds of the replicated maze state, stamped into each entry.
@@ -137,6 +138,7 @@ impl Config {
             maze_client_addr: any(9099),
             no_maze: false,
             maze_gap_timeout_ms: 2000,
+            maze_coalesce_ms: 2,
             max_maze_clients: 10_000,
             maze_client_buffer: 100_000,
             maze_limits: MazeLimits::default(),

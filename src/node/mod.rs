@@ -423,6 +423,7 @@ pub async fn start_on(config: Config, listeners: Listeners) -> Result<NodeHandle
                 source_listener,
                 replica.clone(),
                 maze_limits,
+                Duration::from_millis(config.maze_coalesce_ms),
                 source_counters.clone(),
                 shutdown.clone(),
             ));
