@@ -157,12 +157,14 @@ pub struct ServeArgs {
     /// Notifications buffered per maze user; a user that falls further behind is disconnected.
     #[arg(long, env = "RAFTQ_MAZE_CLIENT_BUFFER", default_value_t = 100_000)]
     pub maze_client_buffer: usize,
-    /// Raft heartbeat interval. openraft 0.9 also gives each AppendEntries
-    /// this long to complete, so it must cover a loaded node's replication.
-    #[arg(long, env = "RAFTQ_HEARTBEAT_MS", default_value_t = 100)]
+    /// Raft heartbeat interval. Heartbeats are sent apart from replication,
+    /// and every RPC gets at least a second, so a short heartbeat does not
+    /// time out large batches on a loaded node.
+    #[arg(long, env = "RAFTQ_HEARTBEAT_MS", default_value_t = 50)]
     pub heartbeat_ms: u64,
-    /// Raft minimum election timeout; the maximum is twice this.
-    #[arg(long, env = "RAFTQ_ELECTION_TIMEOUT_MS", default_value_t = 300)]
+    /// Raft minimum election timeout; the maximum (and the leader lease)
+    /// is twice this. Failover takes about the lease plus one election.
+    #[arg(long, env = "RAFTQ_ELECTION_TIMEOUT_MS", default_value_t = 150)]
     pub election_timeout_ms: u64,
     /// When set, every public request except /healthz needs `Authorization: Bearer <token>`.
     #[arg(long, env = "RAFTQ_API_TOKEN", conflicts_with = "api_token_file")]

@@ -210,7 +210,7 @@ fn fuzz_snapshot_files_and_chunks() {
         if let Ok(reader) = raftq::raft::snapshot::Reader::new(&input[..]) {
             let _ = reader.validate();
         }
-        let _ = raftq::raft::network::decode_snapshot_chunk(input);
+        let _ = raftq::raft::network::decode_snapshot_header(input);
     });
 }
 

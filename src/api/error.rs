@@ -206,7 +206,6 @@ pub fn from_transfer(e: TransferError, path_and_query: &str) -> ApiError {
         }
         TransferError::Poisoned => ApiError::Internal(message),
         TransferError::LostLeadership
-        | TransferError::NotCaughtUp(_)
         | TransferError::Campaign { .. }
         | TransferError::NotElected(_) => ApiError::Unavailable(message),
     }

@@ -4,7 +4,7 @@
 //! requests that name this node and this cluster (see `raft::peer`): a
 //! mismatch is refused before anything reaches Raft.
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
@@ -12,12 +12,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use crate::raft::network::{PATH_APPEND, PATH_SNAPSHOT, PATH_VOTE};
+use crate::raft::network::{
+    PATH_APPEND, PATH_PRE_VOTE, PATH_SNAPSHOT, PATH_TRANSFER_LEADER, PATH_VOTE,
+};
 use crate::raft::peer::{Identity, PeerClient, HEADER_REFUSED, PATH_IDENTITY};
 use crate::raft::types::{NodeId, Op};
 use crate::replica::forward::PATH_PROPOSE;
 use crate::replica::read::PATH_READ_INDEX;
-use crate::replica::transfer::PATH_ELECT;
 use crate::replica::{RaftRpc, Replica, RpcError};
 
 /// Largest Raft RPC body: 32 entries of ~1 MiB batches, with headroom.
@@ -37,10 +38,14 @@ fn bad_rpc(e: impl std::fmt::Display) -> Response {
 
 /// One Raft RPC, served by the facade; its answer is JSON.
 async fn rpc(s: &InternalState, rpc: RaftRpc, body: &[u8]) -> Response {
-    match s.replica.serve_rpc(rpc, body).await {
+    answer(s.replica.serve_rpc(rpc, body).await)
+}
+
+fn answer(result: Result<Vec<u8>, RpcError>) -> Response {
+    match result {
         Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
         Err(RpcError::Malformed(e)) => bad_rpc(e),
-        Err(e @ RpcError::Encode(_)) => {
+        Err(e @ (RpcError::Encode(_) | RpcError::Store(_))) => {
             (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
         }
     }
@@ -54,8 +59,19 @@ async fn vote(State(s): State<InternalState>, body: Bytes) -> Response {
     rpc(&s, RaftRpc::Vote, &body).await
 }
 
-async fn snapshot(State(s): State<InternalState>, body: Bytes) -> Response {
-    rpc(&s, RaftRpc::Snapshot, &body).await
+async fn pre_vote(State(s): State<InternalState>, body: Bytes) -> Response {
+    rpc(&s, RaftRpc::PreVote, &body).await
+}
+
+/// The leader hands leadership over to this node (openraft's transfer).
+async fn transfer_leader(State(s): State<InternalState>, body: Bytes) -> Response {
+    rpc(&s, RaftRpc::TransferLeader, &body).await
+}
+
+/// A whole snapshot, streamed to disk as it arrives (never held in memory,
+/// so the RPC body limit does not apply to it).
+async fn snapshot(State(s): State<InternalState>, body: Body) -> Response {
+    answer(s.replica.serve_snapshot(body.into_data_stream()).await)
 }
 
 async fn identity(State(s): State<InternalState>) -> Json<Identity> {
@@ -89,15 +105,6 @@ async fn propose(State(s): State<InternalState>, body: Bytes) -> Response {
     }
 }
 
-/// A leadership transfer's last step (see `replica::transfer`): campaign
-/// now.
-async fn elect(State(s): State<InternalState>) -> Response {
-    match s.replica.elect().await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e).into_response(),
-    }
-}
-
 /// The removed node ids this node has applied: how a node that gossip says
 /// was removed confirms it with a cluster member (gossip is unauthenticated).
 async fn retired(State(s): State<InternalState>) -> Json<Vec<NodeId>> {
@@ -112,11 +119,12 @@ pub fn router(state: InternalState) -> Router {
     Router::new()
         .route(PATH_APPEND, post(append))
         .route(PATH_VOTE, post(vote))
+        .route(PATH_PRE_VOTE, post(pre_vote))
+        .route(PATH_TRANSFER_LEADER, post(transfer_leader))
         .route(PATH_SNAPSHOT, post(snapshot))
         .route(PATH_IDENTITY, get(identity))
         .route(PATH_READ_INDEX, post(read_index))
         .route(PATH_PROPOSE, post(propose))
-        .route(PATH_ELECT, post(elect))
         .route(crate::membership::driver::PATH_RETIRED, get(retired))
         .layer(middleware::from_fn_with_state(state.clone(), check_peer))
         .layer(DefaultBodyLimit::max(RPC_BODY_MAX))

@@ -308,7 +308,7 @@ fn put_frame(
 
 #[cfg(test)]
 mod tests {
-    use crate::replica::testing::{CommittedLeaderId, EntryPayload, RaftStateMachine};
+    use crate::replica::testing::{EntryPayload, LeaderId};
 
     use super::*;
     use crate::queue::{Command, Limits};
@@ -317,7 +317,7 @@ mod tests {
 
     fn entry(index: u64, commands: Vec<Command>) -> Entry {
         Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            log_id: LogId::new(LeaderId { term: 1, node_id: 1 }, index),
             payload: EntryPayload::Normal(Request {
                 limits: Limits::default(),
                 maze_limits: Default::default(),
@@ -347,7 +347,7 @@ mod tests {
 
         async fn apply(&mut self, commands: Vec<Command>) {
             self.index += 1;
-            self.sm.apply(vec![entry(self.index, commands)]).await.unwrap();
+            self.sm.apply_now(vec![entry(self.index, commands)]).await.unwrap();
         }
 
         /// A watcher of queue `q` after `after`, with `page_events` per page,

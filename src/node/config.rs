@@ -18,8 +18,8 @@ use crate::node::disk::MinFree;
 use crate::queue::Limits;
 
 /// Upper bound of `--max-event-bytes`: an event travels whole in one Raft
-/// entry, one AppendEntries message (which must finish within a heartbeat
-/// interval) and one snapshot record, so it must stay far below those limits.
+/// entry, one AppendEntries message (which must finish within its RPC
+/// timeout) and one snapshot record, so it must stay far below those limits.
 pub const MAX_EVENT_BYTES_LIMIT: usize = 16 << 20;
 
 /// Largest `--bootstrap-expect`: more voters than this slow every commit for
@@ -142,8 +142,8 @@ impl Config {
             max_maze_clients: 10_000,
             maze_client_buffer: 100_000,
             maze_limits: MazeLimits::default(),
-            heartbeat_ms: 100,
-            election_timeout_ms: 300,
+            heartbeat_ms: 50,
+            election_timeout_ms: 150,
             api_token: None,
             api_token_file: None,
             admin_token: None,
@@ -237,7 +237,10 @@ mod tests {
             ),
             (
                 Config { heartbeat_ms: 0, ..base.clone() },
-                ConfigError::Timing { heartbeat_ms: 0, election_timeout_ms: 300 },
+                ConfigError::Timing {
+                    heartbeat_ms: 0,
+                    election_timeout_ms: base.election_timeout_ms,
+                },
             ),
             (
                 Config { max_api_connections: 0, ..base.clone() },

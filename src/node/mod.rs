@@ -33,6 +33,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use openraft::async_runtime::WatchReceiver;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -205,7 +206,8 @@ pub async fn start_on(config: Config, listeners: Listeners) -> Result<NodeHandle
         PeerClient::new(tls.raft_client()?, cluster.clone(), metrics.peer_refusals.clone());
 
     let log_store = LogStore::new(db.clone()).with_fsync_histogram(fsync_seconds);
-    let state_machine = StateMachine::open(db, &data_dir.join("snapshots"))?;
+    let snapshot_dir = data_dir.join("snapshots");
+    let state_machine = StateMachine::open(db, &snapshot_dir)?;
     let reader = state_machine.reader();
     let maze_registry = Registry::new(config.maze_client_buffer);
     state_machine.set_maze_sink(maze_registry.clone());
@@ -218,7 +220,7 @@ pub async fn start_on(config: Config, listeners: Listeners) -> Result<NodeHandle
     let raft = Raft::new(
         node_id,
         raft_config,
-        Network::new(peer_client.clone()),
+        Network::new(peer_client.clone(), settings.rpc_timeout_min()),
         log_store,
         state_machine,
     )
@@ -245,15 +247,21 @@ pub async fn start_on(config: Config, listeners: Listeners) -> Result<NodeHandle
     let limits = config.limits;
     let maze_limits = config.maze_limits;
     let disk = disk::DiskGuard::new(&data_dir, config.min_free_disk);
-    let proposer =
-        Proposer::spawn(raft.clone(), limits, maze_limits, disk.clone(), shutdown.clone());
+    let proposer = Proposer::spawn(
+        raft.clone(),
+        limits,
+        maze_limits,
+        disk.clone(),
+        settings.quorum_timeout(),
+        shutdown.clone(),
+    );
     let replica = Replica::new(ReplicaParts {
         node_id,
         raft: raft.clone(),
         proposer: proposer.clone(),
         peer_client: peer_client.clone(),
         maze_limits,
-        leader_lease: settings.leader_lease(),
+        snapshot_dir: snapshot_dir.clone(),
         transfer_min_interval: config.transfer_min_interval,
     });
     tasks.spawn(crate::raft::compactor::run(

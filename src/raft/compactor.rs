@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use futures_util::future::join_all;
+use openraft::async_runtime::WatchReceiver;
 use openraft::ServerState;
 use tokio_util::sync::CancellationToken;
 
@@ -73,7 +74,7 @@ pub(super) async fn on_leader_ticks(
             _ = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        if raft.metrics().borrow().state != ServerState::Leader {
+        if raft.metrics().borrow_watched().state != ServerState::Leader {
             continue;
         }
         let commands = plan(unix_ms());

@@ -2,27 +2,47 @@
 //!
 //! openraft's contract (and why each write looks the way it does):
 //! - `append` must make entries readable before it returns and may report
-//!   them flushed only once they are on disk: all entries of one call go into
-//!   one `WriteBatch` written with `sync = true`, then the callback fires.
+//!   them flushed only once they are on disk. The batch is written to
+//!   RocksDB (memtable + WAL, not synced) on the Raft task, so the leader
+//!   replicates it at once; the flush thread then syncs the WAL and fires
+//!   the IO callback strictly after the sync. One sync covers every batch
+//!   written before it (group commit). openraft counts the leader toward
+//!   the quorum only once that callback fired.
 //! - `save_vote` must be durable before it returns: synced write.
-//! - `purge` need not be synced: losing it only keeps more log than needed.
+//! - `truncate_after` is synced too (a follower must not resurrect cut
+//!   entries after a crash); `purge` need not be: losing it only keeps
+//!   more log than needed.
 //!
-//! Synced writes run on the blocking pool so an fsync never stalls a tokio
-//! worker that other connections need.
+//! Synced writes run on the blocking pool or the flush thread, so an fsync
+//! never stalls a tokio worker that other connections need.
 
 use std::fmt::Debug;
+use std::io;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
-use openraft::storage::{LogFlushed, RaftLogStorage};
-use openraft::{LogState, OptionalSend, RaftLogReader, StorageIOError};
+use openraft::storage::{IOFlushed, RaftLogStorage};
+use openraft::{LogState, OptionalSend, RaftLogReader};
 use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 
 use super::db::{cf, StoreError};
 use super::keys::{
     decode_log_key, log_key, CF_LOGS, CF_META, META_COMMITTED, META_PURGED, META_VOTE,
 };
-use super::types::{Entry, LogId, StorageError, TypeConfig, Vote};
+use super::types::{Entry, LogId, TypeConfig, Vote};
+
+/// Appends written but not yet synced, waiting for the flush thread. openraft
+/// keeps its own bound on in-flight IO far below this; when it is reached
+/// anyway, `append` waits for the flush thread (backpressure, not loss).
+pub const FLUSH_QUEUE_MAX: usize = 4096;
+
+/// Debug builds only: delays every log sync (and so the IO callback) by
+/// this many ms after the batch is written, to test that a leader is not
+/// counted toward the quorum before its own flush.
+#[cfg(debug_assertions)]
+pub const FAULT_LOG_FLUSH_DELAY_ENV: &str = "RAFTQ_FAULT_LOG_FLUSH_DELAY_MS";
 
 #[derive(Clone)]
 pub struct LogStore {
@@ -30,11 +50,23 @@ pub struct LogStore {
     /// Synced writes are timed here when set (exported as
     /// `raftq_log_fsync_seconds`).
     fsync_seconds: Option<prometheus::Histogram>,
+    /// The flush thread's queue; started on the first append.
+    flusher: Arc<std::sync::OnceLock<SyncSender<Written>>>,
+    flush_delay: Duration,
 }
 
 impl LogStore {
     pub fn new(db: Arc<DB>) -> Self {
-        LogStore { db, fsync_seconds: None }
+        Self::with_flush_delay(db, fault_flush_delay())
+    }
+
+    fn with_flush_delay(db: Arc<DB>, flush_delay: Duration) -> Self {
+        LogStore {
+            db,
+            fsync_seconds: None,
+            flusher: Arc::new(std::sync::OnceLock::new()),
+            flush_delay,
+        }
     }
 
     /// Times every synced write into `histogram`.
@@ -78,6 +110,23 @@ impl LogStore {
         .map_err(|e| StoreError::Join(e.to_string()))?
     }
 
+    /// The flush thread's queue, starting the thread on first use.
+    fn flush_queue(&self) -> io::Result<&SyncSender<Written>> {
+        if let Some(tx) = self.flusher.get() {
+            return Ok(tx);
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(FLUSH_QUEUE_MAX);
+        let db = Arc::downgrade(&self.db);
+        let histogram = self.fsync_seconds.clone();
+        let delay = self.flush_delay;
+        std::thread::Builder::new()
+            .name("raftq-log-flush".into())
+            .spawn(move || flush_loop(db, rx, histogram, delay))?;
+        // Only the Raft task appends (`&mut self`), so no other thread can
+        // have set it meanwhile; if one did, its sender is the one kept.
+        Ok(self.flusher.get_or_init(|| tx))
+    }
+
     fn last_log_id(&self) -> Result<Option<LogId>, StoreError> {
         let cf = cf(&self.db, CF_LOGS)?;
         match self.db.iterator_cf(cf, IteratorMode::End).next() {
@@ -114,6 +163,59 @@ impl LogStore {
     }
 }
 
+/// The flush delay the fault hook asks for (always zero in release builds).
+fn fault_flush_delay() -> Duration {
+    #[cfg(debug_assertions)]
+    if let Some(ms) = std::env::var(FAULT_LOG_FLUSH_DELAY_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|ms| *ms > 0)
+    {
+        tracing::warn!("fault injection: log flush delayed by {ms} ms");
+        return Duration::from_millis(ms);
+    }
+    Duration::ZERO
+}
+
+/// A batch written to RocksDB, waiting for the sync that makes it durable.
+struct Written {
+    callback: IOFlushed<TypeConfig>,
+    at: Instant,
+}
+
+/// The flush thread: waits for written batches, syncs the WAL once for all
+/// that are queued (each was written before it was queued, so the sync
+/// covers it), then reports them flushed in order. Ends when every
+/// `LogStore` is dropped or the DB is gone.
+fn flush_loop(
+    db: Weak<DB>,
+    rx: Receiver<Written>,
+    histogram: Option<prometheus::Histogram>,
+    delay: Duration,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut pending = vec![first];
+        pending.extend(rx.try_iter());
+        if !delay.is_zero() {
+            // The fault hook: no batch of this round is reported before
+            // `delay` has passed since it was written.
+            let due = pending.iter().map(|w| w.at + delay).max().unwrap_or_else(Instant::now);
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
+        let started = std::time::Instant::now();
+        let synced = match db.upgrade() {
+            Some(db) => db.flush_wal(true).map_err(|e| e.to_string()),
+            None => Err("the log store is closed".to_string()),
+        };
+        if let Some(histogram) = &histogram {
+            histogram.observe(started.elapsed().as_secs_f64());
+        }
+        for written in pending {
+            written.callback.io_completed(synced.clone().map_err(io::Error::other));
+        }
+    }
+}
+
 /// Whether this database has ever taken part in Raft: a vote or a log entry.
 pub fn has_raft_state(db: &DB) -> Result<bool, StoreError> {
     let vote = db.get_cf(cf(db, CF_META)?, META_VOTE)?.is_some();
@@ -121,19 +223,15 @@ pub fn has_raft_state(db: &DB) -> Result<bool, StoreError> {
     Ok(vote || log)
 }
 
-fn read_err(e: StoreError) -> StorageError {
-    StorageIOError::read_logs(&e).into()
-}
-
-fn write_err(e: StoreError) -> StorageError {
-    StorageIOError::write_logs(&e).into()
+fn io_err(e: StoreError) -> io::Error {
+    io::Error::other(e)
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
-    ) -> Result<Vec<Entry>, StorageError> {
+    ) -> Result<Vec<Entry>, io::Error> {
         let start = match range.start_bound() {
             Bound::Included(&s) => s,
             Bound::Excluded(&s) => s.saturating_add(1),
@@ -145,16 +243,20 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(&e) => Some(e - 1),
             Bound::Unbounded => None,
         };
-        self.read_range(start, end).map_err(read_err)
+        self.read_range(start, end).map_err(io_err)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        self.get_meta(META_VOTE).map_err(io_err)
     }
 }
 
 impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
-    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged: Option<LogId> = self.get_meta(META_PURGED).map_err(read_err)?;
-        let last = self.last_log_id().map_err(read_err)?.or(last_purged);
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        let last_purged: Option<LogId> = self.get_meta(META_PURGED).map_err(io_err)?;
+        let last = self.last_log_id().map_err(io_err)?.or(last_purged);
         Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
     }
 
@@ -162,91 +264,124 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.clone()
     }
 
-    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        let value = serde_json::to_vec(vote).map_err(|e| StorageIOError::write_vote(&e))?;
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        let value = serde_json::to_vec(vote)?;
         self.write(true, move |db, batch| {
             batch.put_cf(cf(db, CF_META)?, META_VOTE, value);
             Ok(())
         })
         .await
-        .map_err(|e| StorageIOError::write_vote(&e).into())
+        .map_err(io_err)
     }
 
-    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        self.get_meta(META_VOTE).map_err(|e| StorageIOError::read_vote(&e).into())
-    }
-
-    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        let value = serde_json::to_vec(&committed).map_err(|e| StorageIOError::write(&e))?;
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        let value = serde_json::to_vec(&committed)?;
         self.write(false, move |db, batch| {
             batch.put_cf(cf(db, CF_META)?, META_COMMITTED, value);
             Ok(())
         })
         .await
-        .map_err(|e| StorageIOError::write(&e).into())
+        .map_err(io_err)
     }
 
-    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self
-            .get_meta::<Option<LogId>>(META_COMMITTED)
-            .map_err(|e| StorageIOError::read(&e))?
-            .flatten())
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        Ok(self.get_meta::<Option<LogId>>(META_COMMITTED).map_err(io_err)?.flatten())
     }
 
     async fn append<I>(
         &mut self,
         entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError>
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut encoded = Vec::new();
+        // Written (readable, in the WAL) but not synced: a memtable insert
+        // and a buffered WAL write, short enough for the Raft task.
+        let mut batch = WriteBatch::default();
+        let logs = cf(&self.db, CF_LOGS).map_err(io_err)?;
         for entry in entries {
-            let value = serde_json::to_vec(&entry).map_err(|e| StorageIOError::write_logs(&e))?;
-            encoded.push((entry.log_id.index, value));
+            batch.put_cf(logs, log_key(entry.log_id.index), serde_json::to_vec(&entry)?);
         }
-        let res = self
-            .write(true, move |db, batch| {
-                let cf = cf(db, CF_LOGS)?;
-                for (index, value) in encoded {
-                    batch.put_cf(cf, log_key(index), value);
-                }
-                Ok(())
-            })
-            .await;
-        match res {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
+        let mut opts = WriteOptions::default();
+        opts.set_sync(false);
+        self.db.write_opt(batch, &opts).map_err(|e| io_err(e.into()))?;
+        let queue = self.flush_queue()?;
+        match queue.try_send(Written { callback, at: Instant::now() }) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(written)) => {
+                // Backpressure: wait off the tokio workers for room.
+                let queue = queue.clone();
+                tokio::task::spawn_blocking(move || queue.send(written))
+                    .await
+                    .map_err(io::Error::other)?
+                    .map_err(|_| io::Error::other("the log flush thread stopped"))
             }
-            Err(e) => {
-                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(write_err(e))
+            Err(TrySendError::Disconnected(_)) => {
+                Err(io::Error::other("the log flush thread stopped"))
             }
         }
     }
 
-    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        let from = last_log_id.map_or(0, |id| id.index + 1);
         self.write(true, move |db, batch| {
-            batch.delete_range_cf(cf(db, CF_LOGS)?, log_key(log_id.index), log_key(u64::MAX));
+            batch.delete_range_cf(cf(db, CF_LOGS)?, log_key(from), log_key(u64::MAX));
             // delete_range's end is exclusive: the entry at u64::MAX is cut separately.
             batch.delete_cf(cf(db, CF_LOGS)?, log_key(u64::MAX));
             Ok(())
         })
         .await
-        .map_err(write_err)
+        .map_err(io_err)
     }
 
-    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let value = serde_json::to_vec(&log_id).map_err(|e| StorageIOError::write_logs(&e))?;
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        let value = serde_json::to_vec(&log_id)?;
         self.write(false, move |db, batch| {
             batch.put_cf(cf(db, CF_META)?, META_PURGED, value);
             batch.delete_range_cf(cf(db, CF_LOGS)?, log_key(0), log_key(log_id.index + 1));
             Ok(())
         })
         .await
-        .map_err(write_err)
+        .map_err(io_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::type_config::TypeConfigExt;
+
+    use super::*;
+    use crate::raft::types::{EntryPayload, LeaderId};
+
+    fn blank(index: u64) -> Entry {
+        Entry {
+            log_id: LogId::new(LeaderId { term: 1, node_id: 1 }, index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    /// Entries are readable when `append` returns, but reported flushed
+    /// only after the (here delayed) sync; one sync covers batches written
+    /// before it, and each is reported in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_append_is_readable_at_once_and_reported_flushed_only_after_the_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = super::super::db::open(&dir.path().join("db")).unwrap();
+        let delay = Duration::from_millis(300);
+        let mut store = LogStore::with_flush_delay(db, delay);
+        let started = Instant::now();
+        let (tx1, rx1) = TypeConfig::oneshot();
+        store.append([blank(1), blank(2)], IOFlushed::signal(tx1)).await.unwrap();
+        let (tx2, rx2) = TypeConfig::oneshot();
+        store.append([blank(3)], IOFlushed::signal(tx2)).await.unwrap();
+        assert!(started.elapsed() < delay, "append waited for the sync");
+        let read = store.try_get_log_entries(1..4).await.unwrap();
+        assert_eq!(read.iter().map(|e| e.log_id.index).collect::<Vec<_>>(), vec![1, 2, 3]);
+        rx1.await.unwrap().unwrap();
+        assert!(started.elapsed() >= delay, "reported flushed before the delayed sync");
+        rx2.await.unwrap().unwrap();
+        assert!(started.elapsed() >= delay);
     }
 }

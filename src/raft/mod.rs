@@ -63,11 +63,19 @@ impl RaftSettings {
         self.election_timeout_ms.saturating_mul(2)
     }
 
-    /// How long followers refuse votes after the leader's last message
-    /// (openraft's leader lease is `election_timeout_max`). The one place
-    /// it is computed: leadership transfer waits it out.
-    pub fn leader_lease(&self) -> std::time::Duration {
+    /// How long a leader may go without a quorum's acknowledgement before
+    /// the writes it holds fail fast (see `Proposer`): openraft's leader
+    /// lease (`election_timeout_max`), after which the followers vote for
+    /// another leader and openraft refuses new writes here too.
+    pub fn quorum_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.election_timeout_max_ms())
+    }
+
+    /// The least time any Raft RPC gets (see `network::Connection`): at
+    /// least a second, since openraft sends heartbeats apart from
+    /// replication, a slow AppendEntries does not delay them.
+    pub fn rpc_timeout_min(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.election_timeout_max_ms().max(1000))
     }
 }
 
@@ -82,13 +90,15 @@ pub fn config(
         heartbeat_interval: settings.heartbeat_ms,
         election_timeout_min: settings.election_timeout_ms,
         election_timeout_max: settings.election_timeout_max_ms(),
-        // Per snapshot chunk; a 1 MiB chunk over TLS on a busy machine needs
-        // far more than the 200 ms default (renegade-fi/renegade#634).
-        install_snapshot_timeout: 10_000,
-        snapshot_max_chunk_size: 1 << 20,
-        // openraft gives each AppendEntries one heartbeat interval to
-        // complete; an entry carries up to ~256 KiB, so cap the RPC at ~1 MiB.
+        // A whole snapshot is one streamed request: give it minutes.
+        install_snapshot_timeout: 300_000,
+        // An entry carries up to ~256 KiB; cap one AppendEntries at ~1 MiB
+        // so that it stays well within its timeout (`network::Connection`).
         max_payload_entries: 4,
+        // A follower asks the others whether it could win before it bumps
+        // its term: a node cut off for a while does not depose a healthy
+        // leader when it comes back.
+        enable_pre_vote: Some(true),
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(settings.snapshot_logs.max(1)),
         // Keep some log behind the snapshot so a briefly lagging follower
         // catches up by log instead of by a new snapshot.

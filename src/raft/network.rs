@@ -1,42 +1,57 @@
 //! Raft RPC between nodes: HTTPS with client certificates on the Raft port.
 //!
-//! Append and vote travel as JSON. Snapshot chunks carry their bytes raw
-//! (a u32 header length, the JSON header, then the data): JSON would turn the
-//! data into a number array three to four times its size.
+//! Append, vote, pre-vote and transfer-leader travel as JSON. A snapshot
+//! travels as one streamed request carrying its bytes raw (a u32 header
+//! length, the JSON header, then the file): JSON would turn the data into a
+//! number array three to four times its size, and the file is never held in
+//! memory on either side.
 //!
 //! Errors are sorted the way openraft needs: a peer that cannot be reached is
 //! `Unreachable` (openraft backs off instead of retrying hot), any other
 //! transport failure is `Network`, and an error the peer's Raft returned is a
 //! `RemoteError`.
 
+use std::future::Future;
+
+use futures_util::StreamExt;
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable,
 };
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::network::v2::RaftNetworkV2;
+use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
+use openraft::OptionalSend;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::peer::PeerClient;
-use super::types::{Node, NodeId, SnapshotMeta, TypeConfig, Vote};
+use super::snapshot::SnapshotFile;
+use super::types::{Node, NodeId, Snapshot, SnapshotMeta, TypeConfig, Vote};
 
 pub const PATH_APPEND: &str = "/raft/append";
 pub const PATH_VOTE: &str = "/raft/vote";
+pub const PATH_PRE_VOTE: &str = "/raft/pre-vote";
 pub const PATH_SNAPSHOT: &str = "/raft/snapshot";
+pub const PATH_TRANSFER_LEADER: &str = "/raft/transfer-leader";
+
+/// Most bytes of a snapshot request's JSON header (vote and meta).
+pub const SNAPSHOT_HEADER_MAX: usize = 1 << 20;
 
 /// Creates one [`Connection`] per peer; all share one pooled HTTPS client,
 /// which names the cluster and the target node on every request.
 #[derive(Clone)]
 pub struct Network {
     client: PeerClient,
+    min_timeout: std::time::Duration,
 }
 
 impl Network {
-    pub fn new(client: PeerClient) -> Self {
-        Network { client }
+    /// `min_timeout` is the least time any RPC gets (see [`Connection`]).
+    pub fn new(client: PeerClient, min_timeout: std::time::Duration) -> Self {
+        Network { client, min_timeout }
     }
 }
 
@@ -44,70 +59,71 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Connection;
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> Connection {
-        Connection { client: self.client.clone(), target, base: node.raft_url() }
+        Connection {
+            client: self.client.clone(),
+            target,
+            base: node.raft_url(),
+            min_timeout: self.min_timeout,
+        }
     }
 }
 
+/// RPCs to one peer. openraft 0.10 hands every AppendEntries of a
+/// replication stream the heartbeat interval as its time to live; taken
+/// literally, a short heartbeat would time out large batches on a busy
+/// machine and retry them forever. Each RPC gets at least `min_timeout`
+/// (`RaftSettings::rpc_timeout_min`); liveness does not depend on it, since
+/// heartbeats travel apart from the replication stream.
 pub struct Connection {
     client: PeerClient,
     target: NodeId,
     base: String,
+    min_timeout: std::time::Duration,
 }
 
-/// Everything of a snapshot chunk but its data.
+/// What a snapshot request carries before the file's bytes.
 #[derive(Serialize, Deserialize)]
-pub struct SnapshotChunkHeader {
+pub struct SnapshotHeader {
     pub vote: Vote,
     pub meta: SnapshotMeta,
-    pub offset: u64,
-    pub done: bool,
 }
 
-/// Frames a snapshot chunk for the wire.
-pub fn encode_snapshot_chunk(
-    req: InstallSnapshotRequest<TypeConfig>,
-) -> Result<Vec<u8>, serde_json::Error> {
-    let header =
-        SnapshotChunkHeader { vote: req.vote, meta: req.meta, offset: req.offset, done: req.done };
-    let header = serde_json::to_vec(&header)?;
-    let mut body = Vec::with_capacity(4 + header.len() + req.data.len());
-    body.extend_from_slice(&(header.len() as u32).to_be_bytes());
-    body.extend_from_slice(&header);
-    body.extend_from_slice(&req.data);
-    Ok(body)
+/// Frames the start of a snapshot request: the header's length and the header.
+pub fn encode_snapshot_header(header: &SnapshotHeader) -> Result<Vec<u8>, serde_json::Error> {
+    let json = serde_json::to_vec(header)?;
+    let mut out = Vec::with_capacity(4 + json.len());
+    out.extend_from_slice(&(json.len() as u32).to_be_bytes());
+    out.extend_from_slice(&json);
+    Ok(out)
 }
 
-/// Unframes a snapshot chunk; `None` for a malformed body.
-pub fn decode_snapshot_chunk(body: &[u8]) -> Option<InstallSnapshotRequest<TypeConfig>> {
-    let len = u32::from_be_bytes(body.get(..4)?.try_into().ok()?) as usize;
-    let header_end = 4usize.checked_add(len)?;
-    let header: SnapshotChunkHeader = serde_json::from_slice(body.get(4..header_end)?).ok()?;
-    Some(InstallSnapshotRequest {
-        vote: header.vote,
-        meta: header.meta,
-        offset: header.offset,
-        data: body.get(header_end..)?.to_vec(),
-        done: header.done,
-    })
+/// Unframes the start of a snapshot request from `buf`: the header and how
+/// many bytes of `buf` it took, `Ok(None)` while more bytes are needed, an
+/// error for a malformed or oversized header.
+pub fn decode_snapshot_header(buf: &[u8]) -> Result<Option<(SnapshotHeader, usize)>, String> {
+    let Some(len) = buf.get(..4) else { return Ok(None) };
+    let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    if len > SNAPSHOT_HEADER_MAX {
+        return Err(format!("snapshot header of {len} bytes"));
+    }
+    let Some(json) = buf.get(4..4 + len) else { return Ok(None) };
+    let header = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+    Ok(Some((header, 4 + len)))
 }
 
 impl Connection {
-    async fn call<Resp, E>(
+    async fn send(
         &self,
         path: &str,
-        body: Vec<u8>,
+        body: reqwest::Body,
         content_type: &'static str,
         option: &RPCOption,
-    ) -> Result<Resp, RPCError<NodeId, Node, RaftError<NodeId, E>>>
-    where
-        Resp: DeserializeOwned,
-        E: std::error::Error + DeserializeOwned,
-    {
+    ) -> Result<bytes::Bytes, RPCError<TypeConfig>> {
         let request = self
             .client
             .post(self.target, &format!("{}{}", self.base, path))
             .header(reqwest::header::CONTENT_TYPE, content_type)
-            .timeout(option.hard_ttl())
+            .timeout(option.hard_ttl().max(self.min_timeout))
             .body(body);
         let response = self.client.send(self.target, request).await.map_err(|e| {
             if e.is_connect() {
@@ -123,46 +139,90 @@ impl Connection {
             let err = std::io::Error::other(format!("peer answered {status}: {msg}"));
             return Err(RPCError::Network(NetworkError::new(&err)));
         }
-        let result: Result<Resp, RaftError<NodeId, E>> =
+        Ok(bytes)
+    }
+
+    async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        path: &str,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<TypeConfig>> {
+        let body = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let bytes = self.send(path, body.into(), "application/json", option).await?;
+        let result: Result<Resp, RaftError<TypeConfig>> =
             serde_json::from_slice(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+        // The peer's Raft refused (e.g. it is shutting down): to this node's
+        // replication that is a peer it cannot use now, and it backs off.
+        result.map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
     }
 }
 
-fn encode_err<E: std::error::Error>(
-    e: serde_json::Error,
-) -> RPCError<NodeId, Node, RaftError<NodeId, E>> {
-    RPCError::Network(NetworkError::new(&e))
-}
+impl RaftNetworkV2<TypeConfig> for Connection {
+    type SnapshotData = SnapshotFile;
 
-impl RaftNetwork<TypeConfig> for Connection {
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
-        let body = serde_json::to_vec(&rpc).map_err(encode_err)?;
-        self.call(PATH_APPEND, body, "application/json", &option).await
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        rpc: InstallSnapshotRequest<TypeConfig>,
-        option: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, Node, RaftError<NodeId, InstallSnapshotError>>,
-    > {
-        let body = encode_snapshot_chunk(rpc).map_err(encode_err)?;
-        self.call(PATH_SNAPSHOT, body, "application/octet-stream", &option).await
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(PATH_APPEND, &rpc, &option).await
     }
 
     async fn vote(
         &mut self,
-        rpc: VoteRequest<NodeId>,
+        rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
-        let body = serde_json::to_vec(&rpc).map_err(encode_err)?;
-        self.call(PATH_VOTE, body, "application/json", &option).await
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(PATH_VOTE, &rpc, &option).await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(PATH_PRE_VOTE, &rpc, &option).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let header = SnapshotHeader { vote, meta: snapshot.meta };
+        let head = encode_snapshot_header(&header)
+            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        let file = tokio_util::io::ReaderStream::new(snapshot.snapshot);
+        let stream =
+            futures_util::stream::once(async move { Ok(bytes::Bytes::from(head)) }).chain(file);
+        let body = reqwest::Body::wrap_stream(stream);
+        let send = async {
+            let bytes = self.send(PATH_SNAPSHOT, body, "application/octet-stream", &option).await?;
+            let result: Result<SnapshotResponse<TypeConfig>, RaftError<TypeConfig>> =
+                serde_json::from_slice(&bytes)
+                    .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+            result.map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
+        };
+        tokio::pin!(cancel);
+        tokio::select! {
+            closed = &mut cancel => Err(StreamingError::Closed(closed)),
+            res = send => res.map_err(|e| match e {
+                RPCError::Timeout(e) => StreamingError::Timeout(e),
+                RPCError::Unreachable(e) => StreamingError::Unreachable(e),
+                RPCError::Network(e) => StreamingError::Network(e),
+                RPCError::RemoteError(e) => StreamingError::Network(NetworkError::new(&e)),
+            }),
+        }
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(PATH_TRANSFER_LEADER, &req, &option).await
     }
 }

@@ -1,11 +1,18 @@
 //! Group commit: many concurrent commands, one Raft entry.
 //!
-//! openraft 0.9 appends and fsyncs each `client_write` on its own, so a
-//! request-per-entry design tops out at one write per fsync. The proposer
-//! gathers whatever commands arrived while earlier batches were in flight
-//! into one [`Request`] (bounded by count and bytes), and keeps a few batches
-//! in flight so that the leader's fsync of one overlaps the replication of
-//! the previous. Each caller gets its own [`Reply`] back.
+//! One entry per command would cost one log record, one apply and one
+//! response per write. The proposer gathers whatever commands arrived while
+//! earlier batches were in flight into one [`Request`] (bounded by count and
+//! bytes), and keeps a few batches in flight so that they overlap in the
+//! pipeline (openraft 0.10 replicates an entry while the leader's own fsync
+//! of it runs, and merges queued appends into one storage write). Each
+//! caller gets its own [`Reply`] back.
+//!
+//! A batch in flight on a leader that loses its quorum (an isolated leader)
+//! or its leadership is answered at once with an unknown outcome (a `503`
+//! the client retries with its `Idempotency-Key`) instead of waiting for
+//! the commit timeout: openraft itself rejects new writes there
+//! (`ForwardToLeader`, lease expired), but keeps those already appended.
 //!
 //! Batches are handed to openraft in the order they were formed
 //! (`client_write_ff` from this one task); only the waiting for results runs
@@ -19,11 +26,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::async_runtime::WatchReceiver;
 use openraft::error::ClientWriteError;
+use openraft::impls::ProgressResponder;
 use tokio::sync::{mpsc, oneshot, OwnedRwLockWriteGuard, RwLock, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::types::{Node, NodeId, Op, Raft, Reply, Request};
+use super::types::{Node, NodeId, Op, Raft, Reply, Request, TypeConfig};
 use crate::queue::Limits;
 use crate::sm::MazeLimits;
 
@@ -37,6 +46,8 @@ const BATCH_BYTES_MAX: usize = 256 * 1024;
 const IN_FLIGHT_MAX: usize = 3;
 /// Commands waiting to be batched before callers are pushed back.
 const QUEUE_MAX: usize = 16 * 1024;
+/// How often a batch in flight checks that its leader still has a quorum.
+const QUORUM_CHECK_EVERY: Duration = Duration::from_millis(25);
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ProposeError {
@@ -74,16 +85,20 @@ pub struct WritesHeld {
 }
 
 impl Proposer {
-    /// Starts the batching task; `limits` is stamped into every entry.
+    /// Starts the batching task; `limits` is stamped into every entry. A
+    /// batch in flight fails (outcome unknown) once the leader has gone
+    /// `quorum_timeout` without hearing from a quorum.
     pub fn spawn(
         raft: Raft,
         limits: Limits,
         maze_limits: MazeLimits,
         disk: Arc<crate::node::disk::DiskGuard>,
+        quorum_timeout: Duration,
         shutdown: CancellationToken,
     ) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE_MAX);
-        tokio::spawn(run(raft, limits, maze_limits, rx, shutdown));
+        let batcher = Batcher { raft, limits, maze_limits, quorum_timeout };
+        tokio::spawn(run(batcher, rx, shutdown));
         Proposer { tx, disk, gate: Arc::new(RwLock::new(())) }
     }
 
@@ -133,13 +148,16 @@ impl Proposer {
     }
 }
 
-async fn run(
+/// What the batching task needs besides its queue.
+struct Batcher {
     raft: Raft,
     limits: Limits,
     maze_limits: MazeLimits,
-    mut rx: mpsc::Receiver<Pending>,
-    shutdown: CancellationToken,
-) {
+    quorum_timeout: Duration,
+}
+
+async fn run(batcher: Batcher, mut rx: mpsc::Receiver<Pending>, shutdown: CancellationToken) {
+    let Batcher { raft, limits, maze_limits, quorum_timeout } = batcher;
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT_MAX));
     loop {
         // Take the permit first: everything that arrives while we wait for
@@ -176,7 +194,7 @@ async fn run(
         // unknown (see `map_write_error`).
         let not_leader = {
             let metrics = raft.metrics();
-            let metrics = metrics.borrow();
+            let metrics = metrics.borrow_watched();
             (metrics.state != openraft::ServerState::Leader).then(|| {
                 metrics.current_leader.and_then(|id| {
                     metrics.membership_config.membership().get_node(&id).map(|n| (id, n.clone()))
@@ -188,19 +206,54 @@ async fn run(
             continue;
         }
         let request = Request { limits, maze_limits, ops: commands, time_ms: unix_ms() };
-        match raft.client_write_ff(request).await {
-            Ok(response) => {
+        let (responder, response) = ProgressResponder::complete_only();
+        match raft.client_write_ff(request, Some(responder)).await {
+            Ok(()) => {
+                let raft = raft.clone();
                 tokio::spawn(async move {
-                    let result = match response.await {
-                        Ok(Ok(written)) => Ok(written.data.replies),
-                        Ok(Err(e)) => Err(map_write_error(e)),
-                        Err(_) => Err(ProposeError::Unavailable("raft dropped the write".into())),
+                    let result = tokio::select! {
+                        response = response => match response {
+                            Ok(Ok(written)) => Ok(written.data.replies),
+                            Ok(Err(e)) => Err(map_write_error(e, *raft.node_id())),
+                            Err(_) => Err(ProposeError::Unavailable("raft dropped the write".into())),
+                        },
+                        why = leadership_lost(&raft, quorum_timeout) => Err(ProposeError::Unavailable(why)),
                     };
                     answer(waiters, result);
                     drop(permit);
                 });
             }
             Err(fatal) => answer(waiters, Err(ProposeError::Unavailable(fatal.to_string()))),
+        }
+    }
+}
+
+/// Resolves once this node stops being a leader with a quorum: it is no
+/// longer leader, or (with other voters) no quorum acknowledged it for
+/// `quorum_timeout` while this write was in flight. (A quorum that was
+/// quiet before the write, e.g. a single voter's, or one being changed,
+/// does not count against it.) What it answers is why, for the client.
+async fn leadership_lost(raft: &Raft, quorum_timeout: Duration) -> String {
+    let metrics = raft.metrics();
+    let submitted = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(QUORUM_CHECK_EVERY).await;
+        let m = metrics.borrow_watched();
+        if m.state != openraft::ServerState::Leader {
+            return "leadership changed while the write was in flight: its outcome is unknown; \
+                    retry with the same Idempotency-Key (or check the queue)"
+                .into();
+        }
+        let alone = m.membership_config.membership().voter_ids().all(|id| id == m.id);
+        let in_flight = submitted.elapsed() > quorum_timeout;
+        let silent = m
+            .last_quorum_acked
+            .as_ref()
+            .is_some_and(|at| openraft::Instant::elapsed(&**at) > quorum_timeout);
+        if !alone && in_flight && silent {
+            return "the leader lost contact with its quorum while the write was in flight: its \
+                    outcome is unknown; retry with the same Idempotency-Key (or check the queue)"
+                .into();
         }
     }
 }
@@ -242,21 +295,27 @@ fn answer(
     }
 }
 
-/// openraft answers `ForwardToLeader` both when it refuses a write (not
-/// leader) and when it truncates an entry it had appended (a new leader
-/// overwrote it here). The second is no proof of failure: another node may
-/// hold the entry and a later leader may still commit it. Both arrive the
-/// same way, and the proposer has just seen itself leader, so the outcome is
-/// unknown: a 503 the client retries with its `Idempotency-Key`, never a
-/// redirect that `curl -L` would follow into a duplicate.
-fn map_write_error(e: ClientWriteError<NodeId, Node>) -> ProposeError {
+/// openraft 0.10 answers `ForwardToLeader` only for a write it refused
+/// before appending (not leader, a transfer under way, or a leader whose
+/// quorum lease expired): nothing was written, so the client may go to the
+/// leader it names (a 307), or retry later (a 503) when it names none or
+/// this node. `LogEntryDiscarded` means the entry was appended and then
+/// overwritten here, but another node may hold it and a later leader may
+/// still commit it: the outcome is unknown, a 503 the client retries with
+/// its `Idempotency-Key`, never a redirect that `curl -L` would follow into
+/// a duplicate.
+fn map_write_error(e: ClientWriteError<TypeConfig>, me: NodeId) -> ProposeError {
     match e {
-        ClientWriteError::ForwardToLeader(_) => ProposeError::Unavailable(
+        ClientWriteError::ForwardToLeader(f) => ProposeError::NotLeader {
+            leader: f.leader_id.filter(|id| *id != me).zip(f.leader_node),
+        },
+        ClientWriteError::LogEntryDiscarded(_) => ProposeError::Unavailable(
             "leadership changed while the write was in flight: its outcome is unknown; retry \
              with the same Idempotency-Key (or check the queue)"
                 .into(),
         ),
         ClientWriteError::ChangeMembershipError(e) => ProposeError::Unavailable(e.to_string()),
+        ClientWriteError::PreconditionFailed(e) => ProposeError::Unavailable(e.to_string()),
     }
 }
 

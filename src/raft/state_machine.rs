@@ -23,16 +23,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use openraft::storage::RaftStateMachine;
-use openraft::StorageIOError;
+use futures_util::TryStreamExt;
+use openraft::storage::{EntryResponder, RaftStateMachine};
 use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
 
 use super::db::{cf, StoreError};
 use super::keys::{self, KvBatch, SmCf, CF_EVENTS, CF_SM, CF_STAMPS};
 use super::snapshot::{self, lifecycle, SnapshotFile};
 use super::types::{
-    Entry, LogId, NodeId, Response, Snapshot, SnapshotMeta, StorageError, StoredMembership,
-    TypeConfig,
+    Entry, LogId, NodeId, Response, Snapshot, SnapshotMeta, StoredMembership, TypeConfig,
 };
 use crate::queue::{EventStamp, QueueMeta, QueuePolicy, Seq, WorkStats};
 use crate::sm::{ApplyError, Core, Fanout, LinesStats, OnFirstUse, Stored};
@@ -117,7 +116,6 @@ impl SmReader {
             let meta = SnapshotMeta {
                 last_log_id: state.last_applied(),
                 last_membership: state.membership().clone(),
-                snapshot_id: format!("backup-{}", state.last_applied().map_or(0, |l| l.index)),
             };
             (db.snapshot(), meta)
         };
@@ -353,7 +351,6 @@ pub(super) fn load_state(db: &DB) -> Result<Core, StoreError> {
 pub struct StateMachine {
     shared: Arc<Shared>,
     snapshot_dir: PathBuf,
-    snapshot_count: u64,
 }
 
 impl StateMachine {
@@ -373,7 +370,7 @@ impl StateMachine {
             current_snapshot: Mutex::new(None),
         });
         lifecycle::recover(&shared, snapshot_dir)?;
-        Ok(StateMachine { shared, snapshot_dir: snapshot_dir.to_path_buf(), snapshot_count: 0 })
+        Ok(StateMachine { shared, snapshot_dir: snapshot_dir.to_path_buf() })
     }
 
     /// [`lifecycle::replace_state`] from any source: lets tests cut an
@@ -395,6 +392,16 @@ impl StateMachine {
 
     pub fn reader(&self) -> SmReader {
         SmReader { shared: self.shared.clone() }
+    }
+
+    /// Applies `entries` as openraft would, answering their responses
+    /// (tests drive the state machine without a Raft around it).
+    #[cfg(test)]
+    pub(crate) async fn apply_now(
+        &mut self,
+        entries: Vec<Entry>,
+    ) -> Result<Vec<Response>, StoreError> {
+        self.apply_entries(&entries)
     }
 
     fn apply_entries(&self, entries: &[Entry]) -> Result<Vec<Response>, StoreError> {
@@ -424,50 +431,61 @@ impl StateMachine {
     }
 }
 
-fn sm_err(e: StoreError) -> StorageError {
-    StorageIOError::write_state_machine(&e).into()
+fn sm_err(e: StoreError) -> std::io::Error {
+    std::io::Error::other(e)
+}
+
+impl StateMachine {
+    /// A fresh temp file in the snapshot dir to receive a snapshot into
+    /// (the RPC handler streams the leader's file into it).
+    pub fn receive_snapshot(&self) -> std::io::Result<SnapshotFile> {
+        SnapshotFile::receive_into(&self.snapshot_dir)
+    }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotFile;
     type SnapshotBuilder = lifecycle::SnapshotBuilder;
 
-    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), std::io::Error> {
         let state = self.shared.read();
         Ok((state.last_applied(), state.membership().clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    async fn apply<Strm>(&mut self, entries: Strm) -> Result<(), std::io::Error>
     where
-        I: IntoIterator<Item = Entry> + openraft::OptionalSend,
-        I::IntoIter: openraft::OptionalSend,
+        Strm: futures_util::Stream<Item = Result<EntryResponder<TypeConfig>, std::io::Error>>
+            + Unpin
+            + openraft::OptionalSend,
     {
+        // openraft hands over what is committed so far; applying it as one
+        // batch keeps one RocksDB write per call, as before.
+        let items: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
+        let (entries, responders): (Vec<Entry>, Vec<_>) = items.into_iter().unzip();
         // A failed apply must stop the node rather than let it diverge:
         // openraft treats a storage error here as fatal.
-        let entries: Vec<Entry> = entries.into_iter().collect();
-        self.apply_entries(&entries).map_err(sm_err)
+        let replies = self.apply_entries(&entries).map_err(sm_err)?;
+        for (responder, reply) in responders.into_iter().zip(replies) {
+            if let Some(responder) = responder {
+                responder.send(reply);
+            }
+        }
+        Ok(())
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        self.snapshot_count += 1;
-        lifecycle::begin_build(&self.shared, &self.snapshot_dir, self.snapshot_count)
-    }
-
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>, StorageError> {
-        let file = SnapshotFile::receive_into(&self.snapshot_dir)
-            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
-        Ok(Box::new(file))
+        lifecycle::begin_build(&self.shared, &self.snapshot_dir)
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<SnapshotFile>,
-    ) -> Result<(), StorageError> {
-        lifecycle::install(&self.shared, &self.snapshot_dir, meta, *snapshot).await
+        snapshot: SnapshotFile,
+    ) -> Result<(), std::io::Error> {
+        lifecycle::install(&self.shared, &self.snapshot_dir, meta, snapshot).await
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        lifecycle::current(&self.snapshot_dir)
-            .map_err(|e| StorageIOError::read_snapshot(None, &e).into())
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, std::io::Error> {
+        lifecycle::current(&self.snapshot_dir).map_err(std::io::Error::other)
     }
 }

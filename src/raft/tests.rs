@@ -1,7 +1,7 @@
 //! openraft's storage conformance suite against the RocksDB stores, plus
 //! restart and snapshot checks of our own.
 
-use openraft::testing::{StoreBuilder, Suite};
+use openraft::testing::log::{StoreBuilder, Suite};
 
 use super::db;
 use super::log_store::LogStore;
@@ -20,9 +20,9 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Roc
     }
 }
 
-#[test]
-fn openraft_storage_suite() {
-    Suite::test_all(RocksBuilder).expect("storage suite");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openraft_storage_suite() {
+    Suite::test_all(RocksBuilder).await.expect("storage suite");
 }
 
 mod state_machine {
@@ -31,14 +31,16 @@ mod state_machine {
     use std::io::Read;
 
     use openraft::storage::RaftStateMachine;
-    use openraft::{CommittedLeaderId, EntryPayload, RaftSnapshotBuilder};
+    use openraft::RaftSnapshotBuilder;
     use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
     use rocksdb::IteratorMode;
 
     use super::super::snapshot::SnapshotFile;
     use super::super::state_machine::{StateMachine, RESTORE_BATCH_BYTES, RESTORING_MARKER};
-    use super::super::types::{Entry, LogId, Op, Reply, Request, Response, SnapshotMeta};
+    use super::super::types::{
+        Entry, EntryPayload, LeaderId, LogId, Op, Reply, Request, Response, SnapshotMeta,
+    };
     use super::super::{db, keys};
     use crate::maze::MazeCommand;
     use crate::maze_net::clients::Registry;
@@ -52,7 +54,7 @@ mod state_machine {
 
     fn entry(index: u64, commands: Vec<Command>) -> Entry {
         Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            log_id: LogId::new(LeaderId { term: 1, node_id: 1 }, index),
             payload: EntryPayload::Normal(Request {
                 limits: Limits { retention_events: 2, ..Limits::default() },
                 maze_limits: Default::default(),
@@ -89,7 +91,7 @@ mod state_machine {
     }
 
     async fn apply(sm: &mut StateMachine, entries: Vec<Entry>) -> Vec<Response> {
-        sm.apply(entries).await.unwrap()
+        sm.apply_now(entries).await.unwrap()
     }
 
     #[tokio::test]
@@ -253,7 +255,7 @@ mod state_machine {
     }
 
     /// The bytes of a snapshot openraft holds.
-    async fn bytes_of(snapshot: Box<SnapshotFile>) -> Vec<u8> {
+    async fn bytes_of(snapshot: SnapshotFile) -> Vec<u8> {
         let (mut file, _) = snapshot.into_parts().await;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).unwrap();
@@ -262,8 +264,8 @@ mod state_machine {
 
     /// Writes `bytes` into a new receiving file the way openraft's chunk
     /// receiver does: seek to each chunk's offset, write it, shut down.
-    async fn receive(sm: &mut StateMachine, bytes: &[u8], chunk: usize) -> Box<SnapshotFile> {
-        let mut data = sm.begin_receiving_snapshot().await.unwrap();
+    async fn receive(sm: &mut StateMachine, bytes: &[u8], chunk: usize) -> SnapshotFile {
+        let mut data = sm.receive_snapshot().unwrap();
         for (i, part) in bytes.chunks(chunk).enumerate() {
             data.seek(std::io::SeekFrom::Start((i * chunk) as u64)).await.unwrap();
             data.write_all(part).await.unwrap();

@@ -2,7 +2,10 @@
 //! applying it answers are the replicated core's types (`sm::command`),
 //! re-exported here.
 
-pub use crate::sm::{LogId, Node, NodeId, Op, Reply, Request, Response, StoredMembership};
+pub use crate::sm::{
+    Entry, EntryPayload, LeaderId, LogId, Membership, Node, NodeId, Op, Reply, Request, Response,
+    StoredMembership,
+};
 
 openraft::declare_raft_types!(
     /// raftq's openraft type configuration.
@@ -11,16 +14,14 @@ openraft::declare_raft_types!(
         R = Response,
         NodeId = NodeId,
         Node = Node,
-        Entry = openraft::Entry<TypeConfig>,
-        // A file, never a buffer: see `snapshot::lifecycle`.
-        SnapshotData = super::snapshot::SnapshotFile,
-        AsyncRuntime = openraft::TokioRuntime,
+        LeaderId = LeaderId,
+        Entry = Entry,
 );
 
-pub type Raft = openraft::Raft<TypeConfig>;
-pub type Vote = openraft::Vote<NodeId>;
-pub type Entry = openraft::Entry<TypeConfig>;
-pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, Node>;
-pub type Snapshot = openraft::Snapshot<TypeConfig>;
-pub type StorageError = openraft::StorageError<NodeId>;
-pub type RaftMetrics = openraft::RaftMetrics<NodeId, Node>;
+pub type Raft = openraft::Raft<TypeConfig, super::state_machine::StateMachine>;
+pub type Vote = openraft::alias::VoteOf<TypeConfig>;
+pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
+// A file, never a buffer: see `snapshot::lifecycle`.
+pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, super::snapshot::SnapshotFile>;
+pub type StorageError = openraft::StorageError<TypeConfig>;
+pub type RaftMetrics = openraft::RaftMetrics<TypeConfig>;

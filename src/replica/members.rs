@@ -114,7 +114,7 @@ impl Replica {
         if id == self.inner.node_id {
             // The leader cannot take itself out: it hands leadership over,
             // then the client goes to the new leader (307), which does.
-            self.hand_over(None).await?;
+            self.hand_over(None, false).await?;
             let view = self.view();
             let leader = view.leader().map(|(id, node)| (id, node.clone()));
             return Err(RemoveError::HandedOver(NotLeader { leader }));

@@ -37,12 +37,17 @@ pub mod view;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::raft::{AppendEntriesRequest, VoteRequest};
+use futures_util::{Stream, StreamExt};
+use openraft::async_runtime::WatchReceiver;
+use openraft::error::RaftError;
+use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
+use tokio::io::AsyncWriteExt;
 
 use crate::maze::MazeLimits;
-use crate::raft::network::decode_snapshot_chunk;
+use crate::raft::network::decode_snapshot_header;
 use crate::raft::peer::PeerClient;
-use crate::raft::types::{Node, NodeId, Op, Raft, Reply, TypeConfig};
+use crate::raft::snapshot::SnapshotFile;
+use crate::raft::types::{Node, NodeId, Op, Raft, Reply, Snapshot, TypeConfig};
 pub use crate::raft::{ProposeError, Proposer};
 pub use read::ReadError;
 pub use view::{RaftView, Role};
@@ -79,6 +84,8 @@ pub enum RpcError {
     Malformed(String),
     #[error("encoding the answer: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("storing the snapshot: {0}")]
+    Store(#[from] std::io::Error),
 }
 
 /// Which Raft RPC arrived on the Raft port.
@@ -86,15 +93,16 @@ pub enum RpcError {
 pub enum RaftRpc {
     Append,
     Vote,
-    Snapshot,
+    PreVote,
+    /// The leader hands leadership to this node (openraft's transfer).
+    TransferLeader,
 }
 
 /// The Raft library's types that tests above the facade need to drive a
 /// state machine directly (e.g. `api::watch`'s tests).
 #[cfg(test)]
 pub(crate) mod testing {
-    pub use openraft::storage::RaftStateMachine;
-    pub use openraft::{CommittedLeaderId, EntryPayload};
+    pub use crate::raft::types::{EntryPayload, LeaderId};
 }
 
 /// What a [`Replica`] is built from.
@@ -106,10 +114,10 @@ pub struct ReplicaParts {
     pub peer_client: PeerClient,
     /// Bounds a leader applies to forwarded maze batches.
     pub maze_limits: MazeLimits,
-    /// See `RaftSettings::leader_lease`.
-    pub leader_lease: Duration,
     /// At most one leadership transfer per this interval.
     pub transfer_min_interval: Duration,
+    /// Where received snapshots are written (the state machine's dir).
+    pub snapshot_dir: std::path::PathBuf,
 }
 
 /// The facade; cheap to clone (one shared inside).
@@ -124,10 +132,10 @@ struct Inner {
     proposer: Proposer,
     peer_client: PeerClient,
     maze_limits: MazeLimits,
-    leader_lease: Duration,
     /// When the last leadership transfer started, and the least interval.
     last_transfer: Mutex<Option<std::time::Instant>>,
     transfer_min_interval: Duration,
+    snapshot_dir: std::path::PathBuf,
     /// Held by an operator's removal and by each autopilot change, so the
     /// 3-voter floor is checked against the membership the change applies to.
     membership_lock: tokio::sync::Mutex<()>,
@@ -142,9 +150,9 @@ impl Replica {
                 proposer: parts.proposer,
                 peer_client: parts.peer_client,
                 maze_limits: parts.maze_limits,
-                leader_lease: parts.leader_lease,
                 last_transfer: Mutex::new(None),
                 transfer_min_interval: parts.transfer_min_interval,
+                snapshot_dir: parts.snapshot_dir,
                 membership_lock: tokio::sync::Mutex::new(()),
             }),
         }
@@ -156,7 +164,7 @@ impl Replica {
 
     /// This node's Raft state now.
     pub fn view(&self) -> RaftView {
-        RaftView::from_metrics(&self.inner.raft.metrics().borrow())
+        RaftView::from_metrics(&self.inner.raft.metrics().borrow_watched())
     }
 
     /// The UUID of the cluster this node belongs to, once it has one.
@@ -166,7 +174,12 @@ impl Replica {
 
     /// The commit index this node knows (Raft's, not the applied one).
     pub async fn commit_index(&self) -> Option<u64> {
-        self.inner.raft.with_raft_state(|s| s.committed.map(|c| c.index)).await.ok().flatten()
+        self.inner
+            .raft
+            .with_raft_state(|s| s.local_committed().map(|c| c.index))
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Client writes go to the leader: `Ok` here, else where to send them.
@@ -199,15 +212,61 @@ impl Replica {
                 serde_json::to_vec(&raft.append_entries(req).await)?
             }
             RaftRpc::Vote => {
-                let req: VoteRequest<NodeId> =
+                let req: VoteRequest<TypeConfig> =
                     serde_json::from_slice(body).map_err(|e| malformed(&e))?;
                 serde_json::to_vec(&raft.vote(req).await)?
             }
-            RaftRpc::Snapshot => {
-                let req = decode_snapshot_chunk(body)
-                    .ok_or_else(|| malformed(&"snapshot chunk framing"))?;
-                serde_json::to_vec(&raft.install_snapshot(req).await)?
+            RaftRpc::PreVote => {
+                let req: VoteRequest<TypeConfig> =
+                    serde_json::from_slice(body).map_err(|e| malformed(&e))?;
+                serde_json::to_vec(&raft.pre_vote(req).await)?
+            }
+            RaftRpc::TransferLeader => {
+                let req: TransferLeaderRequest<TypeConfig> =
+                    serde_json::from_slice(body).map_err(|e| malformed(&e))?;
+                let res =
+                    raft.handle_transfer_leader(req).await.map_err(RaftError::<TypeConfig>::Fatal);
+                serde_json::to_vec(&res)?
             }
         })
+    }
+
+    /// Serves a snapshot the leader streams (see `raft::network`): the
+    /// header, then the file, written to a temp file in the snapshot dir
+    /// as it arrives; then Raft installs it. Returns Raft's answer as JSON.
+    pub async fn serve_snapshot<S, E>(&self, mut body: S) -> Result<Vec<u8>, RpcError>
+    where
+        S: Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let mut head = Vec::new();
+        let header = loop {
+            match decode_snapshot_header(&head).map_err(RpcError::Malformed)? {
+                Some((header, used)) => {
+                    head.drain(..used);
+                    break header;
+                }
+                None => match body.next().await {
+                    Some(chunk) => head
+                        .extend_from_slice(&chunk.map_err(|e| RpcError::Malformed(e.to_string()))?),
+                    None => return Err(RpcError::Malformed("snapshot header cut short".into())),
+                },
+            }
+        };
+        let mut file = SnapshotFile::receive_into(&self.inner.snapshot_dir)?;
+        file.write_all(&head).await?;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| RpcError::Malformed(format!("snapshot body: {e}")))?;
+            file.write_all(&chunk).await?;
+        }
+        file.flush().await?;
+        let snapshot = Snapshot { meta: header.meta, snapshot: file };
+        let res = self
+            .inner
+            .raft
+            .install_full_snapshot(header.vote, snapshot)
+            .await
+            .map_err(RaftError::<TypeConfig>::Fatal);
+        Ok(serde_json::to_vec(&res)?)
     }
 }

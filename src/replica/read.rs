@@ -9,7 +9,8 @@
 
 use std::time::Duration;
 
-use openraft::error::{CheckIsLeaderError, RaftError};
+use openraft::error::{LinearizableReadError, RaftError};
+use openraft::ReadPolicy;
 use serde::{Deserialize, Serialize};
 
 use super::Replica;
@@ -43,10 +44,15 @@ impl Replica {
     /// Returns once this node's state machine reflects every write that was
     /// acknowledged before the call.
     pub async fn linearizable(&self) -> Result<(), ReadError> {
-        match tokio::time::timeout(APPLY_WAIT, self.inner.raft.ensure_linearizable()).await {
+        match tokio::time::timeout(
+            APPLY_WAIT,
+            self.inner.raft.ensure_linearizable(ReadPolicy::ReadIndex),
+        )
+        .await
+        {
             Err(_) => Err(ReadError::Timeout),
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward)))) => {
+            Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(forward)))) => {
                 let (Some(leader_id), Some(leader)) = (forward.leader_id, forward.leader_node)
                 else {
                     return Err(ReadError::NoLeader);
@@ -83,12 +89,16 @@ impl Replica {
     /// Leader side of a follower's read: confirm leadership with a quorum and
     /// return the index the follower must have applied.
     pub async fn read_index(&self) -> ReadIndexResponse {
-        let result =
-            match tokio::time::timeout(LEADER_WAIT, self.inner.raft.get_read_log_id()).await {
-                Err(_) => Err("timed out confirming leadership".to_string()),
-                Ok(Ok((read_log_id, _))) => Ok(read_log_id.map(|id| id.index)),
-                Ok(Err(e)) => Err(e.to_string()),
-            };
+        let result = match tokio::time::timeout(
+            LEADER_WAIT,
+            self.inner.raft.get_read_log_id(ReadPolicy::ReadIndex),
+        )
+        .await
+        {
+            Err(_) => Err("timed out confirming leadership".to_string()),
+            Ok(Ok((read_log_id, _))) => Ok(Some(read_log_id.index())),
+            Ok(Err(e)) => Err(e.to_string()),
+        };
         ReadIndexResponse { result }
     }
 }

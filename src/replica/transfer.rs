@@ -1,29 +1,26 @@
-//! Leadership transfer, made from what openraft 0.9 has (it has no
-//! transfer RPC).
+//! Leadership transfer: openraft's own (`Trigger::transfer_leader`).
 //!
-//! The leader holds new writes (every proposer waits at the proposer's
-//! gate), waits until the target has its whole log, stops heartbeats until
-//! the followers' leader lease expires (a follower refuses votes while it
-//! holds a lease), then asks the target to campaign (`/internal/elect`). The
-//! target has the longest log and its timer is the only one running early,
-//! so it wins; the other followers' election timers are a lease plus a
-//! random timeout away. Heartbeats come back on in every outcome.
+//! The leader first holds new writes at the proposer's gate and waits
+//! until those in flight are answered, so none is cut off by the hand-over
+//! (their outcome would then be unknown). It then asks openraft to transfer:
+//! openraft stops taking writes (`ForwardToLeader` to the target), sends
+//! every node a transfer-leader RPC (the other followers give up their
+//! leader lease, so they vote at once), and the target, once its log holds
+//! everything the leader had, campaigns without waiting for a timeout. The
+//! transfer returns when this node sees the target lead; held writes then
+//! go on and are redirected to it.
 //!
-//! Transfers pause writes for a lease, so there is at most one per
-//! `--transfer-min-interval`: a script in a loop cannot keep the cluster
-//! from writing.
+//! At most one transfer per `--transfer-min-interval`: a script in a loop
+//! cannot keep the cluster from writing.
 
 use std::time::{Duration, Instant};
 
+use openraft::async_runtime::WatchReceiver;
+
 use super::{NotLeader, Replica};
-use crate::raft::types::{NodeId, Raft};
+use crate::raft::types::NodeId;
 
-/// The internal route a transfer target is asked to campaign on.
-pub const PATH_ELECT: &str = "/internal/elect";
-
-/// How long a transfer waits for the target to have the leader's whole log.
-const CATCH_UP_WAIT: Duration = Duration::from_secs(3);
-/// How long a transfer waits for the target to win after it campaigned.
+/// How long a transfer waits for the target to catch up and win.
 const ELECTION_WAIT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, thiserror::Error)]
@@ -43,9 +40,7 @@ pub enum TransferError {
     Poisoned,
     #[error("lost leadership during the transfer")]
     LostLeadership,
-    #[error("node {0} did not catch up with the log; transfer abandoned")]
-    NotCaughtUp(NodeId),
-    #[error("asking node {target} to campaign: {why}")]
+    #[error("asking raft to transfer to node {target}: {why}")]
     Campaign { target: NodeId, why: String },
     #[error("node {0} did not win its election in time; the cluster elects a leader as usual")]
     NotElected(NodeId),
@@ -60,12 +55,16 @@ impl Replica {
         to: Option<NodeId>,
     ) -> Result<Option<NodeId>, TransferError> {
         self.route_write()?;
-        self.hand_over(to).await
+        self.hand_over(to, true).await
     }
 
+    /// The transfer itself; `rate_limited` for the operator's route. A
+    /// leader's own removal hands over without the limit: a node is
+    /// removed only once, and a transfer now pauses writes only briefly.
     pub(super) async fn hand_over(
         &self,
         to: Option<NodeId>,
+        rate_limited: bool,
     ) -> Result<Option<NodeId>, TransferError> {
         let me = self.inner.node_id;
         let view = self.view();
@@ -85,40 +84,26 @@ impl Replica {
         if !view.voters.contains(&target) {
             return Err(TransferError::NotAVoter(target));
         }
-        let target_node =
-            view.nodes.get(&target).cloned().ok_or(TransferError::NotAVoter(target))?;
-        self.claim_transfer_slot()?;
+        if rate_limited {
+            self.claim_transfer_slot()?;
+        }
 
-        // No new writes while the lease runs out (each would refresh it).
+        // No new writes, and none left in flight, while leadership moves.
         let _writes_held = self.inner.proposer.hold_writes().await;
-        let deadline = tokio::time::Instant::now() + CATCH_UP_WAIT;
-        loop {
-            let now = self.view();
-            if now.leader_id != Some(me) {
-                return Err(TransferError::LostLeadership);
-            }
-            if now.matched_index(target) >= now.last_log_index {
-                break;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(TransferError::NotCaughtUp(target));
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        if self.view().leader_id != Some(me) {
+            return Err(TransferError::LostLeadership);
         }
-        let heartbeats = HeartbeatsOff::new(&self.inner.raft);
-        tokio::time::sleep(self.inner.leader_lease + Duration::from_millis(50)).await;
-        let url = format!("{}{}", target_node.raft_url(), PATH_ELECT);
-        let peer = &self.inner.peer_client;
-        let request = peer.post(target, &url).timeout(Duration::from_secs(2));
-        let asked = peer.send(target, request).await;
-        if let Err(e) = asked.and_then(|r| r.error_for_status()) {
-            drop(heartbeats);
-            return Err(TransferError::Campaign { target, why: e.to_string() });
-        }
+        let started = Instant::now();
         let mut watch = self.inner.raft.metrics();
+        self.inner
+            .raft
+            .trigger()
+            .transfer_leader(target)
+            .await
+            .map_err(|e| TransferError::Campaign { target, why: e.to_string() })?;
         let won = tokio::time::timeout(ELECTION_WAIT, async {
             loop {
-                if watch.borrow().current_leader == Some(target) {
+                if watch.borrow_watched().current_leader == Some(target) {
                     return true;
                 }
                 if watch.changed().await.is_err() {
@@ -128,11 +113,10 @@ impl Replica {
         })
         .await
         .unwrap_or(false);
-        drop(heartbeats);
         if !won {
             return Err(TransferError::NotElected(target));
         }
-        tracing::info!(from = me, to = target, "leadership transferred");
+        tracing::info!(from = me, to = target, elapsed = ?started.elapsed(), "leadership transferred");
         Ok(Some(target))
     }
 
@@ -154,27 +138,5 @@ impl Replica {
         }
         *last = Some(now);
         Ok(())
-    }
-
-    /// A transfer's last step, on its target: campaign now. openraft
-    /// ignores it on a leader or a learner.
-    pub async fn elect(&self) -> Result<(), String> {
-        self.inner.raft.trigger().elect().await.map_err(|e| e.to_string())
-    }
-}
-
-/// Heartbeats are off while this lives.
-struct HeartbeatsOff<'a>(&'a Raft);
-
-impl<'a> HeartbeatsOff<'a> {
-    fn new(raft: &'a Raft) -> Self {
-        raft.runtime_config().heartbeat(false);
-        HeartbeatsOff(raft)
-    }
-}
-
-impl Drop for HeartbeatsOff<'_> {
-    fn drop(&mut self) {
-        self.0.runtime_config().heartbeat(true);
     }
 }

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use openraft::{RaftMetrics, ServerState};
 
-use crate::raft::types::{Node, NodeId};
+use crate::raft::types::{Node, NodeId, TypeConfig};
 
 /// A node's Raft role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +68,7 @@ pub struct RaftView {
 }
 
 impl RaftView {
-    pub fn from_metrics(m: &RaftMetrics<NodeId, Node>) -> Self {
+    pub fn from_metrics(m: &RaftMetrics<TypeConfig>) -> Self {
         let membership = m.membership_config.membership();
         RaftView {
             id: m.id,
@@ -138,11 +138,11 @@ mod tests {
     fn a_leaders_metrics_become_plain_membership_and_progress() {
         use std::sync::Arc;
 
-        use openraft::{CommittedLeaderId, LogId, Membership, StoredMembership};
+        use crate::raft::types::{LeaderId, LogId, Membership, StoredMembership};
 
         let nodes = BTreeMap::from([(1, node(10)), (2, node(20)), (3, node(30)), (4, node(40))]);
-        let membership = Membership::new(vec![BTreeSet::from([1, 2, 3])], nodes);
-        let log_id = |index| LogId::new(CommittedLeaderId::new(5, 1), index);
+        let membership = Membership::new(vec![BTreeSet::from([1, 2, 3])], nodes).unwrap();
+        let log_id = |index| LogId::new(LeaderId { term: 5, node_id: 1 }, index);
         let mut m = RaftMetrics::new_initial(1);
         m.state = ServerState::Leader;
         m.current_term = 5;

@@ -140,6 +140,13 @@ pub struct Response {
     pub replies: Vec<Reply>,
 }
 
+/// openraft logs entries with `Display`: a summary, never the bodies.
+impl std::fmt::Display for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Request{{ops: {}, time_ms: {}}}", self.ops.len(), self.time_ms)
+    }
+}
+
 impl Op {
     /// Whether applying it can add stored data: such writes wait for disk
     /// space, while dequeues, compaction, removals and maze skips only shrink

@@ -17,11 +17,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use openraft::{EntryPayload, RaftTypeConfig};
-
-use super::command::{LeasedReply, Node, NodeId, Op, Reply, Request, Response};
+use super::command::{LeasedReply, NodeId, Op, Reply, Request, Response};
 use super::notify::Notifier;
-use super::{LogId, StoredMembership};
+use super::{Entry, EntryPayload, LogId, StoredMembership};
 use crate::maze::{LinesStats, MazeEffect, MazeOutcome, MazeState};
 use crate::queue::{
     Effect, EventStamp, IdemEntry, Outcome, QueueMeta, QueuePolicy, QueueState, Seq, Slot,
@@ -287,14 +285,13 @@ impl Core {
     /// `notifier` as they are made; the caller finishes it once the writes
     /// are stored. On an error the core may hold part of the batch: the
     /// caller must stop (openraft treats a failed apply as fatal).
-    pub fn apply<'e, C, S>(
+    pub fn apply<'e, S>(
         &mut self,
-        entries: impl IntoIterator<Item = &'e openraft::Entry<C>>,
+        entries: impl IntoIterator<Item = &'e Entry>,
         stored: &S,
         notifier: &mut dyn Notifier,
     ) -> Result<Applied, ApplyError<S::Error>>
     where
-        C: RaftTypeConfig<D = Request, NodeId = NodeId, Node = Node> + 'e,
         S: Stored,
     {
         let mut batch = Batch::new(stored);

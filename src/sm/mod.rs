@@ -41,10 +41,19 @@ pub use notify::{Fanout, Nobody, Notifier, OnFirstUse};
 /// through the core, never the maze module itself.
 pub use crate::maze::{LinesStats, MazeLimits};
 
+/// Who led a term: openraft's "advanced" leader id (term and node id),
+/// the one whose JSON form matches what 0.9 stored.
+pub type LeaderId = openraft::impls::leader_id_adv::LeaderId<u64, NodeId>;
 /// A log position: openraft's, with raftq's node ids.
-pub type LogId = openraft::LogId<NodeId>;
+pub type LogId = openraft::LogId<LeaderId>;
 /// The membership the state machine holds, with the log id that set it.
-pub type StoredMembership = openraft::StoredMembership<NodeId, Node>;
+pub type StoredMembership = openraft::StoredMembership<LeaderId, NodeId, Node>;
+/// A membership configuration (the voter sets and the nodes).
+pub type Membership = openraft::Membership<NodeId, Node>;
+/// What one log entry carries.
+pub type EntryPayload = openraft::EntryPayload<Request, NodeId, Node>;
+/// One Raft log entry: a batch of ops, a membership or a blank.
+pub type Entry = openraft::Entry<LeaderId, EntryPayload>;
 
 #[cfg(test)]
 pub(crate) mod datadriven;

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use openraft::{CommittedLeaderId, EntryPayload};
+use crate::sm::{EntryPayload, LeaderId, Membership};
 use proptest::collection::vec;
 use proptest::prelude::*;
 
@@ -75,7 +75,7 @@ const MAZE_LIMITS: MazeLimits =
 
 fn entry(index: u64, ops: Vec<Op>) -> Entry {
     Entry {
-        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        log_id: LogId::new(LeaderId { term: 1, node_id: 1 }, index),
         payload: EntryPayload::Normal(Request {
             limits: LIMITS,
             maze_limits: MAZE_LIMITS,
@@ -167,14 +167,17 @@ fn stamps_chain_only_while_the_predecessor_is_retained() {
 #[test]
 fn retirement_and_membership_are_written_and_restored() {
     let (mut core, mut kv) = (Core::default(), MemKv::default());
-    let membership = openraft::Membership::new(vec![BTreeSet::from([1u64])], None);
+    let membership = Membership::new_with_defaults(vec![BTreeSet::from([1u64])], []);
     let e = [
         entry(1, vec![Op::RetireNode { id: 9 }]),
         Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), 2),
+            log_id: LogId::new(LeaderId { term: 1, node_id: 1 }, 2),
             payload: EntryPayload::Membership(membership),
         },
-        Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), 3), payload: EntryPayload::Blank },
+        Entry {
+            log_id: LogId::new(LeaderId { term: 1, node_id: 1 }, 3),
+            payload: EntryPayload::Blank,
+        },
     ];
     let applied = apply(&mut core, &mut kv, &e, &mut Vec::new());
     assert_eq!(applied.replies[0].replies, vec![Reply::Retired]);
@@ -425,14 +428,14 @@ fn entries(applies: &[Vec<Spec>]) -> Vec<Vec<Entry>> {
                 .iter()
                 .map(|spec| {
                     index += 1;
-                    let log_id = LogId::new(CommittedLeaderId::new(1, 1), index);
+                    let log_id = LogId::new(LeaderId { term: 1, node_id: 1 }, index);
                     match spec {
                         Spec::Ops(ops) => entry(index, ops.clone()),
                         Spec::Membership(voters) => Entry {
                             log_id,
-                            payload: EntryPayload::Membership(openraft::Membership::new(
+                            payload: EntryPayload::Membership(Membership::new_with_defaults(
                                 vec![voters.clone()],
-                                None,
+                                [],
                             )),
                         },
                         Spec::Blank => Entry { log_id, payload: EntryPayload::Blank },

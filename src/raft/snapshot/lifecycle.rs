@@ -25,13 +25,13 @@
 use std::io::{BufReader, BufWriter, Read, Seek};
 use std::path::Path;
 
-use openraft::{RaftSnapshotBuilder, StorageIOError};
+use openraft::RaftSnapshotBuilder;
 use rocksdb::{IteratorMode, WriteBatch, DB};
 
 use super::super::db::{cf, StoreError};
 use super::super::keys::{self, CF_SM, SM_CFS};
 use super::super::state_machine::{load_state, Shared};
-use super::super::types::{LogId, Snapshot, SnapshotMeta, StorageError, TypeConfig};
+use super::super::types::{LogId, Snapshot, SnapshotMeta, TypeConfig};
 use super::{SnapshotFile, TempPath};
 
 const SNAPSHOT_FILE: &str = "current.snap";
@@ -40,8 +40,8 @@ pub const RESTORING_MARKER: &str = "restoring";
 /// About how much of a snapshot one RocksDB batch of an install carries.
 pub const RESTORE_BATCH_BYTES: usize = 4 << 20;
 
-fn snap_err(e: StoreError) -> StorageError {
-    StorageIOError::read_snapshot(None, &e).into()
+fn snap_err(e: StoreError) -> std::io::Error {
+    std::io::Error::other(e)
 }
 
 /// Creates the snapshot dir, and removes the temp files a crash left there
@@ -92,7 +92,7 @@ fn open_current(dir: &Path) -> Result<Option<(std::fs::File, SnapshotMeta)>, Sto
 /// openraft's `get_current_snapshot`.
 pub(in crate::raft) fn current(dir: &Path) -> Result<Option<Snapshot>, StoreError> {
     Ok(open_current(dir)?
-        .map(|(file, meta)| Snapshot { meta, snapshot: Box::new(SnapshotFile::from_std(file)) }))
+        .map(|(file, meta)| Snapshot { meta, snapshot: SnapshotFile::from_std(file) }))
 }
 
 /// Builds a snapshot from a RocksDB point-in-time view taken when the builder
@@ -102,7 +102,9 @@ pub struct SnapshotBuilder {
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
-    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+    type SnapshotData = SnapshotFile;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, std::io::Error> {
         let rx = self
             .result
             .take()
@@ -113,20 +115,12 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 
 /// openraft's `get_snapshot_builder`: takes the view now (no apply may slip
 /// in before this returns) and serialises it on a thread.
-pub(in crate::raft) fn begin_build(
-    shared: &std::sync::Arc<Shared>,
-    dir: &Path,
-    count: u64,
-) -> SnapshotBuilder {
+pub(in crate::raft) fn begin_build(shared: &std::sync::Arc<Shared>, dir: &Path) -> SnapshotBuilder {
     let (meta_log_id, membership) = {
         let state = shared.read();
         (state.last_applied(), state.membership().clone())
     };
-    let snapshot_id = match meta_log_id {
-        Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, count),
-        None => format!("0-0-{count}"),
-    };
-    let meta = SnapshotMeta { last_log_id: meta_log_id, last_membership: membership, snapshot_id };
+    let meta = SnapshotMeta { last_log_id: meta_log_id, last_membership: membership };
     let (tx, rx) = tokio::sync::oneshot::channel();
     let (taken_tx, taken_rx) = std::sync::mpsc::channel();
     let shared = shared.clone();
@@ -138,7 +132,7 @@ pub(in crate::raft) fn begin_build(
         let view = shared.db.snapshot();
         let _ = taken_tx.send(());
         let result = build_file(&shared, &dir, &view, &meta)
-            .map(|file| Snapshot { meta, snapshot: Box::new(SnapshotFile::from_std(file)) });
+            .map(|file| Snapshot { meta, snapshot: SnapshotFile::from_std(file) });
         let _ = tx.send(result);
     });
     let _ = taken_rx.recv();
@@ -152,7 +146,7 @@ pub(in crate::raft) async fn install(
     dir: &Path,
     meta: &SnapshotMeta,
     snapshot: SnapshotFile,
-) -> Result<(), StorageError> {
+) -> Result<(), std::io::Error> {
     let (file, temp) = snapshot.into_parts().await;
     let (shared, dir, announced) = (shared.clone(), dir.to_path_buf(), meta.clone());
     let result =
@@ -160,7 +154,7 @@ pub(in crate::raft) async fn install(
             .await
             .map_err(|e| StoreError::Join(e.to_string()))
             .and_then(|r| r);
-    result.map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e).into())
+    result.map_err(std::io::Error::other)
 }
 
 /// Serialises the state machine column families as seen by `view` to `out`.

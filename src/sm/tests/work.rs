@@ -519,7 +519,7 @@ impl Run {
             .map(|command| {
                 self.index += 1;
                 Entry {
-                    log_id: LogId::new(CommittedLeaderId::new(1, 1), self.index),
+                    log_id: LogId::new(LeaderId { term: 1, node_id: 1 }, self.index),
                     payload: EntryPayload::Normal(Request {
                         limits: WORK_LIMITS,
                         maze_limits: MAZE_LIMITS,
