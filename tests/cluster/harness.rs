@@ -162,6 +162,9 @@ pub struct NodeProc {
     node_id: OnceLock<String>,
     /// `Some`: the node runs in this network namespace, not on loopback.
     pub host: Option<NetnsHost>,
+    /// Environment variables set for this node's next spawns (after the
+    /// caller's `RAFTQ_*` ones are removed), e.g. a fault hook.
+    env: Vec<(String, String)>,
 }
 
 /// Where a multi-host node runs: inside network namespace `netns`, on its
@@ -283,11 +286,21 @@ impl NodeProc {
                 cmd.env_remove(key);
             }
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         // Free the ports only now, as late as possible.
         self.reservation = None;
         let child = cmd.spawn().unwrap_or_else(|e| panic!("{}: spawn {BIN}: {e}", self.name));
         self.child = Some(child);
         self.paused = false;
+    }
+
+    /// Sets (or, with `None`, unsets) an environment variable of this
+    /// node's next spawns.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(value) = value {
+            self.env.push((key.to_string(), value.to_string()));
+        }
     }
 
     /// Adds `serve` arguments for this node's next spawns.
@@ -1147,6 +1160,7 @@ impl Cluster {
             reservation,
             node_id: OnceLock::new(),
             host,
+            env: Vec::new(),
         });
         index
     }

@@ -188,7 +188,7 @@ fn preflight() -> Result<(), String> {
 /// The namespaces, veths and bridge of one test run; see the module docs.
 /// Drop it after the cluster (declare it first): its drop deletes the
 /// namespaces the nodes run in.
-struct Lab {
+pub(crate) struct Lab {
     /// One lab per test process at a time: names carry the pid, and a new
     /// lab removes whatever carries this pid as stale.
     _one_at_a_time: std::sync::MutexGuard<'static, ()>,
@@ -203,7 +203,7 @@ struct Lab {
 
 impl Lab {
     /// Build the lab, or `Err(reason)` when this machine cannot (skip).
-    fn create(n: usize) -> Result<Lab, String> {
+    pub(crate) fn create(n: usize) -> Result<Lab, String> {
         static LABS: std::sync::Mutex<()> = std::sync::Mutex::new(());
         preflight()?;
         let one_at_a_time = LABS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -267,7 +267,7 @@ impl Lab {
         Ipv4Addr::new(a, b, c, 11 + i as u8)
     }
 
-    fn hosts(&self) -> Vec<NetnsHost> {
+    pub(crate) fn hosts(&self) -> Vec<NetnsHost> {
         (0..self.nodes.len())
             .map(|i| NetnsHost {
                 netns: self.nodes[i].clone(),
@@ -286,7 +286,7 @@ impl Lab {
 
     /// Cut node `i` off from every other node (both directions); the root
     /// namespace (the test) still reaches it.
-    fn isolate(&self, i: usize) {
+    pub(crate) fn isolate(&self, i: usize) {
         for j in (0..self.nodes.len()).filter(|&j| j != i) {
             let peer = self.node_ip(j).to_string();
             self.iptables(i, &["-A", "INPUT", "-s", &peer, "-j", "DROP"]);
@@ -295,7 +295,7 @@ impl Lab {
     }
 
     /// Undo [`Lab::isolate`].
-    fn heal(&self, i: usize) {
+    pub(crate) fn heal(&self, i: usize) {
         self.iptables(i, &["-F", "INPUT"]);
         self.iptables(i, &["-F", "OUTPUT"]);
     }
@@ -334,7 +334,7 @@ fn free_subnet() -> Result<[u8; 3], String> {
 
 /// The majority side's view: `nodes` all name the same leader, one of them,
 /// which says it is the leader. `Ok(index)`.
-async fn majority_leader(c: &Cluster, nodes: &[usize]) -> Result<usize, String> {
+pub(crate) async fn majority_leader(c: &Cluster, nodes: &[usize]) -> Result<usize, String> {
     let mut seen: Option<String> = None;
     for &i in nodes {
         let v = c.try_status(i).await?;
@@ -360,7 +360,7 @@ async fn majority_leader(c: &Cluster, nodes: &[usize]) -> Result<usize, String> 
 }
 
 /// The applied state every node must agree on once the cluster is quiet.
-fn applied_state(v: &Value) -> (Option<u64>, u64, u64, Option<u64>, Option<String>) {
+pub(crate) fn applied_state(v: &Value) -> (Option<u64>, u64, u64, Option<u64>, Option<String>) {
     (
         opt_index(v, "applied_index"),
         u64_field(v, "head_seq"),
