@@ -16,8 +16,8 @@
 //! - [`dump`]: a stopped node's state, for `raftq dump`.
 //! - [`network`]: outgoing RPC; the receiving side is `api::internal`
 //!   (through `Replica::serve_rpc`).
-//! - [`Proposer`]: group commit. openraft 0.9 awaits one fsync per
-//!   `client_write`, so concurrent writes are gathered into one entry.
+//! - [`Proposer`]: group commit: concurrent writes are gathered into one
+//!   entry (one log record, one apply, one replication message).
 //!   Every write passes it, with its two gates (disk, transfer pause).
 //! - [`compactor`]: the leader's retention task (bytes and age).
 //! - [`sweeper`]: the leader's work-queue task (dead letters, delays).

@@ -223,8 +223,16 @@ async fn token_auth_and_metrics() {
     assert_eq!(sample(&after, "raftq_queue_length", &[("queue", "default")]), Some(7.0));
     assert!(sample(&after, "raftq_maze", &[("counter", "clients_connected")]).is_some());
     assert!(g(&after, "raftq_raft_leader_changes_total") >= 1.0, "saw at least the first leader");
-    // Followers export too, with their own view.
-    let fs = scrape(&c, f).await;
+    // Followers export too, with their own view, once they have applied the
+    // writes (a follower learns the commit index with the next heartbeat).
+    let fs = wait_until(Duration::from_secs(5), "the follower to apply the writes", async || {
+        let fs = scrape(&c, f).await;
+        match sample(&fs, "raftq_queue_length", &[("queue", "default")]) {
+            Some(7.0) => Ok(fs),
+            other => Err(format!("follower queue length {other:?}")),
+        }
+    })
+    .await;
     assert_eq!(g(&fs, "raftq_raft_is_leader"), 0.0);
     assert_eq!(sample(&fs, "raftq_queue_length", &[("queue", "default")]), Some(7.0));
     // Route labels are templates, never raw paths chosen by clients.
