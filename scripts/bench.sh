@@ -20,6 +20,7 @@
 #   work      work queues: batch publish and lease+ack, raftq vs NATS
 #   table     only re-print the table from an existing $OUT
 #   writes    rows,failover,maze (what `writes` meant before)
+# BENCH_SYSTEMS (default raftq,etcd,nats) limits rows and failover to some.
 # `all` empties $OUT first; any other choice appends to it, and the table
 # takes the newest line of each measurement, so one part can be redone.
 set -euo pipefail
@@ -71,9 +72,15 @@ die_logs() {
     exit 1
 }
 
-echo "== building raftq (release, with the NATS client of raftq bench)"
-cargo build --release --features bench-nats --bin raftq
-RAFTQ="$CARGO_TARGET_DIR/release/raftq"
+# BENCH_RAFTQ: a raftq binary already built with --features bench-nats
+# (skips the build).
+if [ -n "${BENCH_RAFTQ:-}" ]; then
+    RAFTQ=$BENCH_RAFTQ
+else
+    echo "== building raftq (release, with the NATS client of raftq bench)"
+    cargo build --release --features bench-nats --bin raftq
+    RAFTQ="$CARGO_TARGET_DIR/release/raftq"
+fi
 if [ "$ONLY" = all ]; then : >"$OUT"; fi
 
 if ! command -v oha >/dev/null 2>&1; then
