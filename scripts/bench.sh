@@ -83,13 +83,13 @@ else
 fi
 if [ "$ONLY" = all ]; then : >"$OUT"; fi
 
-if ! command -v oha >/dev/null 2>&1; then
+OHA=$(command -v oha || echo "$HOME/.cargo/bin/oha")
+if want rows && ! [ -x "$OHA" ]; then
     echo "== installing oha (cargo install oha --locked)"
     # Its own target dir: never mixed with raftq's build.
     CARGO_TARGET_DIR="$CARGO_TARGET_DIR/oha-install" cargo install oha --locked
 fi
-OHA=$(command -v oha || echo "$HOME/.cargo/bin/oha")
-"$OHA" --version
+if want rows; then "$OHA" --version; fi
 
 # Debian packages the run needs (root installs them; otherwise says how).
 need_pkg() { # command package
@@ -125,7 +125,7 @@ with_cpu() { # target tool workload -- command...
     local c0 c1 t0 t1
     c0=$(cpu_seconds "${NODE_PIDS[@]}")
     t0=$(date +%s.%N)
-    "$@" >"$WORK/row.out"
+    "$@" >"$WORK/row.out" || die_logs "$target $tool $workload failed" "$target*.log"
     t1=$(date +%s.%N)
     c1=$(cpu_seconds "${NODE_PIDS[@]}")
     python3 - "$target" "$tool" "$workload" "$c0" "$c1" "$t0" "$t1" "$WORK/row.out" <<'PY' | tee -a "$OUT"
