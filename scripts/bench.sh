@@ -63,7 +63,8 @@ cleanup() {
     wait 2>/dev/null || true
     rm -rf "$WORK"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap "exit 130" INT TERM
 
 # Fails the run with the tail of the logs matching $2 (a glob under $WORK).
 die_logs() {
@@ -148,11 +149,13 @@ PY
 # One oha run summarised as a JSON line: only the statuses listed in OK
 # count as done (a 307 or 503 storm must not look like throughput).
 oha_json() { # clients ok-statuses -- oha args...
-    local clients=$1 ok=$2
+    local clients=$1 ok=$2 json
     shift 3
-    "$OHA" --no-tui --output-format json -z "${SECONDS_PER_RUN}s" -c "$clients" "$@" >"$WORK/oha.json" 2>"$WORK/oha.err" \
-        || die_logs "oha failed: $*" oha.err
-    python3 - "$clients" "$ok" "$WORK/oha.json" <<'PY'
+    # Its own file: the put+delete row runs two at once.
+    json=$(mktemp "$WORK/oha.XXXXXX")
+    "$OHA" --no-tui --output-format json -z "${SECONDS_PER_RUN}s" -c "$clients" "$@" >"$json" 2>"$json.err" \
+        || die_logs "oha failed: $*" "${json##*/}.err"
+    python3 - "$clients" "$ok" "$json" <<'PY'
 import json, sys
 clients, ok, path = int(sys.argv[1]), sys.argv[2].split(","), sys.argv[3]
 d = json.load(open(path))
@@ -199,17 +202,25 @@ stop_raftq() {
 }
 status() { curl -sk --max-time 2 "$(raftq_url "$1")/status" || true; }
 # Whole: every node answers, sees 3 voters and the same leader, and has
-# applied what it knows to be committed.
+# applied to within 1 000 entries of the highest commit index (under load
+# applied trails commit by a few entries at any instant).
 raftq_whole() {
-    local leaders=""
+    local seen=""
     for i in 1 2 3; do
-        leaders+=$(status "$i" | python3 -c '
+        seen+=$(status "$i" | python3 -c '
 import json, sys
 d = json.load(sys.stdin)
-ok = len(d["voters"]) == 3 and d["leader_id"] and d["applied_index"] >= d["commit_index"]
-print(d["leader_id"] if ok else "x", end=" ")' 2>/dev/null || echo "x ")
+ok = len(d["voters"]) == 3 and d["leader_id"]
+print(":".join(str(d[k]) for k in ("leader_id", "applied_index", "commit_index")) if ok else "x", end=" ")' 2>/dev/null || echo "x ")
     done
-    python3 -c 'import sys; v = sys.argv[1].split(); sys.exit(0 if len(v) == 3 and "x" not in v and len(set(v)) == 1 else 1)' "$leaders"
+    python3 -c '
+import sys
+v = sys.argv[1].split()
+if len(v) != 3 or "x" in v:
+    sys.exit(1)
+nodes = [x.split(":") for x in v]
+top = max(int(n[2]) for n in nodes)
+sys.exit(0 if len({n[0] for n in nodes}) == 1 and all(top - int(n[1]) <= 1000 for n in nodes) else 1)' "$seen"
 }
 raftq_wait_whole() {
     for _ in $(seq 1 300); do raftq_whole && return 0; sleep 0.2; done
