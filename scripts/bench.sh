@@ -404,7 +404,7 @@ etcd_rows() {
     with_cpu etcd oha put-delete -- oha_put_delete \
         "oha_json 8 200 -- -m POST -T application/json -d $put $url/v3/kv/put" \
         "oha_json 8 200 -- -m POST -T application/json -d $delete $url/v3/kv/deleterange"
-    bench_rows etcd --url "$url"
+    bench_rows etcd --insecure --url "$url"
 }
 
 # --- NATS ------------------------------------------------------------------
