@@ -337,10 +337,16 @@ import bisect, json, statistics, sys
 target, kills, acks, summary = sys.argv[1:5]
 kills = [int(x) for x in open(kills)]
 acks = sorted(int(x) for x in open(acks))
+# Per kill: from the kill to the ack that ends the longest silence between
+# the kill and the next kill. Not simply the first ack after the kill: an
+# answer already on its way when the leader died lands a millisecond later.
 per_kill = []
-for k in kills:
-    i = bisect.bisect_right(acks, k)
-    per_kill.append(round((acks[i] - k) / 1000) if i < len(acks) else None)
+for n, k in enumerate(kills):
+    end = kills[n + 1] if n + 1 < len(kills) else float("inf")
+    lo = max(bisect.bisect_right(acks, k) - 1, 0)
+    hi = bisect.bisect_left(acks, end)
+    gaps = [(acks[i + 1] - max(acks[i], k), i + 1) for i in range(lo, hi - 1) if acks[i + 1] > k]
+    per_kill.append(round((acks[max(gaps)[1]] - k) / 1000) if gaps else None)
 done = [x for x in per_kill if x is not None]
 d = json.loads(open(summary).read().strip().splitlines()[-1])
 print(json.dumps({

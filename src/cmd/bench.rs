@@ -19,7 +19,7 @@
 //!   counts in `empty`, not as work.
 //! - `put-delete`: even clients write one event per request, odd clients
 //!   remove one (raftq `POST` / `DELETE /queues/bench-work/event` on a
-//!   prefilled queue; etcd `PUT` / a `deleterange` over the `bench/` keys
+//!   prefilled queue; etcd `PUT` / a `deleterange` over the `bench-pd/` keys
 //!   the writers put, each one replicated write; NATS a publish / a fetch +
 //!   ack from the prefilled work-queue stream). A removal that finds
 //!   nothing counts in `empty`.
@@ -44,9 +44,13 @@ const LEASE_TTL: &str = "300s";
 /// A unit of work not done by then counts as an error, so that a lost
 /// answer cannot stall a client past the end of its run.
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
-/// Key prefix of the etcd writes, and the end of the range that covers it.
+/// Key prefix of the etcd writes.
 const ETCD_PREFIX: &str = "bench/";
-const ETCD_RANGE_END: &str = "bench0";
+/// Key prefix of the `put-delete` writers, and the end of the range that
+/// covers it: apart from `writes`' keys, which would otherwise make the
+/// first delete-range of a run delete every key the earlier rows left.
+const ETCD_PD_PREFIX: &str = "bench-pd/";
+const ETCD_PD_RANGE_END: &str = "bench-pd0";
 /// Concurrent publishers filling the queue before a `lease-ack` run.
 const FILLERS: u64 = 16;
 
@@ -211,16 +215,18 @@ impl Conn {
                 }
             }
             (Self::Etcd { http, url }, _) if removes(workload, client) => {
-                // Every key the writers put (`bench/...`): one replicated
-                // delete-range per request, like one dequeue.
+                // Every key the writers put: one replicated delete-range
+                // per request, like one dequeue.
                 let request = http.post(format!("{url}/v3/kv/deleterange")).json(&json!({
-                    "key": base64(ETCD_PREFIX.as_bytes()),
-                    "range_end": base64(ETCD_RANGE_END.as_bytes()),
+                    "key": base64(ETCD_PD_PREFIX.as_bytes()),
+                    "range_end": base64(ETCD_PD_RANGE_END.as_bytes()),
                 }));
                 expect(request).await
             }
             (Self::Etcd { http, url }, _) => {
-                let key = format!("{ETCD_PREFIX}{client}/{i}");
+                let prefix =
+                    if workload == BenchWorkload::PutDelete { ETCD_PD_PREFIX } else { ETCD_PREFIX };
+                let key = format!("{prefix}{client}/{i}");
                 let request = http.post(format!("{url}/v3/kv/put")).json(&json!({
                     "key": base64(key.as_bytes()),
                     "value": base64(payload.event.as_bytes()),
