@@ -79,7 +79,7 @@ help:
 	@echo "  lint        fmt --check, clippy -D warnings, doc -D warnings, pure-module imports"
 	@echo "  fmt         cargo fmt --all (rewrites files)"
 	@echo "  certs       CA + node certificate into ./certs (CERT_HOSTS=h1,h2 adds hosts)"
-	@echo "  bench       scripts/bench.sh"
+	@echo "  bench       raftq vs etcd vs NATS (oha + raftq bench), one table; BENCH_ONLY=table re-prints it"
 	@echo "  fuzz        network/disk parsers on arbitrary bytes (FUZZ_SECS=30 per target, FUZZ_TARGET=filter)"
 	@echo "  docker      raftq:latest from the Dockerfile, or without a registry from a local base"
 	@echo "  docker-test 3 containers: seed transcript, docker stop/start of the leader"
@@ -186,12 +186,10 @@ test: deps lint
 		|| { echo "make test: docker test FAILED after $$($(ELAPSED))"; exit 1; }
 	@echo "make test: passed in $$($(ELAPSED))"
 
+# Release build with the bench-nats feature, then every system in one run;
+# see scripts/bench.sh for BENCH_ONLY, BENCH_SYSTEMS, BENCH_KILLS and OUT.
 bench:
-	@if [ -x scripts/bench.sh ] || [ -f scripts/bench.sh ]; then \
-	  RAFTQ=$(RAFTQ) bash scripts/bench.sh; \
-	else \
-	  echo "make bench: not implemented yet (scripts/bench.sh is missing)"; exit 1; \
-	fi
+	@bash scripts/bench.sh
 
 # Not part of `test`: every target in tests/fuzz.rs is #[ignore]d and runs
 # for FUZZ_SECS seconds. One thread, so that the allocation counts of one

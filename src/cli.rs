@@ -367,17 +367,19 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub client: ClientArgs,
     /// What to load: `raftq` (HTTPS API), `etcd` (v3 JSON gateway, PUT;
-    /// `writes` only) or `nats` (JetStream; needs the `bench-nats` feature).
+    /// `writes` and `put-delete` only) or `nats` (JetStream; needs the
+    /// `bench-nats` feature).
     #[arg(long, default_value = "raftq")]
     pub target: String,
     /// What each client repeats: `writes` (one event per request), `batch`
-    /// (`--batch-events` per request) or `lease-ack` (lease one, then ack it).
+    /// (`--batch-events` per request), `lease-ack` (lease one, then ack it)
+    /// or `put-delete` (even clients write, odd clients dequeue).
     #[arg(long, value_enum, default_value_t = BenchWorkload::Writes)]
     pub workload: BenchWorkload,
     /// Events per batch of the `batch` workload.
     #[arg(long, default_value_t = 100)]
     pub batch_events: usize,
-    /// Events put in the queue before each `lease-ack` run (default: 20 000
+    /// Events put in the queue before each `lease-ack` or `put-delete` run (default: 20 000
     /// per second of the run, several times what either system drains here;
     /// a run that finds the queue empty reports it in `empty`).
     #[arg(long)]
@@ -395,6 +397,11 @@ pub struct BenchArgs {
     /// reports the longest time without an acknowledged write.
     #[arg(long)]
     pub failover: bool,
+    /// Failover mode: also write the wall-clock time of every acknowledged
+    /// write to this file (Unix microseconds, one per line), so that a
+    /// script that kills nodes can measure from each kill to the next ack.
+    #[arg(long)]
+    pub acks_out: Option<PathBuf>,
 }
 
 /// One unit of work of `raftq bench`, timed as one latency sample.
@@ -406,6 +413,10 @@ pub enum BenchWorkload {
     Batch,
     /// Lease one event, then acknowledge it (`POST /lease` + `ack`).
     LeaseAck,
+    /// Half the clients write one event per request, the other half remove
+    /// one (`DELETE /event`; etcd: a delete-range over the written keys;
+    /// NATS: fetch + ack from a work-queue stream).
+    PutDelete,
 }
 
 impl BenchWorkload {
@@ -415,6 +426,7 @@ impl BenchWorkload {
             Self::Writes => "writes",
             Self::Batch => "batch",
             Self::LeaseAck => "lease-ack",
+            Self::PutDelete => "put-delete",
         }
     }
 }

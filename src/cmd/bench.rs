@@ -17,6 +17,12 @@
 //!   replicated; NATS fetch 1 from a shared durable pull consumer + an ack
 //!   the server confirms, `double_ack`). A lease that finds the queue empty
 //!   counts in `empty`, not as work.
+//! - `put-delete`: even clients write one event per request, odd clients
+//!   remove one (raftq `POST` / `DELETE /queues/bench-work/event` on a
+//!   prefilled queue; etcd `PUT` / a `deleterange` over the `bench-pd/` keys
+//!   the writers put, each one replicated write; NATS a publish / a fetch +
+//!   ack from the prefilled work-queue stream). A removal that finds
+//!   nothing counts in `empty`.
 
 use std::time::{Duration, Instant};
 
@@ -38,6 +44,13 @@ const LEASE_TTL: &str = "300s";
 /// A unit of work not done by then counts as an error, so that a lost
 /// answer cannot stall a client past the end of its run.
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Key prefix of the etcd writes.
+const ETCD_PREFIX: &str = "bench/";
+/// Key prefix of the `put-delete` writers, and the end of the range that
+/// covers it: apart from `writes`' keys, which would otherwise make the
+/// first delete-range of a run delete every key the earlier rows left.
+const ETCD_PD_PREFIX: &str = "bench-pd/";
+const ETCD_PD_RANGE_END: &str = "bench-pd0";
 /// Concurrent publishers filling the queue before a `lease-ack` run.
 const FILLERS: u64 = 16;
 
@@ -51,7 +64,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let payload = Payloads::new(args.event_bytes, args.batch_events.max(1));
     let url = target.setup(&args.client.url, url, args.workload).await?;
     for &clients in &args.clients {
-        if args.workload == BenchWorkload::LeaseAck {
+        let prefilled = match args.workload {
+            BenchWorkload::LeaseAck => true,
+            // etcd's deleters remove whatever the writers put.
+            BenchWorkload::PutDelete => target != Target::Etcd,
+            BenchWorkload::Writes | BenchWorkload::Batch => false,
+        };
+        if prefilled {
             let events = args.prefill.unwrap_or(args.seconds * 20_000);
             fill(&args, target, &url, &payload, events).await?;
         }
@@ -109,8 +128,10 @@ impl Target {
             "nats" => bail!("--target nats needs a build with --features bench-nats"),
             other => bail!("unknown --target {other}"),
         };
-        if target == Self::Etcd && workload != BenchWorkload::Writes {
-            bail!("etcd has no work queue: only --workload writes");
+        if target == Self::Etcd
+            && !matches!(workload, BenchWorkload::Writes | BenchWorkload::PutDelete)
+        {
+            bail!("etcd has no work queue: only --workload writes or put-delete");
         }
         Ok(target)
     }
@@ -184,8 +205,28 @@ impl Conn {
             (Self::Raftq { http, url }, BenchWorkload::LeaseAck) => {
                 raftq_lease_ack(http, url).await
             }
+            (Self::Raftq { http, url }, BenchWorkload::PutDelete) => {
+                let event = format!("{url}/queues/{WORK_QUEUE}/event");
+                if removes(workload, client) {
+                    raftq_delete(http.delete(event)).await
+                } else {
+                    let request = http.post(event).body(payload.event.clone());
+                    expect(request.header("content-type", "text/plain")).await
+                }
+            }
+            (Self::Etcd { http, url }, _) if removes(workload, client) => {
+                // Every key the writers put: one replicated delete-range
+                // per request, like one dequeue.
+                let request = http.post(format!("{url}/v3/kv/deleterange")).json(&json!({
+                    "key": base64(ETCD_PD_PREFIX.as_bytes()),
+                    "range_end": base64(ETCD_PD_RANGE_END.as_bytes()),
+                }));
+                expect(request).await
+            }
             (Self::Etcd { http, url }, _) => {
-                let key = format!("bench/{client}/{i}");
+                let prefix =
+                    if workload == BenchWorkload::PutDelete { ETCD_PD_PREFIX } else { ETCD_PREFIX };
+                let key = format!("{prefix}{client}/{i}");
                 let request = http.post(format!("{url}/v3/kv/put")).json(&json!({
                     "key": base64(key.as_bytes()),
                     "value": base64(payload.event.as_bytes()),
@@ -193,9 +234,28 @@ impl Conn {
                 expect(request).await
             }
             #[cfg(feature = "bench-nats")]
-            (Self::Nats(worker), workload) => worker.step(workload, payload).await,
+            (Self::Nats(worker), workload) => {
+                worker.step(workload, payload, removes(workload, client)).await
+            }
         }
     }
+}
+
+/// Whether `client` is one of the removers of a `put-delete` run.
+fn removes(workload: BenchWorkload, client: usize) -> bool {
+    workload == BenchWorkload::PutDelete && client % 2 == 1
+}
+
+/// One `DELETE /event`: `200` removed one, `204` found the queue empty.
+async fn raftq_delete(request: reqwest::RequestBuilder) -> anyhow::Result<Outcome> {
+    let response = request.send().await?;
+    let status = response.status();
+    let _ = response.bytes().await;
+    Ok(match status {
+        reqwest::StatusCode::OK => Outcome::Done,
+        reqwest::StatusCode::NO_CONTENT => Outcome::Empty,
+        other => Outcome::Refused(format!("delete: {other}")),
+    })
 }
 
 /// One batch publish of `payload`'s NDJSON lines to raftq's `queue`.
@@ -301,6 +361,8 @@ struct Tally {
     latencies_us: Vec<u32>,
     errors: u64,
     empty: u64,
+    /// Units done by the removers of `put-delete`.
+    removed: u64,
 }
 
 impl Tally {
@@ -308,6 +370,7 @@ impl Tally {
         self.latencies_us.extend(other.latencies_us);
         self.errors += other.errors;
         self.empty += other.empty;
+        self.removed += other.removed;
     }
 
     /// The run's JSON line: `writes`/`writes_per_sec` keep their meaning
@@ -353,6 +416,11 @@ impl Tally {
                 "acks_per_sec": per_sec(units),
                 "empty": self.empty,
             }),
+            BenchWorkload::PutDelete => json!({
+                "puts": units - self.removed,
+                "deletes": self.removed,
+                "empty": self.empty,
+            }),
         };
         if let (Some(line), serde_json::Value::Object(extra)) = (line.as_object_mut(), extra) {
             line.extend(extra);
@@ -382,6 +450,7 @@ async fn load(
         let step = tokio::time::timeout(STEP_TIMEOUT, conn.step(workload, payload, client, i));
         match step.await.unwrap_or_else(|_| Err(anyhow::anyhow!("no answer in {STEP_TIMEOUT:?}"))) {
             Ok(Outcome::Done) => {
+                tally.removed += u64::from(removes(workload, client));
                 tally.latencies_us.push(start.elapsed().as_micros().min(u32::MAX as u128) as u32);
             }
             Ok(Outcome::Empty) => tally.empty += 1,
@@ -400,39 +469,141 @@ fn base64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// Writes continuously through all URLs for the run; prints the longest
-/// stretch without an acknowledged write (the failover window when a
-/// leader is killed during the run) as JSON.
+/// Per-request bound of the failover clients: a write stuck on a dead or
+/// cut-off node is abandoned and retried on the next node well before the
+/// failover windows being measured (about a second) would look longer.
+const FAILOVER_STEP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Writes continuously through all URLs for the run (client `c` starts at
+/// URL `c % n` and moves to the next on any failure); prints the number of
+/// acknowledged writes and the longest stretch without one (the failover
+/// window when a leader is killed during the run) as JSON, and with
+/// `--acks-out` the time of every acknowledged write. SIGTERM ends the run
+/// early (after each client's current write), so that a script can stop it
+/// once it has done its kills.
 async fn failover(args: &BenchArgs) -> anyhow::Result<()> {
-    let client = std::sync::Arc::new(Client::new(&args.client.config())?);
+    let target = Target::parse(&args.target, BenchWorkload::Writes)?;
+    let urls: Vec<String> =
+        args.client.url.iter().map(|u| u.trim_end_matches('/').to_string()).collect();
+    if urls.is_empty() {
+        bail!("--url is required");
+    }
+    let payload = Payloads::new(args.event_bytes, 1);
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("install SIGTERM handler")?;
+    let on_term = stop.clone();
+    tokio::spawn(async move {
+        term.recv().await;
+        on_term.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
     let clients = args.clients.first().copied().unwrap_or(4).max(1);
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<std::time::SystemTime>();
     for c in 0..clients {
-        let (client, tx) = (client.clone(), tx.clone());
+        let mut rotated = urls.clone();
+        rotated.rotate_left(c % urls.len());
+        let writer = FailoverWriter::new(target, args, rotated)?;
+        let (tx, payload, stop) = (tx.clone(), payload.clone(), stop.clone());
         tokio::spawn(async move {
             let mut i = 0u64;
-            while Instant::now() < deadline {
+            while Instant::now() < deadline && !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 i += 1;
-                if client.post("default", &format!("failover-{c}-{i}"), None).await.is_ok() {
-                    let _ = tx.send(Instant::now());
+                let write =
+                    tokio::time::timeout(FAILOVER_STEP_TIMEOUT, writer.write(c, i, &payload));
+                match write.await {
+                    Ok(true) => {
+                        let _ = tx.send(std::time::SystemTime::now());
+                    }
+                    // A refused or timed-out write: the next node, after a
+                    // pause that keeps a fully down cluster from spinning.
+                    _ => {
+                        writer.next_url();
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
                 }
             }
         });
     }
     drop(tx);
-    let start = Instant::now();
-    let (mut last, mut max_gap, mut acks) = (start, Duration::ZERO, 0u64);
+    let (mut acks_at, mut max_gap) = (Vec::new(), Duration::ZERO);
+    let mut last = std::time::SystemTime::now();
     while let Some(at) = rx.recv().await {
-        acks += 1;
-        if at > last {
-            max_gap = max_gap.max(at - last);
+        if let Ok(gap) = at.duration_since(last) {
+            max_gap = max_gap.max(gap);
             last = at;
         }
+        acks_at.push(at);
+    }
+    if let Some(path) = &args.acks_out {
+        let mut text = String::with_capacity(acks_at.len() * 17);
+        for at in &acks_at {
+            let micros = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros();
+            text.push_str(&format!("{micros}\n"));
+        }
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     }
     println!(
         "{}",
-        json!({ "mode": "failover", "acks": acks, "max_gap_ms": max_gap.as_millis() as u64 })
+        json!({
+            "mode": "failover",
+            "target": args.target,
+            "clients": clients,
+            "acks": acks_at.len(),
+            "max_gap_ms": max_gap.as_millis() as u64,
+        })
     );
     Ok(())
+}
+
+/// One failover client: raftq's own client (which follows redirects and
+/// tries the other URLs itself) or plain etcd `PUT`s to the current URL
+/// (an etcd follower forwards a write to its leader).
+enum FailoverWriter {
+    Raftq(Client),
+    Etcd { http: reqwest::Client, urls: Vec<String>, current: std::sync::atomic::AtomicUsize },
+}
+
+impl FailoverWriter {
+    fn new(target: Target, args: &BenchArgs, urls: Vec<String>) -> anyhow::Result<Self> {
+        Ok(match target {
+            Target::Raftq => {
+                let mut config = args.client.config();
+                config.urls = urls;
+                Self::Raftq(Client::new(&config)?)
+            }
+            Target::Etcd => Self::Etcd {
+                http: http_client(args)?,
+                urls,
+                current: std::sync::atomic::AtomicUsize::new(0),
+            },
+            #[cfg(feature = "bench-nats")]
+            Target::Nats => bail!("--failover: raftq or etcd"),
+        })
+    }
+
+    /// One write; `true` once acknowledged.
+    async fn write(&self, client: usize, i: u64, payload: &Payloads) -> bool {
+        match self {
+            Self::Raftq(raftq) => {
+                raftq.post("default", &format!("failover-{client}-{i}"), None).await.is_ok()
+            }
+            Self::Etcd { http, urls, current } => {
+                let url = &urls[current.load(std::sync::atomic::Ordering::Relaxed) % urls.len()];
+                let request = http.post(format!("{url}/v3/kv/put")).json(&json!({
+                    "key": base64(format!("{ETCD_PREFIX}failover/{client}/{i}").as_bytes()),
+                    "value": base64(payload.event.as_bytes()),
+                }));
+                matches!(expect(request).await, Ok(Outcome::Done))
+            }
+        }
+    }
+
+    /// After a failed write: etcd clients move to the next URL (raftq's
+    /// client already tried them all).
+    fn next_url(&self) {
+        if let Self::Etcd { current, .. } = self {
+            current.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }

@@ -14,6 +14,9 @@
 //!   by all workers (a work-queue stream allows one consumer per subject,
 //!   so workers share it, as NATS documents), then `double_ack`: an ack the
 //!   server confirms, like raftq's `204` for an ack.
+//! - `put-delete`: writers publish to the work subject, removers do the
+//!   `lease-ack` step on the same (prefilled) stream: a removal is a fetch
+//!   plus an ack, the closest JetStream has to raftq's `DELETE /event`.
 
 use std::time::Duration;
 
@@ -50,7 +53,7 @@ pub async fn setup(urls: &[String], workload: BenchWorkload) -> anyhow::Result<S
         })
         .await
         .context("creating the JetStream stream")?;
-    if workload == BenchWorkload::LeaseAck {
+    if matches!(workload, BenchWorkload::LeaseAck | BenchWorkload::PutDelete) {
         stream
             .create_consumer(consumer::pull::Config {
                 durable_name: Some(CONSUMER.into()),
@@ -88,7 +91,7 @@ impl Worker {
         let (consumer, subject) = match workload {
             BenchWorkload::Writes => (None, "bench.writes"),
             BenchWorkload::Batch => (None, "bench.batch"),
-            BenchWorkload::LeaseAck => {
+            BenchWorkload::LeaseAck | BenchWorkload::PutDelete => {
                 let consumer = js
                     .get_stream(STREAM)
                     .await?
@@ -101,15 +104,20 @@ impl Worker {
         Ok(Self { js, consumer, subject })
     }
 
+    /// One unit of `workload`; `removes`: this client is a remover of
+    /// `put-delete`.
     pub async fn step(
         &self,
         workload: BenchWorkload,
         payload: &Payloads,
+        removes: bool,
     ) -> anyhow::Result<Outcome> {
         match workload {
             BenchWorkload::Writes => self.publish(payload, 1).await,
             BenchWorkload::Batch => self.publish(payload, payload.batch_events).await,
             BenchWorkload::LeaseAck => self.lease_ack().await,
+            BenchWorkload::PutDelete if removes => self.lease_ack().await,
+            BenchWorkload::PutDelete => self.publish(payload, 1).await,
         }
     }
 
