@@ -447,6 +447,11 @@ nats_bench() { RUST_LOG="${RUST_LOG:-warn}" "$RAFTQ" bench --target nats --url "
 
 # --- the run -----------------------------------------------------------------
 
+if want rows; then
+    # The floor under one client's writes: a synced append on this disk.
+    echo "== disk: fdatasync latency where the nodes keep their data"
+    python3 scripts/fsync_floor.py "$WORK" 3 | tee -a "$OUT"
+fi
 if want rows || want failover; then
     if system raftq; then
         echo "== raftq: 3 nodes"

@@ -117,6 +117,14 @@ def main_table(t, out):
     out.append(f"| cluster CPU at 64 clients, cores per 1 000 writes/s | {' | '.join(cells)} | {fmt_ratio(ratio(cpu[0], cpu[1]))} | lower is better |")
     out.append("")
     out.append("`*` NATS is loaded by `raftq bench` (no HTTP); raftq and etcd by `oha`. Failover: `raftq bench --failover`, 4 clients writing through all members.")
+    d1, d3 = t.get("disk", "fdatasync", "floor", 1), t.get("disk", "fdatasync", "floor", 3)
+    if d1:
+        line = (f"Disk floor in this run (`scripts/fsync_floor.py`): one 4 KiB append + fdatasync takes "
+                f"{num(d1['p50_ms'])} ms at p50 ({num(d1['p99_ms'])} ms p99), {num(d1['writes_per_sec'])}/s for one writer")
+        if d3:
+            line += f"; with 3 writers at once (one per member, as in a replicated write) {num(d3['p50_ms'])} ms p50, {num(d3['p99_ms'])} ms p99"
+        out.append("")
+        out.append(line + ". A lone write needs such a sync on a quorum, so one client cannot exceed about 1 000 / p50 writes/s.")
 
 
 def bench_table(t, out):

@@ -467,8 +467,8 @@ pub struct MazeVerifyArgs {
 /// `raftq maze-verify --pacing`: see docs/benchmarks.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum MazePacing {
-    /// As fast as this machine allows: async buffered writes, clients
-    /// checked byte for byte on every core. Measures the server.
+    /// As fast as this machine allows: one write per batch with Nagle off,
+    /// clients checked byte for byte on every core. Measures the server.
     Bulk,
     /// Like the reference program: one blocking write (Nagle on) per random
     /// batch, every notification parsed and its order checked, all 100

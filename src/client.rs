@@ -21,7 +21,13 @@ use crate::queue::Seq;
 use crate::wire::{self, header};
 
 const ATTEMPTS_MAX: usize = 20;
-const RETRY_PAUSE: Duration = Duration::from_millis(250);
+/// The pause before the first retry; it doubles with every failed attempt
+/// up to [`RETRY_PAUSE_MAX`]. Short at first: a node that knows no leader
+/// holds a write until one is elected, so the first retries mostly meet a
+/// dead node's refused connection or a stale redirect, which a new leader
+/// a few milliseconds later fixes.
+const RETRY_PAUSE_MIN: Duration = Duration::from_millis(10);
+const RETRY_PAUSE_MAX: Duration = Duration::from_millis(500);
 /// Longer than the server's 10 s write timeout, so that a slow commit is
 /// answered (503 outcome unknown) rather than cut off.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -230,14 +236,14 @@ impl Client {
                     let text = response.text().await.unwrap_or_default();
                     maybe_sent |= text.contains("\"code\":\"unavailable\"");
                     last_error = format!("{url}: {text}");
-                    tokio::time::sleep(RETRY_PAUSE).await;
+                    tokio::time::sleep(retry_pause(attempt)).await;
                 }
                 Ok(response) => return Ok((response, maybe_sent.then_some(last_error))),
                 Err(e) => {
                     // A connect failure sent nothing; anything later may have.
                     maybe_sent |= !e.is_connect();
                     last_error = format!("{url}: {e}");
-                    tokio::time::sleep(RETRY_PAUSE).await;
+                    tokio::time::sleep(retry_pause(attempt)).await;
                 }
             }
         }
@@ -543,9 +549,32 @@ impl Client {
     }
 }
 
+/// The pause after failed attempt `attempt` (0-based): exponential from
+/// [`RETRY_PAUSE_MIN`] to [`RETRY_PAUSE_MAX`], each drawn from its upper
+/// half so that clients that failed together do not retry in step. 20
+/// attempts span about 7 s, longer than any election.
+fn retry_pause(attempt: usize) -> Duration {
+    use rand::Rng;
+    let doubled = RETRY_PAUSE_MIN.saturating_mul(1u32 << attempt.min(16));
+    let ceiling = doubled.min(RETRY_PAUSE_MAX);
+    rand::thread_rng().gen_range(ceiling / 2..=ceiling)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[test]
+    fn retry_pauses_grow_from_the_minimum_to_the_maximum() {
+        for _ in 0..100 {
+            let first = retry_pause(0);
+            assert!((RETRY_PAUSE_MIN / 2..=RETRY_PAUSE_MIN).contains(&first));
+            let late = retry_pause(19);
+            assert!((RETRY_PAUSE_MAX / 2..=RETRY_PAUSE_MAX).contains(&late));
+            assert!(retry_pause(3) <= RETRY_PAUSE_MIN * 8);
+        }
+        let total: Duration = (0..ATTEMPTS_MAX).map(retry_pause).sum();
+        assert!(total >= Duration::from_secs(3), "retries give up too soon: {total:?}");
+    }
 
     #[test]
     fn settle_paths_name_the_queue_the_verb_and_the_encoded_token() {

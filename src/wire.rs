@@ -158,6 +158,15 @@ pub struct Status {
     pub role: String,
     pub leader_id: Option<u64>,
     pub leader_api_url: Option<String>,
+    /// On the leader: milliseconds since a quorum of voters last
+    /// acknowledged it (`null` elsewhere). A leader cut off from its quorum
+    /// keeps its role until it hears of a newer term, but this grows, its
+    /// writes fail and `/readyz` answers 503.
+    pub quorum_ack_ms: Option<u64>,
+    /// On a follower or learner: milliseconds since it last accepted an
+    /// AppendEntries (heartbeats included) from a leader (`null` before the
+    /// first, and on the leader).
+    pub leader_contact_ms: Option<u64>,
     pub term: u64,
     pub last_log_index: Option<u64>,
     pub commit_index: Option<u64>,

@@ -39,6 +39,11 @@ pub async fn status(State(state): State<Shared>) -> Response {
         role: view.role.as_str().to_owned(),
         leader_id: view.leader_id,
         leader_api_url: view.leader_api_url(),
+        quorum_ack_ms: view.quorum_acked_ms,
+        leader_contact_ms: state
+            .replica
+            .leader_contact()
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         term: view.term,
         last_log_index: view.last_log_index,
         commit_index: state.replica.commit_index().await,
@@ -121,6 +126,8 @@ pub async fn readyz(State(state): State<Shared>) -> Response {
         Some("this node was removed from the cluster")
     } else if view.leader_id.is_none() {
         Some("no leader known")
+    } else if let Some(why) = state.replica.out_of_contact() {
+        Some(why)
     } else if view.applied_index < committed {
         Some("applying the committed log")
     } else {

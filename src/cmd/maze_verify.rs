@@ -8,7 +8,7 @@
 //! its expected lines, in order.
 //!
 //! ```text
-//!  Workload ──batch──▶ BufWriter ──▶ source socket ──▶ server
+//!  Workload ──batch──▶ one write ──▶ source socket ──▶ server
 //!     │                                                   │ notifications
 //!     └─expected lines per user─▶ bounded channel ──▶ client task ◀──┘
 //!                                 (one per user)     compares line by line
@@ -30,7 +30,7 @@ use std::io::{ErrorKind, Write};
 use anyhow::{anyhow, bail, Context};
 use futures_util::future::BoxFuture;
 use raftq::cli::{MazePacing, MazeVerifyArgs};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -58,8 +58,6 @@ const REGISTRATION_SETTLE: Duration = Duration::from_millis(500);
 const EXTRA_LINE_GRACE: Duration = Duration::from_millis(300);
 /// Batches of expected lines queued per client before the generator waits.
 const EXPECTED_BATCHES_MAX: usize = 10_000;
-/// Source socket write buffer.
-const SOURCE_BUFFER_BYTES: usize = 64 * 1024;
 /// How long the writer waits, when a checker has gone, for the watcher to
 /// report that checker's own (more precise) failure.
 const CHECKER_FAILURE_WAIT: Duration = Duration::from_secs(5);
@@ -164,19 +162,12 @@ async fn verify(args: &MazeVerifyArgs, stats: &mut Stats) -> anyhow::Result<()> 
         Progress { sent: Arc::new(AtomicU64::new(0)), every: args.log_interval, started };
     let sent = progress.sent.clone();
     let produce = async {
-        match args.pacing {
-            MazePacing::Bulk => {
-                produce_bulk(workload, source, expected, read_timeout, progress).await
-            }
-            MazePacing::Reference => {
-                let source = source.into_std()?;
-                tokio::task::spawn_blocking(move || {
-                    produce_blocking(workload, source, expected, read_timeout, progress)
-                })
-                .await
-                .context("the event source writer panicked")?
-            }
-        }
+        let (source, pacing) = (source.into_std()?, args.pacing);
+        tokio::task::spawn_blocking(move || {
+            produce(workload, source, expected, read_timeout, progress, pacing)
+        })
+        .await
+        .context("the event source writer panicked")?
     };
     // Fails as soon as either side fails; the source stays open until every
     // client is done.
@@ -215,59 +206,20 @@ impl Progress {
 type Expected = HashMap<u64, mpsc::Sender<Vec<String>>>;
 type Checker = (u64, TcpStream, mpsc::Receiver<Vec<String>>);
 
-/// `--pacing bulk`: batches go through an async buffered writer.
-async fn produce_bulk(
-    mut workload: Workload,
-    source: TcpStream,
-    expected: Expected,
-    read_timeout: Duration,
-    progress: Progress,
-) -> anyhow::Result<std::net::TcpStream> {
-    let mut source = BufWriter::with_capacity(SOURCE_BUFFER_BYTES, source);
-    while let Some(batch) = workload.next_batch() {
-        let write = async {
-            for line in &batch {
-                source.write_all(line.as_bytes()).await?;
-            }
-            source.flush().await
-        };
-        match tokio::time::timeout(read_timeout, write).await {
-            Ok(written) => written.context("writing to the event source")?,
-            Err(_) => bail!(
-                "the event source accepted nothing for {} ms (at event {})",
-                read_timeout.as_millis(),
-                progress.next_event()
-            ),
-        }
-        progress.add(batch.len());
-        for (user, lines) in workload.take_expected() {
-            let sender = expected.get(&user).expect("expectations only for connected users");
-            if sender.send(lines).await.is_err() {
-                // That client task has ended with its failure: the
-                // watcher reports it. Wait for it rather than
-                // reporting a vaguer error here.
-                tokio::time::sleep(CHECKER_FAILURE_WAIT).await;
-                bail!("user {user}: its checker stopped without reporting why");
-            }
-        }
-    }
-    // Closing the channels (dropping `expected`) tells each checker that
-    // nothing more is owed; the source stays open until the checkers end.
-    drop(expected);
-    Ok(source.into_inner().into_std()?)
-}
-
-/// `--pacing reference`: one blocking write per batch, Nagle on (the JVM's
-/// default: the reference never sets TCP_NODELAY), on its own thread.
-fn produce_blocking(
+/// Writes the workload to the event source on its own thread, one blocking
+/// write per batch (as the reference program does). `--pacing reference`
+/// also leaves Nagle on (the JVM's default: the reference never sets
+/// TCP_NODELAY); `--pacing bulk` turns it off.
+fn produce(
     mut workload: Workload,
     mut source: std::net::TcpStream,
     expected: Expected,
     read_timeout: Duration,
     progress: Progress,
+    pacing: MazePacing,
 ) -> anyhow::Result<std::net::TcpStream> {
     source.set_nonblocking(false)?;
-    source.set_nodelay(false)?;
+    source.set_nodelay(matches!(pacing, MazePacing::Bulk))?;
     source.set_write_timeout(Some(read_timeout))?;
     while let Some(batch) = workload.next_batch() {
         match source.write_all(&reference::batch_bytes(&batch)) {
@@ -283,11 +235,16 @@ fn produce_blocking(
         for (user, lines) in workload.take_expected() {
             let sender = expected.get(&user).expect("expectations only for connected users");
             if sender.blocking_send(lines).is_err() {
+                // That client task has ended with its failure: the watcher
+                // reports it. Wait for it rather than reporting a vaguer
+                // error here.
                 std::thread::sleep(CHECKER_FAILURE_WAIT);
                 bail!("user {user}: its checker stopped without reporting why");
             }
         }
     }
+    // Closing the channels (dropping `expected`) tells each checker that
+    // nothing more is owed; the source stays open until the checkers end.
     drop(expected);
     Ok(source)
 }
@@ -437,6 +394,7 @@ mod tests {
     use std::collections::{BTreeMap, HashSet};
     use std::sync::Mutex;
 
+    use tokio::io::BufWriter;
     use tokio::net::TcpListener;
 
     use super::*;

@@ -263,6 +263,9 @@ pub async fn start_on(config: Config, listeners: Listeners) -> Result<NodeHandle
         maze_limits,
         snapshot_dir: snapshot_dir.clone(),
         transfer_min_interval: config.transfer_min_interval,
+        leader_wait: settings.leader_wait(),
+        leader_silence: settings.leader_silence(),
+        contact_limit: settings.contact_limit(),
     });
     tasks.spawn(crate::raft::compactor::run(
         raft.clone(),

@@ -71,6 +71,34 @@ impl RaftSettings {
         std::time::Duration::from_millis(self.election_timeout_max_ms())
     }
 
+    /// How long a write that reaches a node knowing no live leader waits
+    /// for one to be elected before it is answered (`503`, or a 307 to the
+    /// silent leader). openraft starts an election once the leader's lease
+    /// (`election_timeout_max`) and then an election timeout (`[t, 2t)`)
+    /// have passed since the last heartbeat: at most two of the longest
+    /// election timeouts; one more covers the vote and a retry after a
+    /// split vote. A client (`curl -L` has no retry) is then sent to the new
+    /// leader with a 307 instead of polling through an election.
+    pub fn leader_wait(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.election_timeout_max_ms().saturating_mul(3))
+    }
+
+    /// How long a follower may go without hearing from its leader before a
+    /// client write stops being redirected to it (see
+    /// `Replica::propose`): two heartbeats, so one late heartbeat on a busy
+    /// machine only holds a write until the next one.
+    pub fn leader_silence(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.heartbeat_ms.saturating_mul(2))
+    }
+
+    /// How long a follower may go without hearing from its leader, or a
+    /// leader without a quorum's acknowledgement, before `/readyz` takes it
+    /// out of rotation: the RPC timeout (at least a second), so that a busy
+    /// moment does not make readiness flap.
+    pub fn contact_limit(&self) -> std::time::Duration {
+        self.rpc_timeout_min()
+    }
+
     /// The least time any Raft RPC gets (see `network::Connection`): at
     /// least a second, since openraft sends heartbeats apart from
     /// replication, a slow AppendEntries does not delay them.

@@ -15,8 +15,12 @@
 //! (`ForwardToLeader`, lease expired), but keeps those already appended.
 //!
 //! Batches are handed to openraft in the order they were formed
-//! (`client_write_ff` from this one task); only the waiting for results runs
-//! concurrently.
+//! (`client_write_ff` from this one task). Nothing waits for their results:
+//! openraft runs each batch's [`CallbackResponder`] where it completes the
+//! write, which answers the batch's callers directly; one watchdog task
+//! fails the batches in flight when the leadership or the quorum is lost.
+//! (A lone write passes through enough tasks as it is: HTTP, this one,
+//! openraft's core, log store, state machine.)
 //!
 //! Every write of the node passes [`Proposer::propose`] (API, compactor,
 //! maze source and gap timer, forwarded batches), so the two write gates
@@ -28,8 +32,7 @@ use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::ClientWriteError;
-use openraft::impls::ProgressResponder;
-use tokio::sync::{mpsc, oneshot, OwnedRwLockWriteGuard, RwLock, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedRwLockWriteGuard, OwnedSemaphorePermit, RwLock, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::types::{Node, NodeId, Op, Raft, Reply, Request, TypeConfig};
@@ -159,6 +162,8 @@ struct Batcher {
 async fn run(batcher: Batcher, mut rx: mpsc::Receiver<Pending>, shutdown: CancellationToken) {
     let Batcher { raft, limits, maze_limits, quorum_timeout } = batcher;
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT_MAX));
+    let watched = Arc::new(Watched::default());
+    tokio::spawn(watchdog(raft.clone(), watched.clone(), quorum_timeout, shutdown.clone()));
     loop {
         // Take the permit first: everything that arrives while we wait for
         // it joins this batch.
@@ -206,57 +211,154 @@ async fn run(batcher: Batcher, mut rx: mpsc::Receiver<Pending>, shutdown: Cancel
             continue;
         }
         let request = Request { limits, maze_limits, ops: commands, time_ms: unix_ms() };
-        let (responder, response) = ProgressResponder::complete_only();
-        match raft.client_write_ff(request, Some(responder)).await {
-            Ok(()) => {
-                let raft = raft.clone();
-                tokio::spawn(async move {
-                    let result = tokio::select! {
-                        response = response => match response {
-                            Ok(Ok(written)) => Ok(written.data.replies),
-                            Ok(Err(e)) => Err(map_write_error(e, *raft.node_id())),
-                            Err(_) => Err(ProposeError::Unavailable("raft dropped the write".into())),
-                        },
-                        why = leadership_lost(&raft, quorum_timeout) => Err(ProposeError::Unavailable(why)),
-                    };
-                    answer(waiters, result);
-                    drop(permit);
+        let batch = Arc::new(InFlight::new(waiters, permit));
+        let responder = {
+            let (batch, me) = (batch.clone(), *raft.node_id());
+            CallbackResponder::new(move |result: openraft::raft::ClientWriteResult<TypeConfig>| {
+                batch.finish(match result {
+                    Ok(written) => Ok(written.data.replies),
+                    Err(e) => Err(map_write_error(e, me)),
                 });
-            }
-            Err(fatal) => answer(waiters, Err(ProposeError::Unavailable(fatal.to_string()))),
+            })
+        };
+        watched.push(batch.clone());
+        if let Err(fatal) = raft.client_write_ff(request, Some(responder)).await {
+            batch.finish(Err(ProposeError::Unavailable(fatal.to_string())));
         }
     }
 }
 
-/// Resolves once this node stops being a leader with a quorum: it is no
-/// longer leader, or (with other voters) no quorum acknowledged it for
-/// `quorum_timeout` while this write was in flight. (A quorum that was
-/// quiet before the write, e.g. a single voter's, or one being changed,
-/// does not count against it.) What it answers is why, for the client.
-async fn leadership_lost(raft: &Raft, quorum_timeout: Duration) -> String {
-    let metrics = raft.metrics();
-    let submitted = std::time::Instant::now();
-    loop {
-        tokio::time::sleep(QUORUM_CHECK_EVERY).await;
-        let m = metrics.borrow_watched();
-        if m.state != openraft::ServerState::Leader {
-            return "leadership changed while the write was in flight: its outcome is unknown; \
-                    retry with the same Idempotency-Key (or check the queue)"
-                .into();
+/// openraft's write responder here: a callback, run where openraft
+/// completes the write (on the state machine task, right after the apply),
+/// so that a batch's callers are answered without a task of its own in
+/// between. Dropped unanswered (Raft shut down), its waiters see their
+/// channels close: an unknown outcome.
+pub struct CallbackResponder<T>(Box<dyn FnOnce(T) + Send>);
+
+impl<T> CallbackResponder<T> {
+    pub fn new(f: impl FnOnce(T) + Send + 'static) -> Self {
+        CallbackResponder(Box::new(f))
+    }
+}
+
+impl<T: openraft::OptionalSend + 'static> openraft::raft::responder::Responder<TypeConfig, T>
+    for CallbackResponder<T>
+{
+    fn on_complete(self, result: T) {
+        (self.0)(result)
+    }
+}
+
+/// A batch handed to openraft and not answered yet. Whichever comes first
+/// answers it: openraft's responder (the normal way), or the watchdog
+/// (leadership or quorum lost while it was in flight). Answering also
+/// frees its in-flight permit.
+struct InFlight {
+    waiting: std::sync::Mutex<Option<(Waiters, OwnedSemaphorePermit)>>,
+    submitted: std::time::Instant,
+}
+
+type Waiters = Vec<oneshot::Sender<Result<Reply, ProposeError>>>;
+
+impl InFlight {
+    fn new(waiters: Waiters, permit: OwnedSemaphorePermit) -> Self {
+        InFlight {
+            waiting: std::sync::Mutex::new(Some((waiters, permit))),
+            submitted: std::time::Instant::now(),
         }
-        let alone = m.membership_config.membership().voter_ids().all(|id| id == m.id);
-        let in_flight = submitted.elapsed() > quorum_timeout;
-        let silent = m
-            .last_quorum_acked
-            .as_ref()
-            .is_some_and(|at| openraft::Instant::elapsed(&**at) > quorum_timeout);
-        if !alone && in_flight && silent {
-            return "the leader lost contact with its quorum while the write was in flight: its \
-                    outcome is unknown; retry with the same Idempotency-Key (or check the queue)"
-                .into();
+    }
+
+    fn finish(&self, result: Result<Vec<Reply>, ProposeError>) {
+        let taken = self.waiting.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some((waiters, permit)) = taken {
+            answer(waiters, result);
+            drop(permit);
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner()).is_none()
+    }
+}
+
+/// The batches the watchdog looks after (at most `IN_FLIGHT_MAX` live).
+#[derive(Default)]
+struct Watched {
+    batches: std::sync::Mutex<Vec<Arc<InFlight>>>,
+    added: tokio::sync::Notify,
+}
+
+impl Watched {
+    fn push(&self, batch: Arc<InFlight>) {
+        let mut batches = self.batches.lock().unwrap_or_else(|e| e.into_inner());
+        batches.retain(|b| !b.is_finished());
+        batches.push(batch);
+        drop(batches);
+        self.added.notify_one();
+    }
+
+    /// The batches still unanswered (the answered ones are dropped).
+    fn unfinished(&self) -> Vec<Arc<InFlight>> {
+        let mut batches = self.batches.lock().unwrap_or_else(|e| e.into_inner());
+        batches.retain(|b| !b.is_finished());
+        batches.clone()
+    }
+}
+
+/// Fails the batches in flight once this node stops being a leader with a
+/// quorum: it is no longer leader, or (with other voters) no quorum
+/// acknowledged it for `quorum_timeout` while a batch was in flight. (A
+/// quorum that was quiet before the batch, e.g. a single voter's, or one
+/// being changed, does not count against it.) The answer says why, for the
+/// client. It ticks only while something is in flight.
+async fn watchdog(
+    raft: Raft,
+    watched: Arc<Watched>,
+    quorum_timeout: Duration,
+    shutdown: CancellationToken,
+) {
+    let metrics = raft.metrics();
+    loop {
+        let batches = watched.unfinished();
+        if batches.is_empty() {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = watched.added.notified() => continue,
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(QUORUM_CHECK_EVERY) => {}
+        }
+        let why = {
+            let m = metrics.borrow_watched();
+            if m.state != openraft::ServerState::Leader {
+                Some((None, LEADERSHIP_CHANGED))
+            } else {
+                let alone = m.membership_config.membership().voter_ids().all(|id| id == m.id);
+                let silent = m
+                    .last_quorum_acked
+                    .as_ref()
+                    .is_some_and(|at| openraft::Instant::elapsed(&**at) > quorum_timeout);
+                (!alone && silent).then_some((Some(quorum_timeout), QUORUM_LOST))
+            }
+        };
+        if let Some((in_flight_for, why)) = why {
+            for batch in batches {
+                if in_flight_for.is_none_or(|t| batch.submitted.elapsed() > t) {
+                    batch.finish(Err(ProposeError::Unavailable(why.into())));
+                }
+            }
         }
     }
 }
+
+const LEADERSHIP_CHANGED: &str = "leadership changed while the write was in flight: its outcome \
+                                  is unknown; retry with the same Idempotency-Key (or check the \
+                                  queue)";
+const QUORUM_LOST: &str = "the leader lost contact with its quorum while the write was in \
+                           flight: its outcome is unknown; retry with the same Idempotency-Key \
+                           (or check the queue)";
 
 /// Wall-clock Unix milliseconds (0 if the clock is before 1970).
 pub fn unix_ms() -> u64 {
@@ -309,11 +411,9 @@ fn map_write_error(e: ClientWriteError<TypeConfig>, me: NodeId) -> ProposeError 
         ClientWriteError::ForwardToLeader(f) => ProposeError::NotLeader {
             leader: f.leader_id.filter(|id| *id != me).zip(f.leader_node),
         },
-        ClientWriteError::LogEntryDiscarded(_) => ProposeError::Unavailable(
-            "leadership changed while the write was in flight: its outcome is unknown; retry \
-             with the same Idempotency-Key (or check the queue)"
-                .into(),
-        ),
+        ClientWriteError::LogEntryDiscarded(_) => {
+            ProposeError::Unavailable(LEADERSHIP_CHANGED.into())
+        }
         ClientWriteError::ChangeMembershipError(e) => ProposeError::Unavailable(e.to_string()),
         ClientWriteError::PreconditionFailed(e) => ProposeError::Unavailable(e.to_string()),
     }

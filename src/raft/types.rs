@@ -7,16 +7,33 @@ pub use crate::sm::{
     StoredMembership,
 };
 
-openraft::declare_raft_types!(
-    /// raftq's openraft type configuration.
-    pub TypeConfig:
-        D = Request,
-        R = Response,
-        NodeId = NodeId,
-        Node = Node,
-        LeaderId = LeaderId,
-        Entry = Entry,
-);
+/// raftq's openraft type configuration. Written out rather than declared
+/// with `openraft::declare_raft_types!`, which cannot name a generic
+/// `Responder<T>`: ours is a callback (see `proposer::CallbackResponder`).
+#[derive(Debug, Clone, Copy, Default, Eq, PartialEq, Ord, PartialOrd)]
+pub struct TypeConfig {}
+
+impl openraft::RaftTypeConfig for TypeConfig {
+    type D = Request;
+    type R = Response;
+    type NodeId = NodeId;
+    type Node = Node;
+    type Term = u64;
+    type LeaderId = LeaderId;
+    type Vote = openraft::impls::Vote<Self::LeaderId>;
+    type Payload = openraft::EntryPayload<Self::D, Self::NodeId, Self::Node>;
+    type Entry = Entry;
+    type Responder<T>
+        = super::proposer::CallbackResponder<T>
+    where
+        T: openraft::OptionalSend + 'static;
+    type Batch<T>
+        = openraft::impls::InlineBatch<T>
+    where
+        T: openraft::OptionalSend + 'static;
+    type AsyncRuntime = openraft::impls::TokioRuntime;
+    type ErrorSource = openraft::impls::BoxedErrorSource;
+}
 
 pub type Raft = openraft::Raft<TypeConfig, super::state_machine::StateMachine>;
 pub type Vote = openraft::alias::VoteOf<TypeConfig>;

@@ -28,6 +28,7 @@
 //! holds the Raft handle; `api`, `maze_net` and the membership driver name
 //! no openraft type.
 
+mod contact;
 pub mod forward;
 pub mod members;
 pub mod read;
@@ -40,7 +41,9 @@ use std::time::Duration;
 use futures_util::{Stream, StreamExt};
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::RaftError;
-use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, TransferLeaderRequest, VoteRequest,
+};
 use tokio::io::AsyncWriteExt;
 
 use crate::maze::MazeLimits;
@@ -118,6 +121,15 @@ pub struct ReplicaParts {
     pub transfer_min_interval: Duration,
     /// Where received snapshots are written (the state machine's dir).
     pub snapshot_dir: std::path::PathBuf,
+    /// How long a client write waits for a leader to be elected when this
+    /// node knows none or its leader has gone silent (see
+    /// [`Replica::propose`]).
+    pub leader_wait: Duration,
+    /// How long a leader may go unheard before it counts as silent.
+    pub leader_silence: Duration,
+    /// How long a follower may go without its leader, or a leader without
+    /// its quorum, and still count as ready (`/readyz`).
+    pub contact_limit: Duration,
 }
 
 /// The facade; cheap to clone (one shared inside).
@@ -136,6 +148,12 @@ struct Inner {
     last_transfer: Mutex<Option<std::time::Instant>>,
     transfer_min_interval: Duration,
     snapshot_dir: std::path::PathBuf,
+    leader_wait: Duration,
+    /// A leader not heard from for this long is taken for dead by a write
+    /// deciding where to go (see [`Replica::propose`]).
+    leader_silence: Duration,
+    contact: contact::LeaderContact,
+    contact_limit: Duration,
     /// Held by an operator's removal and by each autopilot change, so the
     /// 3-voter floor is checked against the membership the change applies to.
     membership_lock: tokio::sync::Mutex<()>,
@@ -153,6 +171,10 @@ impl Replica {
                 last_transfer: Mutex::new(None),
                 transfer_min_interval: parts.transfer_min_interval,
                 snapshot_dir: parts.snapshot_dir,
+                leader_wait: parts.leader_wait,
+                leader_silence: parts.leader_silence,
+                contact: contact::LeaderContact::new(),
+                contact_limit: parts.contact_limit,
                 membership_lock: tokio::sync::Mutex::new(()),
             }),
         }
@@ -164,7 +186,44 @@ impl Replica {
 
     /// This node's Raft state now.
     pub fn view(&self) -> RaftView {
-        RaftView::from_metrics(&self.inner.raft.metrics().borrow_watched())
+        let metrics = self.inner.raft.metrics();
+        let m = metrics.borrow_watched();
+        let mut view = RaftView::from_metrics(&m);
+        // The pure view reads no clock; the age of the quorum's last
+        // acknowledgement is taken here.
+        if m.state == openraft::ServerState::Leader {
+            view.quorum_acked_ms = m.last_quorum_acked.as_ref().map(|at| {
+                u64::try_from(openraft::Instant::elapsed(&**at).as_millis()).unwrap_or(u64::MAX)
+            });
+        }
+        view
+    }
+
+    /// How long ago this node last accepted an AppendEntries from a leader
+    /// (`None` on the leader, or before the first).
+    pub fn leader_contact(&self) -> Option<Duration> {
+        if self.view().is_leader() {
+            None
+        } else {
+            self.inner.contact.since()
+        }
+    }
+
+    /// Why this node should not take traffic now, as far as its contact
+    /// with the rest of the cluster goes: a leader that no quorum has
+    /// acknowledged, or a follower that has not heard from its leader, for
+    /// longer than `contact_limit` (both are on the minority side of a
+    /// partition, or alone).
+    pub fn out_of_contact(&self) -> Option<&'static str> {
+        let view = self.view();
+        let limit = self.inner.contact_limit;
+        if view.is_leader() {
+            view.leader_cut_off(limit).then_some("this leader has lost contact with its quorum")
+        } else if view.leader_id.is_some() && !self.inner.contact.heard_within(limit) {
+            Some("no contact with the leader")
+        } else {
+            None
+        }
     }
 
     /// The UUID of the cluster this node belongs to, once it has one.
@@ -194,9 +253,56 @@ impl Replica {
 
     /// A client's write: on the leader only (elsewhere [`NotLeader`], for a
     /// redirect), through the proposer, bounded by a commit timeout.
+    ///
+    /// During a failover the write first waits (up to `leader_wait`) for
+    /// its end: on a node that knows no leader (an election is under way),
+    /// or whose leader has gone silent (no AppendEntries for
+    /// `leader_silence`: most likely dead, and a redirect to it would end in
+    /// a refused connection). Then it is proposed here if this node won, or
+    /// redirected to the winner: a client sees one 307 to the new leader
+    /// instead of errors to back off from. (A leader that refuses writes,
+    /// e.g. one cut off from its quorum, answers at once: waiting could not
+    /// help it.)
     pub async fn propose(&self, op: Op) -> Result<Reply, ProposeError> {
-        self.route_write()?;
+        self.route_write_after_failover().await?;
         self.inner.proposer.propose_within(op, Some(WRITE_TIMEOUT)).await
+    }
+
+    /// [`Replica::route_write`] once the leader is known and alive, or
+    /// after `leader_wait` whatever it is then.
+    async fn route_write_after_failover(&self) -> Result<(), NotLeader> {
+        let deadline = tokio::time::Instant::now() + self.inner.leader_wait;
+        let mut metrics = self.inner.raft.metrics();
+        loop {
+            let contact = self.inner.contact.next();
+            tokio::pin!(contact);
+            contact.as_mut().enable();
+            let routed = self.route_write();
+            let settled = match &routed {
+                Ok(()) => true,
+                Err(NotLeader { leader: Some(_) }) => {
+                    self.inner.contact.heard_within(self.inner.leader_silence)
+                }
+                Err(NotLeader { leader: None }) => false,
+            };
+            if settled {
+                return routed;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return self.route_write(),
+                changed = metrics.changed() => {
+                    if changed.is_err() {
+                        return self.route_write();
+                    }
+                }
+                _ = contact => {}
+            }
+        }
+    }
+
+    /// An AppendEntries from the leader was accepted here.
+    fn leader_heard(&self) {
+        self.inner.contact.touch();
     }
 
     /// Serves one Raft RPC that arrived on the Raft port: decodes `body`,
@@ -209,7 +315,11 @@ impl Replica {
             RaftRpc::Append => {
                 let req: AppendEntriesRequest<TypeConfig> =
                     serde_json::from_slice(body).map_err(|e| malformed(&e))?;
-                serde_json::to_vec(&raft.append_entries(req).await)?
+                let answer = raft.append_entries(req).await;
+                if matches!(&answer, Ok(a) if !matches!(a, AppendEntriesResponse::HigherVote(_))) {
+                    self.leader_heard();
+                }
+                serde_json::to_vec(&answer)?
             }
             RaftRpc::Vote => {
                 let req: VoteRequest<TypeConfig> =

@@ -65,6 +65,11 @@ pub struct RaftView {
     /// On the leader: the last log index each member is known to hold
     /// (`None`: nothing yet). Empty on other nodes.
     pub matched: BTreeMap<NodeId, Option<u64>>,
+    /// On the leader: milliseconds since a quorum of voters last
+    /// acknowledged it, at the time of this view (`None` elsewhere, or
+    /// before the first acknowledgement). Set by whoever built the view
+    /// with a clock at hand.
+    pub quorum_acked_ms: Option<u64>,
 }
 
 impl RaftView {
@@ -87,6 +92,8 @@ impl RaftView {
                 .as_ref()
                 .map(|r| r.iter().map(|(id, l)| (*id, l.map(|l| l.index))).collect())
                 .unwrap_or_default(),
+            // Needs the clock: `Replica::view` fills it in.
+            quorum_acked_ms: None,
         }
     }
 
@@ -104,6 +111,16 @@ impl RaftView {
     /// The leader's public API URL, as far as this node knows.
     pub fn leader_api_url(&self) -> Option<String> {
         self.leader().map(|(_, node)| node.api_url())
+    }
+
+    /// A leader with other voters that no quorum has acknowledged for
+    /// longer than `limit`: cut off (its writes fail; a new leader is
+    /// probably elected on the other side).
+    pub fn leader_cut_off(&self, limit: std::time::Duration) -> bool {
+        let others = self.voters.iter().any(|&v| v != self.id);
+        self.is_leader()
+            && others
+            && self.quorum_acked_ms.is_some_and(|ms| u128::from(ms) > limit.as_millis())
     }
 
     /// The last log index `id` is known to hold (leader only).
@@ -161,6 +178,27 @@ mod tests {
         assert_eq!(view.leader(), Some((1, &node(10))));
         assert_eq!(view.leader_api_url().as_deref(), Some("https://h:11"));
         assert_eq!([1, 2, 3, 4].map(|id| view.matched_index(id)), [Some(9), Some(7), None, None]);
+        assert!(!view.leader_cut_off(std::time::Duration::ZERO), "no quorum ack known");
+    }
+
+    #[test]
+    fn a_leader_is_cut_off_once_its_quorum_is_silent_past_the_limit() {
+        let limit = std::time::Duration::from_millis(300);
+        let mut view = RaftView::from_metrics(&RaftMetrics::new_initial(1));
+        view.leader_id = Some(1);
+        view.role = Role::Leader;
+        view.voters = BTreeSet::from([1, 2, 3]);
+        view.quorum_acked_ms = Some(300);
+        assert!(!view.leader_cut_off(limit));
+        view.quorum_acked_ms = Some(301);
+        assert!(view.leader_cut_off(limit));
+        // A single voter is its own quorum; a follower is never cut off.
+        view.voters = BTreeSet::from([1]);
+        assert!(!view.leader_cut_off(limit));
+        view.voters = BTreeSet::from([1, 2, 3]);
+        view.leader_id = Some(2);
+        view.role = Role::Follower;
+        assert!(!view.leader_cut_off(limit));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use reqwest::StatusCode;
 
 use crate::harness::{
     id_of, id_set, index_field, status_brief, str_field, u64_field, wait_until, Cluster,
+    HEARTBEAT_MS,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,4 +132,52 @@ async fn leader_kill_rejoin_and_full_restart() {
         assert_eq!(u64_field(&st, "head_seq"), s1 + 2, "{}", status_brief(&st));
         assert!(["leader", "follower"].contains(&str_field(&st, "role")), "{}", status_brief(&st));
     }
+}
+
+/// A write that reaches a follower after its leader died, but before a new
+/// one is elected, waits for the election and lands on the new leader with
+/// one 307: `curl -L` (which never retries) gets its 201. Without the wait
+/// the follower would redirect to the dead leader it still names, and curl
+/// would fail on the refused connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_during_an_election_waits_for_the_new_leader() {
+    // The test nodes' election timeout (800-1600 ms) leaves a wide window
+    // between the leader's death and its replacement.
+    let mut c = Cluster::start(3).await;
+    let l0 = c.wait_for_voters(3, Duration::from_secs(60)).await;
+    let old_leader = c.node_id(l0).await;
+    let f = c.live().into_iter().find(|&i| i != l0).expect("a follower");
+    let r = c.post(l0, "before").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+    let before = r.expect_seq();
+
+    c.nodes[l0].kill9();
+    // Well past two heartbeats of silence, well within the election timeout.
+    tokio::time::sleep(Duration::from_millis(4 * HEARTBEAT_MS)).await;
+    let st = c.status(f).await;
+    assert_eq!(
+        id_of(&st["leader_id"]).as_deref(),
+        Some(old_leader.as_str()),
+        "the follower should still name the dead leader: {}",
+        status_brief(&st)
+    );
+
+    let url = c.url(f, "/event");
+    let sent = Instant::now();
+    let out =
+        crate::harness::curl(&["-L", "-D", "-", "-X", "POST", "-d", "event=during", &url]).await;
+    let headers = out.stdout_text();
+    eprintln!("a write during the election: {} after {:?}", out.http_code, sent.elapsed());
+    assert_eq!(out.http_code, "201", "curl exit {:?}, headers:\n{headers}", out.exit);
+    assert!(headers.contains(" 307"), "one redirect to the new leader:\n{headers}");
+    let seq: u64 = headers
+        .lines()
+        .filter_map(|l| l.strip_prefix("seq: ").or_else(|| l.strip_prefix("Seq: ")))
+        .next_back()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no Seq header:\n{headers}"));
+    assert_eq!(seq, before + 1, "{headers}");
+    let l1 = c.wait_for_voters(3, Duration::from_secs(20)).await;
+    assert_ne!(c.node_id(l1).await, old_leader);
+    c.check_acked_everywhere(&[(before, "before".into()), (seq, "during".into())]).await;
 }

@@ -29,7 +29,9 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 
-use crate::harness::{http_client, send, status_brief, wait_until, Cluster, ELECTION_TIMEOUT_MS};
+use crate::harness::{
+    http_client, send, status_brief, u64_field, wait_until, Cluster, ELECTION_TIMEOUT_MS,
+};
 use crate::load::{ack_rate, all_acked, check_acked_once, Outcome, Writers};
 use crate::netns::{applied_state, majority_leader, Lab};
 
@@ -89,6 +91,12 @@ async fn isolated_leader_refuses_writes_and_clients_keep_half_their_throughput()
     );
     tokio::time::sleep((t_cut + PARTITION).saturating_duration_since(Instant::now())).await;
     let isolated_role = c.try_status(lp).await.map(|v| status_brief(&v)).unwrap_or_else(|e| e);
+    // Out of rotation: whatever role it still claims, the cut-off node is
+    // not ready, and says why; a leader shows how long its quorum has been
+    // silent.
+    let ready = c.get(lp, "/readyz").await;
+    let isolated_status = c.status(lp).await;
+    let majority_ready = c.get(lm, "/readyz").await;
     lab.heal(lp);
     let t_heal = Instant::now();
     tokio::time::sleep(AFTER).await;
@@ -107,6 +115,19 @@ async fn isolated_leader_refuses_writes_and_clients_keep_half_their_throughput()
         t_heal - t_elect
     );
     eprintln!("partition: isolated node at the end of the cut: {isolated_role}");
+    eprintln!("partition: isolated node's /readyz: {} {}", ready.status, ready.text());
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE, "{ready:?}");
+    assert!(
+        ["lost contact with its quorum", "no contact with the leader", "no leader known"]
+            .iter()
+            .any(|why| ready.text().contains(why)),
+        "{ready:?}"
+    );
+    if isolated_status["role"] == "leader" {
+        let silent = u64_field(&isolated_status, "quorum_ack_ms");
+        assert!(silent > 1_000, "an isolated leader's quorum_ack_ms: {isolated_status}");
+    }
+    assert_eq!(majority_ready.status, StatusCode::OK, "{majority_ready:?}");
     let to_isolated: Vec<_> = logs
         .iter()
         .flat_map(|l| l.attempts.iter())
