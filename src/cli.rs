@@ -163,8 +163,10 @@ pub struct ServeArgs {
     #[arg(long, env = "RAFTQ_HEARTBEAT_MS", default_value_t = 50)]
     pub heartbeat_ms: u64,
     /// Raft minimum election timeout; the maximum (and the leader lease)
-    /// is twice this. Failover takes about the lease plus one election.
-    #[arg(long, env = "RAFTQ_ELECTION_TIMEOUT_MS", default_value_t = 150)]
+    /// is twice this. A follower campaigns once the lease and then an
+    /// election timeout have passed without a heartbeat: a killed leader is
+    /// replaced 3-4 times this after its last heartbeat.
+    #[arg(long, env = "RAFTQ_ELECTION_TIMEOUT_MS", default_value_t = 100)]
     pub election_timeout_ms: u64,
     /// When set, every public request except /healthz needs `Authorization: Bearer <token>`.
     #[arg(long, env = "RAFTQ_API_TOKEN", conflicts_with = "api_token_file")]

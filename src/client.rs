@@ -87,6 +87,11 @@ pub struct Client {
     http: reqwest::Client,
     urls: Vec<String>,
     token: Option<String>,
+    /// The base URL of the node that last took a write, or that a 307
+    /// named: the next request goes there first, as etcd's client keeps
+    /// its leader. Forgotten when it fails, so `urls` are tried in order
+    /// again.
+    leader: std::sync::Mutex<Option<String>>,
 }
 
 /// One leased event (`POST /lease`): seq, event, lease token, deliveries.
@@ -146,7 +151,7 @@ impl Client {
             .map(|u| u.trim_end_matches('/').to_string())
             .filter(|u| !u.is_empty())
             .collect();
-        Ok(Client { http, urls, token: config.token.clone() })
+        Ok(Client { http, urls, token: config.token.clone(), leader: Default::default() })
     }
 
     /// The node base URLs given (no trailing slash), in order.
@@ -197,12 +202,16 @@ impl Client {
     ) -> Result<(reqwest::Response, Option<String>), Attempts> {
         let mut last_error = String::from("no --url given");
         let mut maybe_sent = false;
-        let mut target: Option<String> = None;
+        let mut target: Option<String> = self.leader_hint().map(|base| format!("{base}{path}"));
+        let mut next_url = 0;
         for attempt in 0..ATTEMPTS_MAX {
             let url = match target.take() {
                 Some(url) => url,
-                None => match self.urls.get(attempt % self.urls.len().max(1)) {
-                    Some(base) => format!("{base}{path}"),
+                None => match self.urls.get(next_url % self.urls.len().max(1)) {
+                    Some(base) => {
+                        next_url += 1;
+                        format!("{base}{path}")
+                    }
                     None => break,
                 },
             };
@@ -226,7 +235,10 @@ impl Client {
                         .get(reqwest::header::LOCATION)
                         .and_then(|l| l.to_str().ok());
                     match location {
-                        Some(location) => target = Some(location.to_string()),
+                        Some(location) => {
+                            self.set_leader_hint(base_of(location));
+                            target = Some(location.to_string());
+                        }
                         None => return Err(Attempts::MaybeSent("307 without Location".into())),
                     }
                 }
@@ -236,13 +248,20 @@ impl Client {
                     let text = response.text().await.unwrap_or_default();
                     maybe_sent |= text.contains("\"code\":\"unavailable\"");
                     last_error = format!("{url}: {text}");
+                    self.set_leader_hint(None);
                     tokio::time::sleep(retry_pause(attempt)).await;
                 }
-                Ok(response) => return Ok((response, maybe_sent.then_some(last_error))),
+                Ok(response) => {
+                    if method != Method::GET && response.status().is_success() {
+                        self.set_leader_hint(base_of(&url));
+                    }
+                    return Ok((response, maybe_sent.then_some(last_error)));
+                }
                 Err(e) => {
                     // A connect failure sent nothing; anything later may have.
                     maybe_sent |= !e.is_connect();
                     last_error = format!("{url}: {e}");
+                    self.set_leader_hint(None);
                     tokio::time::sleep(retry_pause(attempt)).await;
                 }
             }
@@ -252,6 +271,14 @@ impl Client {
         } else {
             Attempts::NotSent(last_error)
         })
+    }
+
+    fn leader_hint(&self) -> Option<String> {
+        self.leader.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_leader_hint(&self, base: Option<String>) {
+        *self.leader.lock().unwrap_or_else(|e| e.into_inner()) = base;
     }
 
     async fn expect_ok(response: reqwest::Response) -> Result<reqwest::Response, ClientError> {
@@ -549,6 +576,13 @@ impl Client {
     }
 }
 
+/// `scheme://host:port` of a URL (`None` if it is not one).
+fn base_of(url: &str) -> Option<String> {
+    let url = reqwest::Url::parse(url).ok()?;
+    let origin = url.origin();
+    origin.is_tuple().then(|| origin.ascii_serialization())
+}
+
 /// The pause after failed attempt `attempt` (0-based): exponential from
 /// [`RETRY_PAUSE_MIN`] to [`RETRY_PAUSE_MAX`], each drawn from its upper
 /// half so that clients that failed together do not retry in step. 20
@@ -574,6 +608,16 @@ mod tests {
         }
         let total: Duration = (0..ATTEMPTS_MAX).map(retry_pause).sum();
         assert!(total >= Duration::from_secs(3), "retries give up too soon: {total:?}");
+    }
+
+    #[test]
+    fn a_leader_hint_is_the_origin_of_a_url() {
+        assert_eq!(
+            base_of("https://10.0.0.2:8080/queues/q/event?delay=1s").as_deref(),
+            Some("https://10.0.0.2:8080")
+        );
+        assert_eq!(base_of("https://n1/event").as_deref(), Some("https://n1"));
+        assert_eq!(base_of("/event"), None);
     }
 
     #[test]

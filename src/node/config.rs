@@ -143,7 +143,7 @@ impl Config {
             maze_client_buffer: 100_000,
             maze_limits: MazeLimits::default(),
             heartbeat_ms: 50,
-            election_timeout_ms: 150,
+            election_timeout_ms: 100,
             api_token: None,
             api_token_file: None,
             admin_token: None,
