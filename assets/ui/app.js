@@ -232,8 +232,18 @@ function renderHeader() {
   const s = page.status;
   const leader = s.leader_id === null ? "none" : idText(s.leader_id);
   $("node-summary").textContent =
-    `node ${idText(s.node_id)} · ${s.removed ? "removed" : s.role} · leader ${leader} · term ${s.term} · ` +
-    `cluster ${s.cluster_id} · v${s.version}`;
+    `node ${idText(s.node_id)} · ${s.removed ? "removed" : s.role}${contactNote(s)} · leader ${leader} · ` +
+    `term ${s.term} · cluster ${s.cluster_id} · v${s.version}`;
+}
+
+/** A node out of contact says so: a leader no quorum has acknowledged for
+ * over a second (cut off: its writes fail), or a follower that has not
+ * heard from its leader for that long. */
+function contactNote(s) {
+  const silent = s.role === "leader" ? s.quorum_ack_ms : s.leader_contact_ms;
+  if (typeof silent !== "number" || silent <= 1000) return "";
+  const what = s.role === "leader" ? "no quorum" : "no leader contact";
+  return ` (${what} for ${(silent / 1000).toFixed(1)} s)`;
 }
 
 /** Raft membership (/cluster/nodes) joined with gossip's view (/status members). */

