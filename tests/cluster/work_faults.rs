@@ -249,9 +249,12 @@ async fn workers_drain_through_leader_and_worker_kills() {
             deliveries[&seq]
         );
     }
+    // Not necessarily as delivery 2: a lease whose answer was lost in a
+    // leader kill counts a delivery that no worker saw (the client leaves
+    // such leases to expire), and the event comes back later still.
     for seq in (1..=total).filter(|s| s % FAIL_EVERY == 7) {
         assert!(
-            deliveries[&seq].contains(&2),
+            deliveries[&seq].iter().any(|&later| later > 1),
             "nacked seq {seq} redelivered: {:?}",
             deliveries[&seq]
         );
