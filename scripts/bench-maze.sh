@@ -7,6 +7,10 @@
 # (VmHWM), and appends it to $OUT.
 #
 #   FMAZE=...             fmaze binary, built by the operator (docs/benchmarks.md)
+#   FMAZE_FLUSH=...       fmaze's -flush-interval (default: fmaze's own, 10s). Its
+#                         wall time includes waiting for that ticker to flush the
+#                         last notifications of quiet users: anywhere within one
+#                         interval. A short one (100ms) gives a stable figure.
 #   BENCH_MAZE_PACING=... reference (default: the reference program's pacing,
 #                         whose wall time predicts the reference's) or bulk
 #   BENCH_MAZE_EVENTS=... events per run (default 10000000)
@@ -19,6 +23,7 @@ RAFTQ="${RAFTQ:-$CARGO_TARGET_DIR/release/raftq}"
 EVENTS="${BENCH_MAZE_EVENTS:-10000000}"
 PACING="${BENCH_MAZE_PACING:-reference}"
 FMAZE="${FMAZE:-}"
+FMAZE_FLUSH="${FMAZE_FLUSH:-}"
 OUT="${OUT:-bench-results.jsonl}"
 WORK="$(mktemp -d /tmp/raftq-bench-maze.XXXXXX)"
 PIDS=()
@@ -87,7 +92,7 @@ PY
 if [ -n "$FMAZE" ]; then
     echo "== fmaze (Go reference server, no persistence): $EVENTS events, $PACING pacing"
     "$FMAZE" -event-source-listen 127.0.0.1:39089 -clients-listen 127.0.0.1:39189 \
-        >"$WORK/fmaze.log" 2>&1 &
+        ${FMAZE_FLUSH:+-flush-interval "$FMAZE_FLUSH"} >"$WORK/fmaze.log" 2>&1 &
     FMAZE_PID=$!
     PIDS+=($!)
     run fmaze fmaze 1 127.0.0.1:39089 127.0.0.1:39189 "$FMAZE_PID"
