@@ -42,7 +42,7 @@ pub async fn status(State(state): State<Shared>) -> Response {
         quorum_ack_ms: view.quorum_acked_ms,
         leader_contact_ms: state
             .replica
-            .leader_contact()
+            .leader_contact(&view)
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         term: view.term,
         last_log_index: view.last_log_index,

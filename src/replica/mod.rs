@@ -200,9 +200,10 @@ impl Replica {
     }
 
     /// How long ago this node last accepted an AppendEntries from a leader
-    /// (`None` on the leader, or before the first).
-    pub fn leader_contact(&self) -> Option<Duration> {
-        if self.view().is_leader() {
+    /// (`None` on the leader, or before the first); `view` is this node's
+    /// current [`RaftView`], which the caller has already built.
+    pub fn leader_contact(&self, view: &RaftView) -> Option<Duration> {
+        if view.is_leader() {
             None
         } else {
             self.inner.contact.since()

@@ -881,6 +881,11 @@ pub struct ClusterBuilder {
     hosts: Vec<NetnsHost>,
     /// Where the nodes' data dirs go (default: inside the cluster's temp dir).
     data_base: Option<PathBuf>,
+    /// Node `i` listens on `ports[i]` instead of free ports (a data dir made
+    /// elsewhere names its members' addresses).
+    ports: Vec<Ports>,
+    /// Node `nX` starts on a copy of `seed_data/nX` (see [`ClusterBuilder::seed_data`]).
+    seed_data: Option<PathBuf>,
 }
 
 impl ClusterBuilder {
@@ -892,6 +897,22 @@ impl ClusterBuilder {
 
     pub fn nodes(mut self, n: usize) -> Self {
         self.nodes = n;
+        self
+    }
+
+    /// Node `i` listens on `ports[i]` (loopback) instead of free ports: for
+    /// data dirs made by another run, whose membership names these
+    /// addresses. The caller picks ports outside the ephemeral range.
+    pub fn ports(mut self, ports: Vec<Ports>) -> Self {
+        self.nodes = ports.len();
+        self.ports = ports;
+        self
+    }
+
+    /// Node `nX` starts on a copy of the directory `base/nX` (a data dir
+    /// written by another build, say) instead of an empty data dir.
+    pub fn seed_data(mut self, base: &Path) -> Self {
+        self.seed_data = Some(base.to_path_buf());
         self
     }
 
@@ -971,6 +992,7 @@ impl ClusterBuilder {
             extra_args,
             hosts: self.hosts,
             data_base: self.data_base,
+            fixed_ports: self.ports,
             dir: Some(dir),
             _slot: slot,
         };
@@ -978,6 +1000,11 @@ impl ClusterBuilder {
         // port, and nobody should be handed a port we are about to use.
         for _ in 0..self.nodes {
             cluster.prepare_node(&[]);
+        }
+        if let Some(base) = &self.seed_data {
+            for node in &cluster.nodes {
+                copy_dir(&base.join(&node.name), &node.data_dir);
+            }
         }
         if let Some(backup) = &self.restore_from {
             let output = Command::new(BIN)
@@ -1002,6 +1029,21 @@ impl ClusterBuilder {
             cluster.wait_healthy(i).await;
         }
         cluster
+    }
+}
+
+/// Copies the directory tree `from` into `to` (created if missing).
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("create copy target");
+    for entry in fs::read_dir(from).unwrap_or_else(|e| panic!("read {}: {e}", from.display())) {
+        let entry = entry.expect("read dir entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target)
+                .unwrap_or_else(|e| panic!("copy {}: {e}", entry.path().display()));
+        }
     }
 }
 
@@ -1045,6 +1087,8 @@ pub struct Cluster {
     /// Node `i` runs in `hosts[i]` when present (see [`ClusterBuilder::netns_hosts`]).
     hosts: Vec<NetnsHost>,
     data_base: Option<PathBuf>,
+    /// Node `i` listens on `fixed_ports[i]` when present (see [`ClusterBuilder::ports`]).
+    fixed_ports: Vec<Ports>,
     dir: Option<tempfile::TempDir>,
     _slot: SlotGuard,
 }
@@ -1059,6 +1103,8 @@ impl Cluster {
             restore_from: None,
             hosts: Vec::new(),
             data_base: None,
+            ports: Vec::new(),
+            seed_data: None,
         }
     }
 
@@ -1107,7 +1153,13 @@ impl Cluster {
             vec!["serve".into(), "--data-dir".into(), data_dir.display().to_string()];
         let (ports, reservation) = match &host {
             None => {
-                let (ports, reservation) = reserve_ports();
+                let (ports, reservation) = match self.fixed_ports.get(index) {
+                    Some(ports) => (*ports, None),
+                    None => {
+                        let (ports, reservation) = reserve_ports();
+                        (ports, Some(reservation))
+                    }
+                };
                 let p = |port: u16| format!("127.0.0.1:{port}");
                 args.extend([
                     "--api-addr".into(),
@@ -1123,7 +1175,7 @@ impl Cluster {
                     "--maze-client-addr".into(),
                     p(ports.maze_client),
                 ]);
-                (ports, Some(reservation))
+                (ports, reservation)
             }
             Some(host) => {
                 args.extend(["--bind-interface".into(), host.interface.clone()]);

@@ -32,6 +32,7 @@ mod snapshot_join;
 mod transcript;
 mod transfer_load;
 mod trust;
+mod upgrade;
 mod watch;
 mod work;
 mod work_faults;
