@@ -5,6 +5,14 @@ use raftq::cli::{Cli, Command};
 
 mod cmd;
 
+/// mimalloc instead of glibc's malloc: a write allocates and frees many
+/// small buffers across tokio's worker threads (HTTP, TLS records, JSON,
+/// RocksDB batches), and glibc's arenas spent about a tenth of the leader's
+/// CPU at 64 clients in malloc, free and chunk consolidation
+/// (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RAFTQ_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
