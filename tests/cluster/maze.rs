@@ -99,14 +99,14 @@ async fn leader_kill_mid_stream_loses_nothing() {
     );
 }
 
-fn connect_user(addr: SocketAddr, id: &str) -> BufReader<TcpStream> {
+pub fn connect_user(addr: SocketAddr, id: &str) -> BufReader<TcpStream> {
     let mut s = TcpStream::connect(addr).expect("connect user");
     s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
     s.write_all(id.as_bytes()).unwrap();
     BufReader::new(s)
 }
 
-fn read_line(r: &mut BufReader<TcpStream>) -> String {
+pub fn read_line(r: &mut BufReader<TcpStream>) -> String {
     let mut line = String::new();
     r.read_line(&mut line).expect("read notification");
     line

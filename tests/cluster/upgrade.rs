@@ -11,7 +11,7 @@
 //! the nodes must listen there again; they are below Linux's ephemeral range
 //! (32768+), where the other tests' free ports come from.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
@@ -19,7 +19,10 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 
-use crate::harness::{index_field, str_field, u64_field, wait_until, Cluster, Ports, BIN, FORM};
+use crate::harness::{
+    form_event, index_field, str_field, u64_field, wait_until, Cluster, Ports, BIN, FORM,
+};
+use crate::maze::{connect_user, read_line};
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/openraft09-cluster.tar.gz");
 /// The cluster the fixture's nodes formed.
@@ -94,7 +97,7 @@ async fn data_dirs_written_by_the_openraft_0_9_build_open_and_carry_on() {
             f,
             Method::POST,
             "/queues/idem/event",
-            Some((FORM, b"event=once".to_vec())),
+            Some((FORM, form_event("once"))),
             &[("Idempotency-Key", "k1")],
             true,
         )
@@ -129,15 +132,11 @@ async fn data_dirs_written_by_the_openraft_0_9_build_open_and_carry_on() {
     // served: 60 follows 50 again, and hears 50's status update.
     let (user_addr, source_addr) = (c.nodes[f].maze_client_addr(), c.nodes[l].maze_source_addr());
     let got = tokio::task::spawn_blocking(move || {
-        let mut user = TcpStream::connect(user_addr).expect("connect maze user");
-        user.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-        user.write_all(b"60\n").unwrap();
+        let mut user = connect_user(user_addr, "60\n");
         std::thread::sleep(Duration::from_millis(300));
         let mut source = TcpStream::connect(source_addr).expect("connect maze source");
         source.write_all(b"1|F|60|50\n2|S|50\n").unwrap();
-        let mut line = String::new();
-        BufReader::new(user).read_line(&mut line).expect("read notification");
-        line
+        read_line(&mut user)
     })
     .await
     .unwrap();
@@ -148,7 +147,7 @@ async fn data_dirs_written_by_the_openraft_0_9_build_open_and_carry_on() {
     // New writes continue the old seqs and reach every node.
     let r = c.post_follow(f, "after-upgrade").await;
     assert_eq!(r.seq(), Some(61), "{r:?}");
-    let mut all = expected.clone();
+    let mut all = expected;
     all.push((61, "after-upgrade".to_string()));
     c.check_acked_everywhere(&all).await;
 
