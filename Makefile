@@ -46,6 +46,7 @@ PURE_FILES = \
 	src/membership/reconcile.rs \
 	src/membership/bootstrap.rs \
 	src/raft/peer_check.rs \
+	src/raft/frame.rs \
 	src/consumer/sse.rs \
 	src/consumer/cursor.rs \
 	src/consumer/line.rs \

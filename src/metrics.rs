@@ -105,6 +105,9 @@ pub struct Metrics {
     /// Node-to-node requests refused for naming another node or cluster
     /// (`direction`: sent = a peer refused ours, received = we refused one).
     pub peer_refusals: IntCounterVec,
+    /// Connections on the Raft port that negotiated the Raft stream (see
+    /// `raft::frame`); the others speak HTTPS.
+    pub raft_stream_connections: IntCounter,
     /// Per listener (api, raft, maze_source, maze_client): open connections,
     /// the cap, and connections refused at the cap.
     pub listener_open: IntGaugeVec,
@@ -215,6 +218,11 @@ impl Metrics {
             &["direction", "reason"],
         )?;
         registry.register(Box::new(peer_refusals.clone()))?;
+        let raft_stream_connections = IntCounter::new(
+            "raftq_raft_stream_connections_total",
+            "Connections on the Raft port served as the Raft stream (the rest speak HTTPS)",
+        )?;
+        registry.register(Box::new(raft_stream_connections.clone()))?;
         let listener_open = IntGaugeVec::new(
             Opts::new("raftq_listener_connections", "Open connections per listener"),
             &["listener"],
@@ -287,6 +295,7 @@ impl Metrics {
             queue_work,
             maze,
             peer_refusals,
+            raft_stream_connections,
             listener_open,
             listener_max,
             listener_refused,

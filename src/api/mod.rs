@@ -28,6 +28,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod internal;
+pub mod raft_stream;
 pub mod slots;
 pub mod status;
 pub mod ui;

@@ -10,13 +10,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum_server::accept::NoDelayAcceptor;
+use axum_server::accept::{Accept, NoDelayAcceptor};
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
+use futures_util::future::BoxFuture;
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::config::Config;
 use super::NodeError;
-use crate::listener::{LimitedAcceptor, ListenerStats};
+use crate::listener::{Limited, LimitedAcceptor, ListenerStats};
 
 /// Listening sockets of one node, already bound (non-blocking, for tokio).
 pub struct Listeners {
@@ -116,6 +118,44 @@ pub(super) struct ServerLimits {
 
 type Acceptor = RustlsAcceptor<LimitedAcceptor<NoDelayAcceptor>>;
 
+/// A TLS connection on one of our listeners, after the handshake.
+pub(super) type TlsConn = tokio_rustls::server::TlsStream<Limited<TcpStream>>;
+
+/// Serves a connection that negotiated a protocol other than HTTP.
+pub(super) type Divert = Arc<dyn Fn(TlsConn) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// The TLS acceptor, plus: a connection whose ALPN is `protocol` is handed
+/// to `divert` (the Raft stream on the Raft port) instead of to HTTP. It
+/// holds the same connection permit and idle limit as an HTTP connection.
+#[derive(Clone)]
+struct AlpnAcceptor {
+    tls: Acceptor,
+    divert: Option<(&'static [u8], Divert)>,
+}
+
+impl<S: Send + 'static> Accept<TcpStream, S> for AlpnAcceptor {
+    type Stream = TlsConn;
+    type Service = S;
+    type Future = BoxFuture<'static, std::io::Result<(TlsConn, S)>>;
+
+    fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
+        let handshake = self.tls.accept(stream, service);
+        let divert = self.divert.clone();
+        Box::pin(async move {
+            let (conn, service) = handshake.await?;
+            match divert {
+                Some((protocol, serve)) if conn.get_ref().1.alpn_protocol() == Some(protocol) => {
+                    serve(conn).await;
+                    // Served: tell the HTTP server there is nothing for it
+                    // (it drops the connection without a word).
+                    Err(std::io::Error::other("served outside HTTP"))
+                }
+                _ => Ok((conn, service)),
+            }
+        })
+    }
+}
+
 /// HTTP/1 read buffer (headers must fit).
 const HTTP1_BUFFER_MAX: usize = 64 << 10;
 const HEADER_LIST_MAX: u32 = 16 << 10;
@@ -130,11 +170,13 @@ fn tls_server(
     listener: std::net::TcpListener,
     config: Arc<rustls::ServerConfig>,
     limits: &ServerLimits,
-) -> std::io::Result<axum_server::Server<SocketAddr, Acceptor>> {
+    divert: Option<(&'static [u8], Divert)>,
+) -> std::io::Result<axum_server::Server<SocketAddr, AlpnAcceptor>> {
     let limited = LimitedAcceptor::new(NoDelayAcceptor::new(), limits.stats.clone(), limits.idle);
-    let acceptor = RustlsAcceptor::new(RustlsConfig::from_config(config))
+    let tls = RustlsAcceptor::new(RustlsConfig::from_config(config))
         .handshake_timeout(limits.handshake_and_header)
         .acceptor(limited);
+    let acceptor = AlpnAcceptor { tls, divert };
     let mut server = axum_server::from_tcp(listener)?.acceptor(acceptor);
     let builder = server.http_builder();
     builder
@@ -158,7 +200,10 @@ fn tls_server(
 /// Serves `router` over HTTPS on `listener` until `shutdown` fires, then
 /// lets open requests finish for up to `limits.shutdown_grace`.
 /// `connect_info` hands each handler the peer address (the public API's
-/// admin routes need it). The returned future is the server; spawn it.
+/// admin routes need it); `divert` takes the connections that negotiate its
+/// ALPN protocol (the diverted server must watch `shutdown` itself). The
+/// returned future is the server; spawn it.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn serve_https(
     what: &'static str,
     listener: std::net::TcpListener,
@@ -166,12 +211,13 @@ pub(super) fn serve_https(
     limits: &ServerLimits,
     router: axum::Router,
     connect_info: bool,
+    divert: Option<(&'static [u8], Divert)>,
     shutdown: CancellationToken,
 ) -> Result<impl std::future::Future<Output = ()> + Send + 'static, NodeError> {
     let addr = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let grace = limits.shutdown_grace;
     let handle = axum_server::Handle::new();
-    let server = tls_server(listener, tls, limits)
+    let server = tls_server(listener, tls, limits, divert)
         .map_err(|source| NodeError::Bind { what, addr, source })?
         .handle(handle.clone());
     Ok(async move {

@@ -37,7 +37,7 @@ use openraft::async_runtime::WatchReceiver;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, internal, AppState, Auth, Health, MazeHandles};
+use crate::api::{self, internal, raft_stream, AppState, Auth, Health, MazeHandles};
 use crate::listener::ListenerStats;
 use crate::maze_net::clients::Registry;
 use crate::maze_net::source::SourceCounters;
@@ -220,7 +220,11 @@ pub async fn start_on(config: Config, listeners: Listeners) -> Result<NodeHandle
     let raft = Raft::new(
         node_id,
         raft_config,
-        Network::new(peer_client.clone(), settings.rpc_timeout_min()),
+        Network::new(
+            peer_client.clone(),
+            tls.raft_stream_client_config()?,
+            settings.rpc_timeout_min(),
+        ),
         log_store,
         state_machine,
     )
@@ -310,18 +314,26 @@ pub async fn start_on(config: Config, listeners: Listeners) -> Result<NodeHandle
         shutdown_grace: Duration::from_secs(2),
     };
     {
-        let router = internal::router(internal::InternalState {
+        let internal_state = internal::InternalState {
             replica: replica.clone(),
             peer: peer_client.clone(),
             reader: reader.clone(),
+        };
+        let stream_shutdown = shutdown.clone();
+        let stream_state = internal_state.clone();
+        let stream_connections = metrics.raft_stream_connections.clone();
+        let divert: listeners::Divert = Arc::new(move |conn| {
+            stream_connections.inc();
+            Box::pin(raft_stream::serve(stream_state.clone(), conn, stream_shutdown.clone()))
         });
         tasks.spawn(listeners::serve_https(
             "raft port",
             raft_listener,
             tls.raft_server_config()?,
             &raft_limits,
-            router,
+            internal::router(internal_state),
             false,
+            Some((crate::raft::frame::ALPN, divert)),
             shutdown.clone(),
         )?);
     }
@@ -499,6 +511,7 @@ pub async fn start_on(config: Config, listeners: Listeners) -> Result<NodeHandle
             &api_limits,
             api::public_router(state),
             true,
+            None,
             shutdown.clone(),
         )?);
     }

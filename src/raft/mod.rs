@@ -29,6 +29,7 @@ pub mod backup;
 pub mod compactor;
 pub mod db;
 pub mod dump;
+pub mod frame;
 pub mod keys;
 pub mod log_store;
 pub mod network;
@@ -37,6 +38,7 @@ pub mod peer_check;
 mod proposer;
 pub mod snapshot;
 pub mod state_machine;
+pub mod stream;
 pub mod sweeper;
 pub mod types;
 

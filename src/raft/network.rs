@@ -1,6 +1,9 @@
-//! Raft RPC between nodes: HTTPS with client certificates on the Raft port.
+//! Raft RPC between nodes: TLS with client certificates on the Raft port.
 //!
-//! Append, vote, pre-vote and transfer-leader travel as JSON. A snapshot
+//! Append, vote, pre-vote and transfer-leader travel as JSON in frames on
+//! one long-lived connection per peer (`raft::frame`, `raft::stream`); to a
+//! peer of an older build, which does not negotiate that stream, they fall
+//! back to one HTTPS request each. A snapshot
 //! travels as one streamed request carrying its bytes raw (a u32 header
 //! length, the JSON header, then the file): JSON would turn the data into a
 //! number array three to four times its size, and the file is never held in
@@ -27,8 +30,10 @@ use openraft::OptionalSend;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::frame::{self, Kind, Status};
 use super::peer::PeerClient;
 use super::snapshot::SnapshotFile;
+use super::stream::{Dialer, Pool, StreamError};
 use super::types::{Node, NodeId, Snapshot, SnapshotMeta, TypeConfig, Vote};
 
 pub const PATH_APPEND: &str = "/raft/append";
@@ -40,18 +45,26 @@ pub const PATH_TRANSFER_LEADER: &str = "/raft/transfer-leader";
 /// Most bytes of a snapshot request's JSON header (vote and meta).
 pub const SNAPSHOT_HEADER_MAX: usize = 1 << 20;
 
-/// Creates one [`Connection`] per peer; all share one pooled HTTPS client,
-/// which names the cluster and the target node on every request.
+/// Creates one [`Connection`] per peer. Every request names the cluster and
+/// the target node; the HTTPS requests share one pooled client.
 #[derive(Clone)]
 pub struct Network {
     client: PeerClient,
+    stream_tls: std::sync::Arc<rustls::ClientConfig>,
+    pool: Pool,
     min_timeout: std::time::Duration,
 }
 
 impl Network {
-    /// `min_timeout` is the least time any RPC gets (see [`Connection`]).
-    pub fn new(client: PeerClient, min_timeout: std::time::Duration) -> Self {
-        Network { client, min_timeout }
+    /// `min_timeout` is the least time any RPC gets (see [`Connection`]);
+    /// `stream_tls` offers the Raft stream's ALPN
+    /// (`tls::TlsMaterial::raft_stream_client_config`).
+    pub fn new(
+        client: PeerClient,
+        stream_tls: std::sync::Arc<rustls::ClientConfig>,
+        min_timeout: std::time::Duration,
+    ) -> Self {
+        Network { client, stream_tls, pool: Pool::default(), min_timeout }
     }
 }
 
@@ -64,6 +77,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             base: node.raft_url(),
             min_timeout: self.min_timeout,
+            stream: Dialer::new(self.stream_tls.clone(), node.raft_addr.clone(), self.pool.clone()),
+            legacy: false,
         }
     }
 }
@@ -79,6 +94,10 @@ pub struct Connection {
     target: NodeId,
     base: String,
     min_timeout: std::time::Duration,
+    stream: Dialer,
+    /// The peer did not negotiate the Raft stream: send HTTPS requests until
+    /// one fails, then try the stream again (the peer may have been upgraded).
+    legacy: bool,
 }
 
 /// What a snapshot request carries before the file's bytes.
@@ -143,19 +162,78 @@ impl Connection {
     }
 
     async fn call<Req: Serialize, Resp: DeserializeOwned>(
-        &self,
+        &mut self,
+        kind: Kind,
         path: &str,
         req: &Req,
         option: &RPCOption,
     ) -> Result<Resp, RPCError<TypeConfig>> {
-        let body = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let bytes = self.send(path, body.into(), "application/json", option).await?;
+        let bytes = if self.legacy {
+            let body = serde_json::to_vec(req).map_err(|e| network_error(&e))?;
+            let sent = self.send(path, body.into(), "application/json", option).await;
+            if sent.is_err() {
+                self.legacy = false;
+            }
+            sent?
+        } else {
+            match self.stream_call(kind, req, option).await {
+                Err(StreamError::NotSpoken) => {
+                    tracing::info!(
+                        peer = self.target,
+                        "the peer does not speak the raft stream (an older build): using HTTPS"
+                    );
+                    self.legacy = true;
+                    let body = serde_json::to_vec(req).map_err(|e| network_error(&e))?;
+                    self.send(path, body.into(), "application/json", option).await?
+                }
+                Err(e @ StreamError::Connect(_)) => {
+                    return Err(RPCError::Unreachable(Unreachable::new(&e)))
+                }
+                Err(e) => return Err(network_error(&e)),
+                Ok(bytes) => bytes.into(),
+            }
+        };
         let result: Result<Resp, RaftError<TypeConfig>> =
-            serde_json::from_slice(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+            serde_json::from_slice(&bytes).map_err(|e| network_error(&e))?;
         // The peer's Raft refused (e.g. it is shutting down): to this node's
         // replication that is a peer it cannot use now, and it backs off.
         result.map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
     }
+
+    /// One RPC on the Raft stream: the JSON answer's bytes, or why not.
+    async fn stream_call<Req: Serialize>(
+        &mut self,
+        kind: Kind,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Vec<u8>, StreamError> {
+        let uuid = self.client.identity().uuid().unwrap_or_default();
+        let mut buf = frame::begin_request(kind, self.target, &uuid)?;
+        serde_json::to_writer(&mut buf, req).map_err(|e| StreamError::Io(e.into()))?;
+        let request = frame::finish(buf)?;
+        let timeout = option.hard_ttl().max(self.min_timeout);
+        let mut answer = self.stream.exchange(&request, timeout).await?;
+        let (status, body) = frame::decode_response(&answer)?;
+        match status {
+            Status::Answer => {
+                answer.drain(..1);
+                Ok(answer)
+            }
+            Status::Refused => {
+                let text = String::from_utf8_lossy(body);
+                let (code, why) = text.split_once('\n').unwrap_or((&text, ""));
+                self.client.note_refused_by_peer(self.target, code, &self.base);
+                Err(StreamError::Io(std::io::Error::other(format!("peer refused ({code}): {why}"))))
+            }
+            Status::Malformed | Status::Failed => Err(StreamError::Io(std::io::Error::other(
+                format!("peer answered {status:?}: {}", String::from_utf8_lossy(body)),
+            ))),
+        }
+    }
+}
+
+fn network_error<E: std::error::Error + 'static>(e: &E) -> RPCError<TypeConfig> {
+    RPCError::Network(NetworkError::new(e))
 }
 
 impl RaftNetworkV2<TypeConfig> for Connection {
@@ -166,7 +244,7 @@ impl RaftNetworkV2<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(PATH_APPEND, &rpc, &option).await
+        self.call(Kind::Append, PATH_APPEND, &rpc, &option).await
     }
 
     async fn vote(
@@ -174,7 +252,7 @@ impl RaftNetworkV2<TypeConfig> for Connection {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(PATH_VOTE, &rpc, &option).await
+        self.call(Kind::Vote, PATH_VOTE, &rpc, &option).await
     }
 
     async fn pre_vote(
@@ -182,7 +260,7 @@ impl RaftNetworkV2<TypeConfig> for Connection {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(PATH_PRE_VOTE, &rpc, &option).await
+        self.call(Kind::PreVote, PATH_PRE_VOTE, &rpc, &option).await
     }
 
     async fn full_snapshot(
@@ -223,6 +301,6 @@ impl RaftNetworkV2<TypeConfig> for Connection {
         req: TransferLeaderRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(PATH_TRANSFER_LEADER, &req, &option).await
+        self.call(Kind::TransferLeader, PATH_TRANSFER_LEADER, &req, &option).await
     }
 }

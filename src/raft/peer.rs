@@ -147,20 +147,26 @@ impl ClusterIdentity {
         may_adopt: bool,
         identity: bool,
     ) -> Result<(), Refusal> {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        self.check_named(header(HEADER_NODE), header(HEADER_CLUSTER), may_adopt, identity)
+    }
+
+    /// [`ClusterIdentity::check`] of a request that names its target node and
+    /// cluster some other way than headers (the Raft stream's frames).
+    pub fn check_named(
+        &self,
+        target: Option<&str>,
+        cluster: Option<&str>,
+        may_adopt: bool,
+        identity: bool,
+    ) -> Result<(), Refusal> {
         if !identity {
             if let Some(reason) = self.held.read().ok().and_then(|h| h.clone()) {
                 return Err(Refusal::Held(reason));
             }
         }
-        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let own = self.uuid();
-        match verdict(
-            self.node_id,
-            own.as_deref(),
-            header(HEADER_NODE),
-            header(HEADER_CLUSTER),
-            may_adopt,
-        ) {
+        match verdict(self.node_id, own.as_deref(), target, cluster, may_adopt) {
             Verdict::Accept => Ok(()),
             Verdict::Adopt(uuid) => {
                 if let Err(e) = self.adopt(&uuid) {
@@ -228,24 +234,31 @@ impl PeerClient {
     ) -> reqwest::Result<reqwest::Response> {
         let response = request.send().await?;
         if let Some(reason) = response.headers().get(HEADER_REFUSED) {
-            let reason: &'static str = match reason.as_bytes() {
-                b"wrong_node" => "wrong_node",
-                b"wrong_cluster" => "wrong_cluster",
-                b"held" => "held",
-                _ => "other",
-            };
-            self.refusals.with_label_values(&["sent", reason]).inc();
-            if self.should_log(target, reason) {
-                tracing::warn!(
-                    target_node = target,
-                    url = %response.url(),
-                    reason,
-                    "a peer refused our request: the node at that address is not node {target} of \
-                     this cluster (wiped, replaced, or another cluster)"
-                );
-            }
+            let reason = String::from_utf8_lossy(reason.as_bytes());
+            self.note_refused_by_peer(target, &reason, response.url().as_str());
         }
         Ok(response)
+    }
+
+    /// Counts (and rate-limits the log of) a refusal a peer answered to a
+    /// request of ours sent to `url`; `reason` is the refusal's code.
+    pub fn note_refused_by_peer(&self, target: NodeId, reason: &str, url: &str) {
+        let reason: &'static str = match reason {
+            "wrong_node" => "wrong_node",
+            "wrong_cluster" => "wrong_cluster",
+            "held" => "held",
+            _ => "other",
+        };
+        self.refusals.with_label_values(&["sent", reason]).inc();
+        if self.should_log(target, reason) {
+            tracing::warn!(
+                target_node = target,
+                url,
+                reason,
+                "a peer refused our request: the node at that address is not node {target} of \
+                 this cluster (wiped, replaced, or another cluster)"
+            );
+        }
     }
 
     /// Counts (and rate-limits the log of) a refusal this node answered.

@@ -50,6 +50,10 @@ pub const CLIENT_ROLE_URI: &str = "urn:raftq:role:client";
 /// their role: any holder of a CA certificate can cause them at will.
 const ROLE_REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
+/// ALPN id of the Raft stream (`raft::frame`) on the Raft port, offered
+/// ahead of HTTP there.
+pub const RAFT_STREAM_ALPN: &[u8] = b"raftq-raft/1";
+
 /// How long the Raft client waits for a TCP connect to a peer.
 const RAFT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long an idle pooled connection to a peer is kept.
@@ -296,7 +300,8 @@ impl TlsMaterial {
     }
 
     /// Raft port server config: a client certificate signed by our CA and
-    /// carrying the node role is required; ALPN `h2` + `http/1.1`.
+    /// carrying the node role is required; ALPN [`RAFT_STREAM_ALPN`], then
+    /// `h2` + `http/1.1`.
     pub fn raft_server_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
         let verifier = Arc::new(NodeRoleVerifier {
             chain: client_verifier(&self.ca_certs)?,
@@ -306,7 +311,28 @@ impl TlsMaterial {
             .with_safe_default_protocol_versions()?
             .with_client_cert_verifier(verifier)
             .with_single_cert(self.cert_chain.clone(), self.key.clone_key())?;
-        Ok(Arc::new(with_alpn(config)))
+        let mut config = with_alpn(config);
+        config.alpn_protocols.insert(0, RAFT_STREAM_ALPN.to_vec());
+        Ok(Arc::new(config))
+    }
+
+    /// The Raft stream's client config: trusts only our CA, presents our
+    /// certificate, offers [`RAFT_STREAM_ALPN`] and then `h2`, so that a peer
+    /// of an older build that lacks the stream negotiates `h2` (and the
+    /// sender falls back to HTTPS) instead of failing the handshake.
+    pub fn raft_stream_client_config(&self) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+        let mut roots = RootCertStore::empty();
+        for cert in &self.ca_certs {
+            roots
+                .add(cert.clone())
+                .map_err(|err| TlsError::Verifier(format!("ca certificate rejected: {err}")))?;
+        }
+        let mut config = rustls::ClientConfig::builder_with_provider(crypto_provider())
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(self.cert_chain.clone(), self.key.clone_key())?;
+        config.alpn_protocols = vec![RAFT_STREAM_ALPN.to_vec(), b"h2".to_vec()];
+        Ok(Arc::new(config))
     }
 
     /// Node-to-node HTTPS client: trusts only our CA, presents our

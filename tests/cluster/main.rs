@@ -26,6 +26,7 @@ mod maze;
 mod netns;
 mod ops;
 mod partition;
+mod raft_stream;
 mod resilience;
 mod sequences;
 mod snapshot_join;

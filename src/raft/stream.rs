@@ -1,0 +1,250 @@
+//! The Raft stream's connections: reading and writing frames (see
+//! `raft::frame`), and the sender's end, one TLS connection per peer that
+//! the replication task drives itself.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use super::frame::{self, FrameError, PREFIX};
+
+/// How long a sender waits for a TCP connect and TLS handshake to a peer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Idle connections kept per peer address, and for how long: openraft makes
+/// a new client for every election round, and a pooled connection spares
+/// each a TLS handshake.
+const POOL_IDLE_MAX: usize = 4;
+const POOL_IDLE_AGE: Duration = Duration::from_secs(30);
+
+/// Reads one frame (without its prefix). `Ok(None)`: the peer closed the
+/// connection cleanly between frames. A frame over `max` is refused from its
+/// prefix alone; the body is read as it arrives, never allocated ahead from
+/// a length the peer claims.
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    io: &mut R,
+    max: usize,
+) -> Result<Option<Vec<u8>>, StreamError> {
+    let mut prefix = [0u8; PREFIX];
+    let first = io.read(&mut prefix).await?;
+    if first == 0 {
+        return Ok(None);
+    }
+    io.read_exact(&mut prefix[first..]).await?;
+    let len = frame::frame_len(prefix, max)?;
+    // Sized for the common frame at once; a larger claim grows as its bytes
+    // arrive (the peer holds a node certificate, but a claim is not bytes).
+    let mut body = Vec::with_capacity(len.min(1 << 20));
+    let read = io.take(len as u64).read_to_end(&mut body).await?;
+    if read < len {
+        return Err(StreamError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+    }
+    Ok(Some(body))
+}
+
+/// Writes one whole frame (prefix included) and flushes it.
+pub async fn write_frame<W: AsyncWrite + Unpin>(io: &mut W, frame: &[u8]) -> std::io::Result<()> {
+    io.write_all(frame).await?;
+    io.flush().await
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// No connection: the peer is down or unreachable.
+    #[error("connect: {0}")]
+    Connect(std::io::Error),
+    /// The peer does not speak the Raft stream (an older build): use HTTPS.
+    #[error("the peer did not negotiate the raft stream")]
+    NotSpoken,
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Idle Raft stream connections of one node, by peer address. A connection
+/// enters only between frames (never one whose exchange was cancelled), so
+/// whoever takes it may write a new frame at once.
+#[derive(Clone, Default)]
+pub struct Pool {
+    idle: Arc<Mutex<HashMap<String, Vec<(Instant, TlsStream<TcpStream>)>>>>,
+}
+
+impl Pool {
+    fn take(&self, addr: &str) -> Option<TlsStream<TcpStream>> {
+        let mut idle = self.idle.lock().ok()?;
+        let conns = idle.get_mut(addr)?;
+        conns.retain(|(since, _)| since.elapsed() < POOL_IDLE_AGE);
+        let conn = conns.pop().map(|(_, conn)| conn);
+        if conns.is_empty() {
+            idle.remove(addr);
+        }
+        conn
+    }
+
+    fn put(&self, addr: &str, conn: TlsStream<TcpStream>) {
+        let Ok(mut idle) = self.idle.lock() else { return };
+        let conns = idle.entry(addr.to_string()).or_default();
+        conns.retain(|(since, _)| since.elapsed() < POOL_IDLE_AGE);
+        if conns.len() < POOL_IDLE_MAX {
+            conns.push((Instant::now(), conn));
+        }
+    }
+}
+
+/// The sender's end of the Raft stream to one peer: takes a pooled
+/// connection or connects on first use, keeps it while it works, drops it on
+/// any error or timeout (a half-written frame must never be followed by
+/// another), and gives it back to the pool when dropped between frames.
+pub struct Dialer {
+    connector: TlsConnector,
+    /// `host:port` of the peer's Raft port.
+    addr: String,
+    conn: Option<TlsStream<TcpStream>>,
+    /// An exchange started and has not finished: if its future was dropped
+    /// (cancelled), `conn` may hold half a frame.
+    busy: bool,
+    pool: Pool,
+}
+
+impl Drop for Dialer {
+    fn drop(&mut self) {
+        if let (Some(conn), false) = (self.conn.take(), self.busy) {
+            self.pool.put(&self.addr, conn);
+        }
+    }
+}
+
+impl Dialer {
+    /// `config` must offer [`frame::ALPN`] (see `tls`).
+    pub fn new(config: Arc<rustls::ClientConfig>, addr: String, pool: Pool) -> Self {
+        Dialer { connector: TlsConnector::from(config), addr, conn: None, busy: false, pool }
+    }
+
+    /// Sends one request frame and returns the response frame (without its
+    /// prefix), all within `timeout`. A reused connection that fails (the
+    /// peer closed it while idle, or restarted) is replaced once: every Raft
+    /// RPC may be repeated, as openraft itself does.
+    pub async fn exchange(
+        &mut self,
+        request: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, StreamError> {
+        if self.busy {
+            self.conn = None;
+        }
+        self.busy = true;
+        let result = tokio::time::timeout(timeout, self.exchange_inner(request)).await;
+        self.busy = false;
+        match result {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(e)) => {
+                self.conn = None;
+                Err(e)
+            }
+            Err(_) => {
+                self.conn = None;
+                Err(StreamError::Timeout(timeout))
+            }
+        }
+    }
+
+    async fn exchange_inner(&mut self, request: &[u8]) -> Result<Vec<u8>, StreamError> {
+        if self.conn.is_none() {
+            self.conn = self.pool.take(&self.addr);
+        }
+        if let Some(conn) = self.conn.as_mut() {
+            match round_trip(conn, request).await {
+                Ok(answer) => return Ok(answer),
+                Err(e) => tracing::debug!(peer = %self.addr, error = %e, "raft stream reconnects"),
+            }
+        }
+        self.conn = None;
+        let conn = self.conn.insert(self.connect().await?);
+        round_trip(conn, request).await
+    }
+
+    async fn connect(&self) -> Result<TlsStream<TcpStream>, StreamError> {
+        let (host, _) = self.addr.rsplit_once(':').ok_or_else(|| {
+            StreamError::Connect(std::io::Error::other(format!("no port in {}", self.addr)))
+        })?;
+        // `[::1]` in an address is `::1` as a TLS server name.
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let name = rustls::pki_types::ServerName::try_from(host.to_string())
+            .map_err(|e| StreamError::Connect(std::io::Error::other(e)))?;
+        let connect = async {
+            let tcp = TcpStream::connect(&self.addr).await?;
+            // One request frame is written in a few TLS records; Nagle would
+            // hold the tail behind the peer's delayed ACK.
+            tcp.set_nodelay(true)?;
+            self.connector.connect(name, tcp).await
+        };
+        let conn = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+            .await
+            .map_err(|_| StreamError::Connect(std::io::ErrorKind::TimedOut.into()))?
+            .map_err(StreamError::Connect)?;
+        if conn.get_ref().1.alpn_protocol() != Some(frame::ALPN) {
+            return Err(StreamError::NotSpoken);
+        }
+        Ok(conn)
+    }
+}
+
+async fn round_trip(
+    conn: &mut TlsStream<TcpStream>,
+    request: &[u8],
+) -> Result<Vec<u8>, StreamError> {
+    write_frame(conn, request).await?;
+    match read_frame(conn, frame::FRAME_MAX).await? {
+        Some(answer) => Ok(answer),
+        None => Err(StreamError::Io(std::io::ErrorKind::UnexpectedEof.into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_round_trip_through_a_pipe_and_eof_between_frames_is_clean() {
+        let (mut a, mut b) = tokio::io::duplex(64);
+        let frame = frame::response(frame::Status::Answer, &[7u8; 1000]).unwrap();
+        let writer = async {
+            write_frame(&mut a, &frame).await.unwrap();
+            drop(a);
+        };
+        let reader = async {
+            let got = read_frame(&mut b, frame::FRAME_MAX).await.unwrap().unwrap();
+            assert_eq!(got, &frame[PREFIX..]);
+            assert!(read_frame(&mut b, frame::FRAME_MAX).await.unwrap().is_none());
+        };
+        tokio::join!(writer, reader);
+    }
+
+    #[tokio::test]
+    async fn an_oversized_or_truncated_frame_is_an_error() {
+        let (mut a, mut b) = tokio::io::duplex(64);
+        a.write_all(&1000u32.to_be_bytes()).await.unwrap();
+        let err = read_frame(&mut b, 999).await.unwrap_err();
+        assert!(matches!(err, StreamError::Frame(FrameError::TooLarge { len: 1000, max: 999 })));
+
+        let (mut a, mut b) = tokio::io::duplex(64);
+        a.write_all(&10u32.to_be_bytes()).await.unwrap();
+        a.write_all(b"abc").await.unwrap();
+        drop(a);
+        let err = read_frame(&mut b, 999).await.unwrap_err();
+        assert!(matches!(err, StreamError::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof));
+
+        // A prefix cut short is not a clean close either.
+        let (mut a, mut b) = tokio::io::duplex(64);
+        a.write_all(&[0, 0]).await.unwrap();
+        drop(a);
+        assert!(read_frame(&mut b, 999).await.is_err());
+    }
+}
