@@ -202,11 +202,37 @@ fn a_maze_line_buffered_and_delivered_in_one_apply_is_never_stored() {
     let applied = apply(&mut core, &mut kv, &e, &mut notes);
     assert_eq!(notes.len(), 2);
     assert_eq!((applied.stats.accepted, applied.stats.delivered), (2, 2));
-    // Buffered then delivered: only the delete of its key is left.
-    assert!(!applied.writes.iter().any(|w| matches!(w, Write::MazePending { line: Some(_), .. })));
-    assert!(applied.writes.contains(&Write::MazePending { seq: 2, line: None }));
+    // Buffered then delivered: neither a put nor a delete of its key.
+    assert!(!applied.writes.iter().any(|w| matches!(w, Write::MazePending { .. })));
     assert!(applied.writes.contains(&Write::Follow { followed: 2, follower: 1, present: true }));
     assert!(applied.writes.contains(&Write::MazeCursor { epoch: 1, next: 3 }));
+    assert_eq!(kv.restore(), core);
+}
+
+#[test]
+fn a_maze_line_buffered_across_applies_is_stored_then_deleted() {
+    let (mut core, mut kv) = (Core::default(), MemKv::default());
+    let lines = |lines: &[&str]| {
+        Op::Maze(MazeCommand::Lines {
+            epoch: 1,
+            lines: lines.iter().map(|l| l.to_string()).collect(),
+        })
+    };
+    let first = [entry(1, vec![Op::Maze(MazeCommand::Reset), lines(&["2|F|1|2\n"])])];
+    let applied = apply(&mut core, &mut kv, &first, &mut Vec::new());
+    assert!(applied
+        .writes
+        .contains(&Write::MazePending { seq: 2, line: Some("2|F|1|2\n".to_string()) }));
+    assert_eq!(kv.restore(), core);
+    // Seq 1 arrives and is delivered with 2 in one apply: 1 never touches
+    // storage, 2 (stored by the first apply) is deleted.
+    let second = [entry(2, vec![lines(&["1|B\n"])])];
+    let mut notes = Vec::new();
+    let applied = apply(&mut core, &mut kv, &second, &mut notes);
+    assert_eq!(notes.len(), 2);
+    let pending: Vec<_> =
+        applied.writes.iter().filter(|w| matches!(w, Write::MazePending { .. })).collect();
+    assert_eq!(pending, [&Write::MazePending { seq: 2, line: None }]);
     assert_eq!(kv.restore(), core);
 }
 
