@@ -188,15 +188,14 @@ fn retirement_and_membership_are_written_and_restored() {
     assert_eq!(kv.restore(), core);
 }
 
+/// A maze `Lines` command of stream epoch 1.
+fn lines(lines: &[&str]) -> Op {
+    Op::Maze(MazeCommand::Lines { epoch: 1, lines: lines.iter().map(|l| l.to_string()).collect() })
+}
+
 #[test]
 fn a_maze_line_buffered_and_delivered_in_one_apply_is_never_stored() {
     let (mut core, mut kv) = (Core::default(), MemKv::default());
-    let lines = |lines: &[&str]| {
-        Op::Maze(MazeCommand::Lines {
-            epoch: 1,
-            lines: lines.iter().map(|l| l.to_string()).collect(),
-        })
-    };
     let e = [entry(1, vec![Op::Maze(MazeCommand::Reset), lines(&["2|F|1|2\n", "1|B\n"])])];
     let mut notes = Vec::new();
     let applied = apply(&mut core, &mut kv, &e, &mut notes);
@@ -212,12 +211,6 @@ fn a_maze_line_buffered_and_delivered_in_one_apply_is_never_stored() {
 #[test]
 fn a_maze_line_buffered_across_applies_is_stored_then_deleted() {
     let (mut core, mut kv) = (Core::default(), MemKv::default());
-    let lines = |lines: &[&str]| {
-        Op::Maze(MazeCommand::Lines {
-            epoch: 1,
-            lines: lines.iter().map(|l| l.to_string()).collect(),
-        })
-    };
     let first = [entry(1, vec![Op::Maze(MazeCommand::Reset), lines(&["2|F|1|2\n"])])];
     let applied = apply(&mut core, &mut kv, &first, &mut Vec::new());
     assert!(applied
