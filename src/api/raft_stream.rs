@@ -22,6 +22,7 @@ where
 {
     loop {
         let read = tokio::select! {
+            biased;
             _ = shutdown.cancelled() => return,
             read = read_frame(&mut io, frame::FRAME_MAX) => read,
         };

@@ -274,6 +274,25 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Every request the sender can frame decodes to what it framed.
+        #[test]
+        fn every_framed_request_decodes_to_itself(
+            kind in 1u8..=4,
+            target in proptest::prelude::any::<u64>(),
+            cluster in "[0-9a-f-]{0,40}",
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+        ) {
+            let kind = Kind::from_byte(kind).unwrap();
+            let mut buf = begin_request(kind, target, &cluster).unwrap();
+            buf.extend_from_slice(&body);
+            let frame = finish(buf).unwrap();
+            let req = decode_request(unprefixed(&frame)).unwrap();
+            proptest::prop_assert_eq!(
+                req,
+                Request { kind, target, cluster: cluster.as_bytes(), body: &body }
+            );
+        }
+
         /// Whatever bytes arrive, decoding answers (never panics), and what
         /// it accepts is exactly the input, reassembled.
         #[test]

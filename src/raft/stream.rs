@@ -20,6 +20,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// each a TLS handshake.
 const POOL_IDLE_MAX: usize = 4;
 const POOL_IDLE_AGE: Duration = Duration::from_secs(30);
+/// TCP keepalive on a sender's connections: first probe after 2 s idle,
+/// then every second, given up after 3 unanswered.
+const KEEPALIVE: socket2::TcpKeepalive = socket2::TcpKeepalive::new()
+    .with_time(Duration::from_secs(2))
+    .with_interval(Duration::from_secs(1))
+    .with_retries(3);
 
 /// Reads one frame (without its prefix). `Ok(None)`: the peer closed the
 /// connection cleanly between frames. A frame over `max` is refused from its
@@ -90,8 +96,13 @@ impl Pool {
 
     fn put(&self, addr: &str, conn: TlsStream<TcpStream>) {
         let Ok(mut idle) = self.idle.lock() else { return };
+        // Every address, not just this one: a removed peer's connections
+        // would otherwise stay open for the life of the node.
+        idle.retain(|_, conns| {
+            conns.retain(|(since, _)| since.elapsed() < POOL_IDLE_AGE);
+            !conns.is_empty()
+        });
         let conns = idle.entry(addr.to_string()).or_default();
-        conns.retain(|(since, _)| since.elapsed() < POOL_IDLE_AGE);
         if conns.len() < POOL_IDLE_MAX {
             conns.push((Instant::now(), conn));
         }
@@ -148,6 +159,12 @@ impl Dialer {
                 self.conn = None;
                 Err(e)
             }
+            // Still connecting: the peer is as good as unreachable (a
+            // dropped SYN), which openraft backs off from; a timeout on a
+            // connection is a slow peer, which it retries.
+            Err(_) if self.conn.is_none() => {
+                Err(StreamError::Connect(std::io::ErrorKind::TimedOut.into()))
+            }
             Err(_) => {
                 self.conn = None;
                 Err(StreamError::Timeout(timeout))
@@ -166,8 +183,16 @@ impl Dialer {
             }
         }
         self.conn = None;
-        let conn = self.conn.insert(self.connect().await?);
-        round_trip(conn, request).await
+        let fresh = self.connect().await?;
+        let conn = self.conn.insert(fresh);
+        // A fresh connection that fails its first exchange was refused: with
+        // TLS 1.3 a server rejects our certificate only after the handshake
+        // (an alert on the first read). Unreachable, so openraft backs off
+        // instead of handshaking again at every heartbeat.
+        round_trip(conn, request).await.map_err(|e| match e {
+            StreamError::Io(e) => StreamError::Connect(e),
+            e => e,
+        })
     }
 
     async fn connect(&self) -> Result<TlsStream<TcpStream>, StreamError> {
@@ -183,6 +208,11 @@ impl Dialer {
             // One request frame is written in a few TLS records; Nagle would
             // hold the tail behind the peer's delayed ACK.
             tcp.set_nodelay(true)?;
+            // A connection held idle (pooled, or replication with nothing to
+            // send) that a partition or a middlebox dropped is found by the
+            // kernel within a few seconds instead of by the next RPC's
+            // timeout (the HTTPS client sends HTTP/2 pings for this).
+            socket2::SockRef::from(&tcp).set_tcp_keepalive(&KEEPALIVE)?;
             self.connector.connect(name, tcp).await
         };
         let conn = tokio::time::timeout(CONNECT_TIMEOUT, connect)
