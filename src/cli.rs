@@ -220,9 +220,16 @@ pub struct ServeArgs {
     /// Open connections the public API port accepts; more are closed at once.
     #[arg(long, env = "RAFTQ_MAX_API_CONNECTIONS", default_value_t = 4096)]
     pub max_api_connections: usize,
-    /// Open connections the Raft port accepts (peers hold one or two each).
+    /// Open connections the Raft port accepts (each peer holds a few: its
+    /// Raft stream for replication and one for heartbeats, up to 4 idle
+    /// ones for elections, one HTTPS connection).
     #[arg(long, env = "RAFTQ_MAX_RAFT_CONNECTIONS", default_value_t = 256)]
     pub max_raft_connections: usize,
+    /// Async worker threads of the node (default: one per core). Members
+    /// that share a machine, like three on two cores, do more with fewer:
+    /// each write wakes fewer threads (docs/benchmarks.md, run 5).
+    #[arg(long, env = "RAFTQ_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: Option<u16>,
     /// A TLS handshake, and an HTTP/1 request header, must complete within this.
     #[arg(long, env = "RAFTQ_HEADER_TIMEOUT", default_value = "10s", value_parser = crate::units::parse_duration)]
     pub header_timeout: std::time::Duration,
@@ -573,6 +580,20 @@ mod tests {
         let Ok(Command::Consume(args)) = parse(&["--group", "g"]) else { panic!("--group alone") };
         assert_eq!((args.group.as_deref(), args.checkpoint), (Some("g"), None));
         assert!(matches!(parse(&["--checkpoint", "f"]), Ok(Command::Consume(_))));
+    }
+
+    #[test]
+    fn worker_threads_is_one_or_more() {
+        let parse = |extra: &[&str]| {
+            Cli::try_parse_from(["raftq", "serve"].iter().chain(extra)).map(|cli| cli.command)
+        };
+        let Ok(Command::Serve(args)) = parse(&[]) else { panic!("serve parses") };
+        assert_eq!(args.worker_threads, None, "the runtime's default unless asked");
+        let Ok(Command::Serve(args)) = parse(&["--worker-threads", "1"]) else { panic!("1") };
+        assert_eq!(args.worker_threads, Some(1));
+        for bad in ["0", "-1", "1025", "many"] {
+            assert!(parse(&["--worker-threads", bad]).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

@@ -33,7 +33,13 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing();
     raftq::tls::install_crypto_provider();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Serve(args) = &cli.command {
+        if let Some(n) = args.worker_threads {
+            builder.worker_threads(usize::from(n));
+        }
+    }
+    let runtime = builder.enable_all().build()?;
     runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => cmd::serve::run(*args).await,

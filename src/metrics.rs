@@ -108,6 +108,8 @@ pub struct Metrics {
     /// Connections on the Raft port that negotiated the Raft stream (see
     /// `raft::frame`); the others speak HTTPS.
     pub raft_stream_connections: IntCounter,
+    /// The async runtime's worker threads (`--worker-threads`).
+    pub runtime_workers: IntGauge,
     /// Per listener (api, raft, maze_source, maze_client): open connections,
     /// the cap, and connections refused at the cap.
     pub listener_open: IntGaugeVec,
@@ -223,6 +225,11 @@ impl Metrics {
             "Connections on the Raft port served as the Raft stream (the rest speak HTTPS)",
         )?;
         registry.register(Box::new(raft_stream_connections.clone()))?;
+        let runtime_workers = IntGauge::new(
+            "raftq_runtime_worker_threads",
+            "Worker threads of the node's async runtime (--worker-threads)",
+        )?;
+        registry.register(Box::new(runtime_workers.clone()))?;
         let listener_open = IntGaugeVec::new(
             Opts::new("raftq_listener_connections", "Open connections per listener"),
             &["listener"],
@@ -296,6 +303,7 @@ impl Metrics {
             maze,
             peer_refusals,
             raft_stream_connections,
+            runtime_workers,
             listener_open,
             listener_max,
             listener_refused,

@@ -188,6 +188,8 @@ pub async fn metrics(State(state): State<Shared>) -> Response {
     m.raft.purged_index.set(index(raft.purged_index));
     m.raft.voters.set(index(Some(raft.voters.len() as u64)));
     m.raft.learners.set(index(Some(raft.learners.len() as u64)));
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    m.runtime_workers.set(i64::try_from(workers).unwrap_or(i64::MAX));
     m.set_queues(state.reader.queues().into_iter().map(|(name, meta)| {
         let q = wire::QueueSummary::from(meta);
         let gauges = crate::metrics::QueueGauges {

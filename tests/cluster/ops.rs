@@ -527,3 +527,21 @@ async fn backup_restores_into_a_fresh_single_node() {
         .expect("raftq restore");
     assert!(!out.status.success(), "restore over live data accepted");
 }
+
+/// `--worker-threads` sets the node's async workers, as `/metrics` reports
+/// them from the runtime; the node serves with one. The default is one per
+/// core.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_threads_sets_the_runtime_size() {
+    let c = Cluster::builder().nodes(1).args(["--worker-threads", "1"]).start().await;
+    c.wait_for_voters(1, Duration::from_secs(30)).await;
+    let r = crate::harness::post_event(&c.client, &c.nodes[0].api_url(), "one-worker").await;
+    assert_eq!(r.expect("a write").status, StatusCode::CREATED);
+    let workers = |samples: Vec<Sample>| sample(&samples, "raftq_runtime_worker_threads", &[]);
+    assert_eq!(workers(scrape(&c, 0).await), Some(1.0), "one worker asked for");
+    drop(c);
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let d = Cluster::builder().nodes(1).start().await;
+    d.wait_for_voters(1, Duration::from_secs(30)).await;
+    assert_eq!(workers(scrape(&d, 0).await), Some(cores as f64), "the default");
+}
