@@ -149,6 +149,12 @@ fn gauge(registry: &Registry, name: &str, help: &str) -> Result<IntGauge, Metric
     Ok(g)
 }
 
+fn counter(registry: &Registry, name: &str, help: &str) -> Result<IntCounter, MetricsError> {
+    let c = IntCounter::new(name, help)?;
+    registry.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
 impl Metrics {
     /// A fresh registry with every metric registered. `fsync` is the log
     /// store's histogram (created by the store so it can time itself).
@@ -169,11 +175,11 @@ impl Metrics {
             &["route", "method"],
         )?;
         registry.register(Box::new(http_seconds.clone()))?;
-        let leader_changes = IntCounter::new(
+        let leader_changes = counter(
+            &registry,
             "raftq_raft_leader_changes_total",
             "Times this node saw the cluster's leader change (including to none)",
         )?;
-        registry.register(Box::new(leader_changes.clone()))?;
         let raft = RaftGauges {
             term: gauge(&registry, "raftq_raft_term", "Current Raft term")?,
             is_leader: gauge(&registry, "raftq_raft_is_leader", "1 if this node is the leader")?,
@@ -220,16 +226,16 @@ impl Metrics {
             &["direction", "reason"],
         )?;
         registry.register(Box::new(peer_refusals.clone()))?;
-        let raft_stream_connections = IntCounter::new(
+        let raft_stream_connections = counter(
+            &registry,
             "raftq_raft_stream_connections_total",
             "Connections on the Raft port served as the Raft stream (the rest speak HTTPS)",
         )?;
-        registry.register(Box::new(raft_stream_connections.clone()))?;
-        let runtime_workers = IntGauge::new(
+        let runtime_workers = gauge(
+            &registry,
             "raftq_runtime_worker_threads",
             "Worker threads of the node's async runtime (--worker-threads)",
         )?;
-        registry.register(Box::new(runtime_workers.clone()))?;
         let listener_open = IntGaugeVec::new(
             Opts::new("raftq_listener_connections", "Open connections per listener"),
             &["listener"],

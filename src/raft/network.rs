@@ -168,36 +168,28 @@ impl Connection {
         req: &Req,
         option: &RPCOption,
     ) -> Result<Resp, RPCError<TypeConfig>> {
-        let bytes = if self.legacy {
-            let body = serde_json::to_vec(req).map_err(|e| network_error(&e))?;
-            let sent = self.send(path, body.into(), "application/json", option).await;
-            if sent.is_err() {
-                self.legacy = false;
-            }
-            sent?
-        } else {
+        if !self.legacy {
             match self.stream_call(kind, req, option).await {
+                Ok(bytes) => return decode_answer(&bytes),
                 Err(StreamError::NotSpoken) => {
                     tracing::info!(
                         peer = self.target,
                         "the peer does not speak the raft stream (an older build): using HTTPS"
                     );
                     self.legacy = true;
-                    let body = serde_json::to_vec(req).map_err(|e| network_error(&e))?;
-                    self.send(path, body.into(), "application/json", option).await?
                 }
                 Err(e @ StreamError::Connect(_)) => {
                     return Err(RPCError::Unreachable(Unreachable::new(&e)))
                 }
                 Err(e) => return Err(network_error(&e)),
-                Ok(bytes) => bytes.into(),
             }
-        };
-        let result: Result<Resp, RaftError<TypeConfig>> =
-            serde_json::from_slice(&bytes).map_err(|e| network_error(&e))?;
-        // The peer's Raft refused (e.g. it is shutting down): to this node's
-        // replication that is a peer it cannot use now, and it backs off.
-        result.map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
+        }
+        let body = serde_json::to_vec(req).map_err(|e| network_error(&e))?;
+        let sent = self.send(path, body.into(), "application/json", option).await;
+        if sent.is_err() {
+            self.legacy = false;
+        }
+        decode_answer(&sent?)
     }
 
     /// One RPC on the Raft stream: the JSON answer's bytes, or why not.
@@ -234,6 +226,15 @@ impl Connection {
 
 fn network_error<E: std::error::Error + 'static>(e: &E) -> RPCError<TypeConfig> {
     RPCError::Network(NetworkError::new(e))
+}
+
+/// The peer's JSON answer, `Result<Resp, RaftError>`, as openraft wants it.
+fn decode_answer<Resp: DeserializeOwned>(bytes: &[u8]) -> Result<Resp, RPCError<TypeConfig>> {
+    let result: Result<Resp, RaftError<TypeConfig>> =
+        serde_json::from_slice(bytes).map_err(|e| network_error(&e))?;
+    // The peer's Raft refused (e.g. it is shutting down): to this node's
+    // replication that is a peer it cannot use now, and it backs off.
+    result.map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
 }
 
 impl RaftNetworkV2<TypeConfig> for Connection {
@@ -279,10 +280,7 @@ impl RaftNetworkV2<TypeConfig> for Connection {
         let body = reqwest::Body::wrap_stream(stream);
         let send = async {
             let bytes = self.send(PATH_SNAPSHOT, body, "application/octet-stream", &option).await?;
-            let result: Result<SnapshotResponse<TypeConfig>, RaftError<TypeConfig>> =
-                serde_json::from_slice(&bytes)
-                    .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-            result.map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
+            decode_answer::<SnapshotResponse<TypeConfig>>(&bytes)
         };
         tokio::pin!(cancel);
         tokio::select! {

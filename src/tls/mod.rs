@@ -321,15 +321,9 @@ impl TlsMaterial {
     /// of an older build that lacks the stream negotiates `h2` (and the
     /// sender falls back to HTTPS) instead of failing the handshake.
     pub fn raft_stream_client_config(&self) -> Result<Arc<rustls::ClientConfig>, TlsError> {
-        let mut roots = RootCertStore::empty();
-        for cert in &self.ca_certs {
-            roots
-                .add(cert.clone())
-                .map_err(|err| TlsError::Verifier(format!("ca certificate rejected: {err}")))?;
-        }
         let mut config = rustls::ClientConfig::builder_with_provider(crypto_provider())
             .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
+            .with_root_certificates(ca_roots(&self.ca_certs)?)
             .with_client_auth_cert(self.cert_chain.clone(), self.key.clone_key())?;
         config.alpn_protocols = vec![RAFT_STREAM_ALPN.to_vec(), b"h2".to_vec()];
         Ok(Arc::new(config))
@@ -437,17 +431,22 @@ fn parse_key(pem: &[u8], path: &Path) -> Result<PrivateKeyDer<'static>, TlsError
     })
 }
 
-/// A verifier that requires a client certificate chaining to `ca_certs`.
-fn client_verifier(
-    ca_certs: &[CertificateDer<'static>],
-) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+/// `ca_certs` as trust roots; every one must be a usable CA certificate.
+fn ca_roots(ca_certs: &[CertificateDer<'static>]) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in ca_certs {
         roots
             .add(cert.clone())
             .map_err(|err| TlsError::Verifier(format!("ca certificate rejected: {err}")))?;
     }
-    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), crypto_provider())
+    Ok(roots)
+}
+
+/// A verifier that requires a client certificate chaining to `ca_certs`.
+fn client_verifier(
+    ca_certs: &[CertificateDer<'static>],
+) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    WebPkiClientVerifier::builder_with_provider(Arc::new(ca_roots(ca_certs)?), crypto_provider())
         .build()
         .map_err(|err| TlsError::Verifier(err.to_string()))
 }

@@ -797,6 +797,35 @@ pub async fn wait_until<T>(
 // TLS probe of the Raft port
 // ---------------------------------------------------------------------------
 
+/// A rustls client config trusting `ca_pem` and presenting `identity`
+/// (cert chain PEM, key PEM) if given, whatever their issuer and role.
+pub fn tls_client_config(ca_pem: &Path, identity: Option<(&Path, &Path)>) -> rustls::ClientConfig {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_pem).expect("read ca.pem") {
+        roots.add(cert.expect("parse ca.pem")).expect("add CA root");
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("rustls protocol versions")
+    .with_root_certificates(roots);
+    match identity {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+                .expect("read client cert")
+                .collect::<Result<_, _>>()
+                .expect("parse client cert");
+            let key = PrivateKeyDer::from_pem_file(key).expect("read client key");
+            builder.with_client_auth_cert(chain, key).expect("client cert and key match")
+        }
+    }
+}
+
 /// Open a TLS session to `addr` trusting `ca_pem`, optionally presenting
 /// `identity` (cert chain PEM, key PEM), and see whether the server keeps it.
 ///
@@ -811,30 +840,9 @@ pub fn tls_probe(
     identity: Option<(&Path, &Path)>,
     settle: Duration,
 ) -> Result<String, String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use rustls::pki_types::ServerName;
 
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca_pem).expect("read ca.pem") {
-        roots.add(cert.expect("parse ca.pem")).expect("add CA root");
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("rustls protocol versions")
-    .with_root_certificates(roots);
-    let config = match identity {
-        None => builder.with_no_client_auth(),
-        Some((cert, key)) => {
-            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-                .expect("read client cert")
-                .collect::<Result<_, _>>()
-                .expect("parse client cert");
-            let key = PrivateKeyDer::from_pem_file(key).expect("read client key");
-            builder.with_client_auth_cert(chain, key).expect("client cert and key match")
-        }
-    };
+    let config = tls_client_config(ca_pem, identity);
     let name = ServerName::try_from("127.0.0.1").expect("server name");
     let mut conn = rustls::ClientConnection::new(Arc::new(config), name).expect("TLS client");
     let mut sock = TcpStream::connect_timeout(&addr, Duration::from_secs(5))

@@ -19,7 +19,7 @@ const TOKEN: &str = "s3cret-token";
 
 /// One sample of a Prometheus text exposition.
 #[derive(Debug, Clone, PartialEq)]
-struct Sample {
+pub(crate) struct Sample {
     name: String,
     labels: BTreeMap<String, String>,
     value: f64,
@@ -89,7 +89,7 @@ fn parse_prometheus(text: &str) -> Vec<Sample> {
     samples
 }
 
-fn sample(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn sample(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     samples
         .iter()
         .find(|s| {
@@ -113,7 +113,7 @@ fn the_test_parser_rejects_what_prometheus_rejects() {
     }
 }
 
-async fn scrape(c: &Cluster, i: usize) -> Vec<Sample> {
+pub(crate) async fn scrape(c: &Cluster, i: usize) -> Vec<Sample> {
     let r = c.get(i, "/metrics").await;
     assert_eq!(r.status, StatusCode::OK, "{r:?}");
     let ct = r.header("content-type").unwrap_or_default();

@@ -20,7 +20,9 @@ use raftq::tls::TlsMaterial;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
-use crate::harness::{id_of, post_event, wait_until, Cluster, BIN};
+use crate::harness::{id_of, post_event, tls_client_config, wait_until, Cluster};
+use crate::ops::{sample, scrape};
+use crate::trust::raftq_certs;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -44,30 +46,14 @@ async fn ask(
 /// A Raft stream client config that trusts `ca` and presents `cert`/`key`
 /// (PEM paths), whatever their issuer and role.
 fn stream_client(ca: &Path, cert: &Path, key: &Path) -> Arc<rustls::ClientConfig> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    crate::harness::install_crypto_provider();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(ca).expect("ca") {
-        roots.add(c.expect("ca certificate")).expect("root");
-    }
-    let chain: Vec<_> =
-        CertificateDer::pem_file_iter(cert).expect("cert").map(|c| c.expect("cert")).collect();
-    let key = PrivateKeyDer::from_pem_file(key).expect("key");
-    let mut config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .expect("client config");
+    let mut config = tls_client_config(ca, Some((cert, key)));
     config.alpn_protocols = vec![frame::ALPN.to_vec()];
     Arc::new(config)
 }
 
-/// A counter's value in node `i`'s `/metrics` (0 when absent).
-async fn metric(c: &Cluster, i: usize, sample: &str) -> f64 {
-    let text = c.get(i, "/metrics").await.text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
+/// A sample's value in node `i`'s `/metrics` (0 when absent).
+async fn metric(c: &Cluster, i: usize, name: &str, labels: &[(&str, &str)]) -> f64 {
+    sample(&scrape(c, i).await, name, labels).unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,7 +68,7 @@ async fn the_raft_stream_carries_replication_and_refuses_what_the_raft_port_refu
     // Positive control for "the cluster uses the stream": every follower
     // served its leader's replication as Raft stream connections.
     for i in c.live().into_iter().filter(|&i| i != leader) {
-        let served = metric(&c, i, "raftq_raft_stream_connections_total").await;
+        let served = metric(&c, i, "raftq_raft_stream_connections_total", &[]).await;
         assert!(served >= 1.0, "node {i} served no raft stream connection");
     }
 
@@ -162,17 +148,9 @@ async fn the_raft_stream_carries_replication_and_refuses_what_the_raft_port_refu
 
     // An API client certificate, and a node certificate of another CA: no
     // answer at all (the TLS layer refuses them before any frame).
-    let out = std::process::Command::new(BIN)
-        .args(["certs", "--out", &certs.display().to_string(), "--client", "app"])
-        .output()
-        .expect("raftq certs --client");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    raftq_certs(&["--out", &certs.display().to_string(), "--client", "app"]);
     let other = tempfile::tempdir().expect("tempdir");
-    let out = std::process::Command::new(BIN)
-        .args(["certs", "--out", &other.path().display().to_string(), "--hosts", "127.0.0.1"])
-        .output()
-        .expect("raftq certs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    raftq_certs(&["--out", &other.path().display().to_string(), "--hosts", "127.0.0.1"]);
     let strangers = [
         ("api client", certs.join("app.pem"), certs.join("app-key.pem")),
         ("foreign node", other.path().join("node.pem"), other.path().join("node-key.pem")),
@@ -198,9 +176,9 @@ async fn the_raft_stream_carries_replication_and_refuses_what_the_raft_port_refu
     assert_eq!(id_of(&st["leader_id"]).as_deref(), Some(leader_id.as_str()));
     assert_eq!(st["term"].as_u64(), Some(term_before), "the term moved");
     for reason in ["wrong_node", "wrong_cluster"] {
-        let sample =
-            format!("raftq_peer_refusals_total{{direction=\"received\",reason=\"{reason}\"}}");
-        assert!(metric(&c, follower, &sample).await >= 1.0, "{reason} not counted");
+        let labels = [("direction", "received"), ("reason", reason)];
+        let counted = metric(&c, follower, "raftq_peer_refusals_total", &labels).await;
+        assert!(counted >= 1.0, "{reason} not counted");
     }
     let r = post_event(&c.client, &c.nodes[leader].api_url(), "after").await;
     let seq = r.expect("write").expect_seq();

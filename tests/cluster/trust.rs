@@ -27,7 +27,7 @@ use serde_json::Value;
 use crate::harness::{curl, id_of, status_brief, wait_until, Cluster, CurlOut, BIN};
 
 /// `raftq certs` with `args`; panics unless it succeeds. Returns stdout.
-fn raftq_certs(args: &[&str]) -> String {
+pub(crate) fn raftq_certs(args: &[&str]) -> String {
     let out = Command::new(BIN).arg("certs").args(args).output().expect("run raftq certs");
     assert!(
         out.status.success(),
