@@ -4,7 +4,7 @@
 # (when FMAZE=/path/to/fmaze is set), a single raftq node and a 3-node
 # cluster, measured in the same run with the same pacing. Prints one JSON
 # line per run with the wall time and each server process's peak RSS
-# (VmHWM), and appends it to $OUT.
+# (VmHWM) and CPU seconds (and the verifier's), and appends it to $OUT.
 #
 #   FMAZE=...             fmaze binary, built by the operator (docs/benchmarks.md)
 #   FMAZE_FLUSH=...       fmaze's -flush-interval (default: fmaze's own, 10s). Its
@@ -54,15 +54,25 @@ voters_ok() { # n expected
         | python3 -c 'import json,sys; d=json.load(sys.stdin); sys.exit(0 if len(d["voters"])==int(sys.argv[1]) and d["role"]=="leader" else 1)' "$1" 2>/dev/null
 }
 peak_rss_mib() { awk '/VmHWM/ {printf "%d", $2/1024}' "/proc/$1/status" 2>/dev/null || echo -1; }
+TICKS=$(getconf CLK_TCK)
+# User + system CPU seconds a live process has used (fields 14 and 15 of stat).
+cpu_seconds() { awk -v t="$TICKS" '{printf "%.1f", ($14 + $15) / t}' "/proc/$1/stat" 2>/dev/null || echo -1; }
 
 run() { # target label nodes source clients pid...
     local target=$1 label=$2 n=$3 source=$4 clients=$5
     shift 5
-    local t0 t1 result
+    local t0 t1 result cpu0=()
+    for pid in "$@"; do cpu0+=("$(cpu_seconds "$pid")"); done
     t0=$(date +%s.%N)
-    result=$(totalEvents="$EVENTS" "$RAFTQ" maze-verify --pacing "$PACING" \
-        --source "$source" --clients "$clients" 2>"$WORK/verify-$label.log" || true)
+    # `times` in the substitution's shell reports its children: the
+    # verifier's CPU, which shares the machine with the servers.
+    result=$( { totalEvents="$EVENTS" "$RAFTQ" maze-verify --pacing "$PACING" \
+        --source "$source" --clients "$clients" 2>"$WORK/verify-$label.log" || true; \
+        times >"$WORK/times-$label"; } )
     t1=$(date +%s.%N)
+    local verifier_cpu
+    verifier_cpu=$(awk 'NR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/);
+        printf "%.1f", u[1] * 60 + u[2] + s[1] * 60 + s[2] }' "$WORK/times-$label")
     # Raft entries the source proposed (one log write and fsync per node each).
     local batches=null
     if [ "$target" = maze ]; then
@@ -70,12 +80,20 @@ run() { # target label nodes source clients pid...
             | python3 -c 'import json,sys; print(json.load(sys.stdin)["maze"]["source_batches"])' \
             2>/dev/null || echo null)
     fi
-    local rss=()
-    for pid in "$@"; do rss+=("$(peak_rss_mib "$pid")"); done
-    python3 - "$target" "$label" "$n" "$PACING" "$t0" "$t1" "$result" "$batches" "${rss[@]}" <<'PY' | tee -a "$OUT"
+    local rss=() cpu=() k=0
+    for pid in "$@"; do
+        rss+=("$(peak_rss_mib "$pid")")
+        cpu+=("$(python3 -c 'import sys; print(round(float(sys.argv[1]) - float(sys.argv[2]), 1))' \
+            "$(cpu_seconds "$pid")" "${cpu0[$k]}")")
+        k=$((k + 1))
+    done
+    python3 - "$target" "$label" "$n" "$PACING" "$t0" "$t1" "$result" "$batches" "$verifier_cpu" \
+        "${rss[*]}" "${cpu[*]}" <<'PY' | tee -a "$OUT"
 import json, sys
-target, label, n, pacing, t0, t1, result, batches = sys.argv[1:9]
-rss = [int(x) for x in sys.argv[9:]]
+target, label, n, pacing, t0, t1, result, batches, verifier_cpu = sys.argv[1:10]
+rss = [int(x) for x in sys.argv[10].split()]
+cpu = [float(x) for x in sys.argv[11].split()]
+wall = float(t1) - float(t0)
 r = json.loads(result) if result.strip().startswith("{") else {"result": "fail", "error": result}
 line = {"target": target}
 if target == "maze":
@@ -84,6 +102,11 @@ if target == "maze":
 line.update({"label": label, "pacing": pacing, "result": r.get("result"),
              "events": r.get("events"), "wall_seconds": round(float(t1) - float(t0), 1),
              "events_per_sec": r.get("events_per_sec"), "peak_rss_mib": rss,
+             # CPU seconds during the run: each server process, and the
+             # verifier; cores_busy is their sum over the wall time (the
+             # machine's cores bound it).
+             "cpu_seconds": cpu, "verifier_cpu_seconds": float(verifier_cpu),
+             "cores_busy": round((sum(cpu) + float(verifier_cpu)) / wall, 2) if wall > 0 else None,
              "error": r.get("error")})
 print(json.dumps(line))
 PY

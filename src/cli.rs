@@ -225,6 +225,12 @@ pub struct ServeArgs {
     /// ones for elections, one HTTPS connection).
     #[arg(long, env = "RAFTQ_MAX_RAFT_CONNECTIONS", default_value_t = 256)]
     pub max_raft_connections: usize,
+    /// How append, vote and pre-vote travel to peers: `stream` (frames on
+    /// one TLS connection per peer, HTTPS to a peer that lacks it) or
+    /// `https` (one request each, as builds before the stream did; neither
+    /// offered nor used). A way back, not a tuning: see docs/operations.md.
+    #[arg(long, env = "RAFTQ_RAFT_TRANSPORT", default_value = "stream", value_parser = crate::raft::network::RaftTransport::parse)]
+    pub raft_transport: crate::raft::network::RaftTransport,
     /// Async worker threads of the node (default: one per core). Members
     /// that share a machine, like three on two cores, do more with fewer:
     /// each write wakes fewer threads (docs/benchmarks.md, run 5).
@@ -593,6 +599,23 @@ mod tests {
         assert_eq!(args.worker_threads, Some(1));
         for bad in ["0", "-1", "1025", "many"] {
             assert!(parse(&["--worker-threads", bad]).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn raft_transport_is_stream_unless_asked() {
+        use crate::raft::network::RaftTransport;
+        let parse = |extra: &[&str]| {
+            Cli::try_parse_from(["raftq", "serve"].iter().chain(extra)).map(|cli| cli.command)
+        };
+        let Ok(Command::Serve(args)) = parse(&[]) else { panic!("serve parses") };
+        assert_eq!(args.raft_transport, RaftTransport::Stream);
+        let Ok(Command::Serve(args)) = parse(&["--raft-transport", "https"]) else {
+            panic!("https")
+        };
+        assert_eq!(args.raft_transport, RaftTransport::Https);
+        for bad in ["", "http", "HTTPS", "grpc"] {
+            assert!(parse(&["--raft-transport", bad]).is_err(), "{bad:?} accepted");
         }
     }
 

@@ -108,6 +108,10 @@ pub struct Metrics {
     /// Connections on the Raft port that negotiated the Raft stream (see
     /// `raft::frame`); the others speak HTTPS.
     pub raft_stream_connections: IntCounter,
+    /// Append, vote, pre-vote and transfer-leader RPCs this node sent, by
+    /// `transport` (`stream`, `https`): how much still goes over HTTPS to
+    /// peers without the stream, or under `--raft-transport https`.
+    pub raft_rpcs_sent: IntCounterVec,
     /// The async runtime's worker threads (`--worker-threads`).
     pub runtime_workers: IntGauge,
     /// Per listener (api, raft, maze_source, maze_client): open connections,
@@ -231,6 +235,14 @@ impl Metrics {
             "raftq_raft_stream_connections_total",
             "Connections on the Raft port served as the Raft stream (the rest speak HTTPS)",
         )?;
+        let raft_rpcs_sent = IntCounterVec::new(
+            Opts::new(
+                "raftq_raft_rpcs_sent_total",
+                "Append, vote, pre-vote and transfer-leader RPCs sent, by transport",
+            ),
+            &["transport"],
+        )?;
+        registry.register(Box::new(raft_rpcs_sent.clone()))?;
         let runtime_workers = gauge(
             &registry,
             "raftq_runtime_worker_threads",
@@ -309,6 +321,7 @@ impl Metrics {
             maze,
             peer_refusals,
             raft_stream_connections,
+            raft_rpcs_sent,
             runtime_workers,
             listener_open,
             listener_max,

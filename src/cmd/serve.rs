@@ -74,6 +74,7 @@ fn config(args: ServeArgs) -> Config {
         min_free_disk: args.min_free_disk,
         max_api_connections: args.max_api_connections,
         max_raft_connections: args.max_raft_connections,
+        raft_transport: args.raft_transport,
         header_timeout: args.header_timeout,
         idle_timeout: args.idle_timeout,
         max_http2_streams: args.max_http2_streams,

@@ -16,6 +16,7 @@ use std::time::Duration;
 use crate::maze::MazeLimits;
 use crate::node::disk::MinFree;
 use crate::queue::Limits;
+use crate::raft::network::RaftTransport;
 
 /// Upper bound of `--max-event-bytes`: an event travels whole in one Raft
 /// entry, one AppendEntries message (which must finish within its RPC
@@ -84,6 +85,8 @@ pub struct Config {
     pub min_free_disk: MinFree,
     pub max_api_connections: usize,
     pub max_raft_connections: usize,
+    /// How append and vote travel between nodes (`--raft-transport`).
+    pub raft_transport: RaftTransport,
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_http2_streams: u32,
@@ -160,6 +163,7 @@ impl Config {
             min_free_disk: MinFree::Bytes(256 << 20),
             max_api_connections: 4096,
             max_raft_connections: 256,
+            raft_transport: RaftTransport::Stream,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
             max_http2_streams: 64,

@@ -46,7 +46,7 @@ use crate::membership::driver::Driver;
 use crate::membership::gossip::{Gossip, GossipSettings};
 use crate::queue::RetentionPolicy;
 use crate::raft::log_store::LogStore;
-use crate::raft::network::Network;
+use crate::raft::network::{Network, RaftTransport, SentCounters};
 use crate::raft::peer::{ClusterIdentity, PeerClient};
 use crate::raft::state_machine::StateMachine;
 use crate::raft::types::{Node, NodeId, Raft};
@@ -222,8 +222,12 @@ pub async fn start_on(config: Config, listeners: Listeners) -> Result<NodeHandle
         raft_config,
         Network::new(
             peer_client.clone(),
-            tls.raft_stream_client_config()?,
+            match config.raft_transport {
+                RaftTransport::Stream => Some(tls.raft_stream_client_config()?),
+                RaftTransport::Https => None,
+            },
             settings.rpc_timeout_min(),
+            SentCounters::new(&metrics.raft_rpcs_sent),
         ),
         log_store,
         state_machine,
@@ -326,14 +330,15 @@ pub async fn start_on(config: Config, listeners: Listeners) -> Result<NodeHandle
             stream_connections.inc();
             Box::pin(raft_stream::serve(stream_state.clone(), conn, stream_shutdown.clone()))
         });
+        let stream = config.raft_transport == RaftTransport::Stream;
         tasks.spawn(listeners::serve_https(
             "raft port",
             raft_listener,
-            tls.raft_server_config()?,
+            tls.raft_server_config(stream)?,
             &raft_limits,
             internal::router(internal_state),
             false,
-            Some((crate::raft::frame::ALPN, divert)),
+            stream.then_some((crate::raft::frame::ALPN, divert)),
             shutdown.clone(),
         )?);
     }

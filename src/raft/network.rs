@@ -45,12 +45,56 @@ pub const PATH_TRANSFER_LEADER: &str = "/raft/transfer-leader";
 /// Most bytes of a snapshot request's JSON header (vote and meta).
 pub const SNAPSHOT_HEADER_MAX: usize = 1 << 20;
 
+/// How a node carries append, vote, pre-vote and transfer-leader
+/// (`--raft-transport`). Snapshots and the other internal requests are
+/// HTTPS either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RaftTransport {
+    /// The Raft stream, offered and used; HTTPS to a peer that lacks it.
+    #[default]
+    Stream,
+    /// Neither offered nor used: one HTTPS request per RPC, as builds before
+    /// the stream did. A way back should the stream misbehave, and the way
+    /// tests check that a mixed cluster still replicates.
+    Https,
+}
+
+impl RaftTransport {
+    /// Parses `stream` or `https` (the flag's values).
+    pub fn parse(input: &str) -> Result<Self, String> {
+        match input.trim() {
+            "stream" => Ok(RaftTransport::Stream),
+            "https" => Ok(RaftTransport::Https),
+            other => Err(format!("{other:?}: the raft transport is `stream` or `https`")),
+        }
+    }
+}
+
+/// RPCs sent, by transport (`raftq_raft_rpcs_sent_total`).
+#[derive(Clone)]
+pub struct SentCounters {
+    pub stream: prometheus::IntCounter,
+    pub https: prometheus::IntCounter,
+}
+
+impl SentCounters {
+    /// The two series of `raftq_raft_rpcs_sent_total`.
+    pub fn new(by_transport: &prometheus::IntCounterVec) -> Self {
+        SentCounters {
+            stream: by_transport.with_label_values(&["stream"]),
+            https: by_transport.with_label_values(&["https"]),
+        }
+    }
+}
+
 /// Creates one [`Connection`] per peer. Every request names the cluster and
 /// the target node; the HTTPS requests share one pooled client.
 #[derive(Clone)]
 pub struct Network {
     client: PeerClient,
-    stream_tls: std::sync::Arc<rustls::ClientConfig>,
+    sent: SentCounters,
+    /// `None` under [`RaftTransport::Https`]: never dial the stream.
+    stream_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     pool: Pool,
     min_timeout: std::time::Duration,
 }
@@ -58,13 +102,15 @@ pub struct Network {
 impl Network {
     /// `min_timeout` is the least time any RPC gets (see [`Connection`]);
     /// `stream_tls` offers the Raft stream's ALPN
-    /// (`tls::TlsMaterial::raft_stream_client_config`).
+    /// (`tls::TlsMaterial::raft_stream_client_config`), and `None` sends
+    /// every RPC as HTTPS.
     pub fn new(
         client: PeerClient,
-        stream_tls: std::sync::Arc<rustls::ClientConfig>,
+        stream_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
         min_timeout: std::time::Duration,
+        sent: SentCounters,
     ) -> Self {
-        Network { client, stream_tls, pool: Pool::default(), min_timeout }
+        Network { client, sent, stream_tls, pool: Pool::default(), min_timeout }
     }
 }
 
@@ -74,10 +120,14 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &Node) -> Connection {
         Connection {
             client: self.client.clone(),
+            sent: self.sent.clone(),
             target,
             base: node.raft_url(),
             min_timeout: self.min_timeout,
-            stream: Dialer::new(self.stream_tls.clone(), node.raft_addr.clone(), self.pool.clone()),
+            stream: self
+                .stream_tls
+                .as_ref()
+                .map(|tls| Dialer::new(tls.clone(), node.raft_addr.clone(), self.pool.clone())),
             legacy: false,
         }
     }
@@ -91,10 +141,12 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 /// heartbeats travel apart from the replication stream.
 pub struct Connection {
     client: PeerClient,
+    sent: SentCounters,
     target: NodeId,
     base: String,
     min_timeout: std::time::Duration,
-    stream: Dialer,
+    /// `None`: this node sends HTTPS only (`RaftTransport::Https`).
+    stream: Option<Dialer>,
     /// The peer did not negotiate the Raft stream: send HTTPS requests until
     /// one fails, then try the stream again (the peer may have been upgraded).
     legacy: bool,
@@ -168,13 +220,17 @@ impl Connection {
         req: &Req,
         option: &RPCOption,
     ) -> Result<Resp, RPCError<TypeConfig>> {
-        if !self.legacy {
-            match self.stream_call(kind, req, option).await {
+        if let (false, Some(stream)) = (self.legacy, self.stream.as_mut()) {
+            let timeout = option.hard_ttl().max(self.min_timeout);
+            self.sent.stream.inc();
+            match stream_call(&self.client, stream, self.target, &self.base, kind, req, timeout)
+                .await
+            {
                 Ok(bytes) => return decode_answer(&bytes),
                 Err(StreamError::NotSpoken) => {
                     tracing::info!(
                         peer = self.target,
-                        "the peer does not speak the raft stream (an older build): using HTTPS"
+                        "the peer does not speak the raft stream (an older build, or `--raft-transport https`): using HTTPS"
                     );
                     self.legacy = true;
                 }
@@ -185,42 +241,47 @@ impl Connection {
             }
         }
         let body = serde_json::to_vec(req).map_err(|e| network_error(&e))?;
+        self.sent.https.inc();
         let sent = self.send(path, body.into(), "application/json", option).await;
         if sent.is_err() {
             self.legacy = false;
         }
         decode_answer(&sent?)
     }
+}
 
-    /// One RPC on the Raft stream: the JSON answer's bytes, or why not.
-    async fn stream_call<Req: Serialize>(
-        &mut self,
-        kind: Kind,
-        req: &Req,
-        option: &RPCOption,
-    ) -> Result<Vec<u8>, StreamError> {
-        let uuid = self.client.identity().uuid().unwrap_or_default();
-        let mut buf = frame::begin_request(kind, self.target, &uuid)?;
-        serde_json::to_writer(&mut buf, req).map_err(|e| StreamError::Io(e.into()))?;
-        let request = frame::finish(buf)?;
-        let timeout = option.hard_ttl().max(self.min_timeout);
-        let mut answer = self.stream.exchange(&request, timeout).await?;
-        let (status, body) = frame::decode_response(&answer)?;
-        match status {
-            Status::Answer => {
-                answer.drain(..1);
-                Ok(answer)
-            }
-            Status::Refused => {
-                let text = String::from_utf8_lossy(body);
-                let (code, why) = text.split_once('\n').unwrap_or((&text, ""));
-                self.client.note_refused_by_peer(self.target, code, &self.base);
-                Err(StreamError::Io(std::io::Error::other(format!("peer refused ({code}): {why}"))))
-            }
-            Status::Malformed | Status::Failed => Err(StreamError::Io(std::io::Error::other(
-                format!("peer answered {status:?}: {}", String::from_utf8_lossy(body)),
-            ))),
+/// One RPC on the Raft stream to `target` (at `base` for the HTTPS routes):
+/// the JSON answer's bytes, or why not.
+async fn stream_call<Req: Serialize>(
+    client: &PeerClient,
+    stream: &mut Dialer,
+    target: NodeId,
+    base: &str,
+    kind: Kind,
+    req: &Req,
+    timeout: std::time::Duration,
+) -> Result<Vec<u8>, StreamError> {
+    let uuid = client.identity().uuid().unwrap_or_default();
+    let mut buf = frame::begin_request(kind, target, &uuid)?;
+    serde_json::to_writer(&mut buf, req).map_err(|e| StreamError::Io(e.into()))?;
+    let request = frame::finish(buf)?;
+    let mut answer = stream.exchange(&request, timeout).await?;
+    let (status, body) = frame::decode_response(&answer)?;
+    match status {
+        Status::Answer => {
+            answer.drain(..1);
+            Ok(answer)
         }
+        Status::Refused => {
+            let text = String::from_utf8_lossy(body);
+            let (code, why) = text.split_once('\n').unwrap_or((&text, ""));
+            client.note_refused_by_peer(target, code, base);
+            Err(StreamError::Io(std::io::Error::other(format!("peer refused ({code}): {why}"))))
+        }
+        Status::Malformed | Status::Failed => Err(StreamError::Io(std::io::Error::other(format!(
+            "peer answered {status:?}: {}",
+            String::from_utf8_lossy(body)
+        )))),
     }
 }
 

@@ -239,7 +239,146 @@ async fn round_trip(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
+    use crate::tls::certs::{write_cluster_certs, CA_CERT_FILE, NODE_CERT_FILE, NODE_KEY_FILE};
+    use crate::tls::TlsMaterial;
+
+    /// `body` as a whole frame, prefix included (what `exchange` sends).
+    fn framed(body: &[u8]) -> Vec<u8> {
+        let mut out = (body.len() as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// A peer's Raft port on 127.0.0.1 with real TLS and client
+    /// certificates: answers each frame with its own body, except `stall`
+    /// (answered 300 ms late) and `close` (answered, then the connection is
+    /// closed, as an idle timeout would). Offers the stream's ALPN only when
+    /// `stream`. Returns the address, the count of connections accepted, a
+    /// client config for it, and the dir that holds the certificates.
+    async fn peer(
+        stream: bool,
+    ) -> (String, Arc<AtomicUsize>, Arc<rustls::ClientConfig>, tempfile::TempDir) {
+        crate::tls::install_crypto_provider();
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_cluster_certs(dir.path(), &["127.0.0.1".to_string()]).expect("certs");
+        let material = TlsMaterial::load(
+            &dir.path().join(NODE_CERT_FILE),
+            &dir.path().join(NODE_KEY_FILE),
+            &dir.path().join(CA_CERT_FILE),
+        )
+        .expect("material");
+        let acceptor = tokio_rustls::TlsAcceptor::from(
+            material.raft_server_config(stream).expect("server config"),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut conn) = acceptor.accept(tcp).await else { return };
+                    while let Ok(Some(body)) = read_frame(&mut conn, 1 << 20).await {
+                        if body == b"stall" {
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                        }
+                        if write_frame(&mut conn, &framed(&body)).await.is_err() || body == b"close"
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let client = material.raft_stream_client_config().expect("client config");
+        (addr, accepted, client, dir)
+    }
+
+    const LONG: Duration = Duration::from_secs(5);
+
+    /// One exchange that must succeed: the answer's body.
+    async fn ask(dialer: &mut Dialer, body: &[u8]) -> Vec<u8> {
+        dialer.exchange(&framed(body), LONG).await.expect("an answer")
+    }
+
+    /// Starts a `stall` exchange and drops its future after its request went
+    /// out, as openraft does to an RPC it gives up on.
+    async fn cancel_stalled(dialer: &mut Dialer) {
+        let request = framed(b"stall");
+        let stalled = dialer.exchange(&request, LONG);
+        let cancelled = tokio::time::timeout(Duration::from_millis(50), stalled).await;
+        assert!(cancelled.is_err(), "the stalled exchange was answered early");
+    }
+
+    /// The hazard `busy` guards: an exchange whose future is dropped after
+    /// its request went out leaves that request's answer on the wire. The
+    /// next exchange must not read it as its own: it gets a new connection.
+    #[tokio::test]
+    async fn a_cancelled_exchange_never_leaves_its_answer_to_the_next() {
+        let (addr, accepted, client, _dir) = peer(true).await;
+        let mut dialer = Dialer::new(client, addr, Pool::default());
+        assert_eq!(ask(&mut dialer, b"a").await, b"a");
+        cancel_stalled(&mut dialer).await;
+        assert_eq!(ask(&mut dialer, b"b").await, b"b");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "the cancelled connection was reused");
+    }
+
+    #[tokio::test]
+    async fn a_timed_out_exchange_drops_its_connection() {
+        let (addr, accepted, client, _dir) = peer(true).await;
+        let mut dialer = Dialer::new(client, addr, Pool::default());
+        let late = dialer.exchange(&framed(b"stall"), Duration::from_millis(50)).await;
+        assert!(matches!(late, Err(StreamError::Timeout(_))), "{late:?}");
+        assert_eq!(ask(&mut dialer, b"c").await, b"c");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "the timed-out connection was reused");
+    }
+
+    /// A pooled or held connection that the peer closed while idle fails
+    /// at once; the same call goes on over a new one, with no error.
+    #[tokio::test]
+    async fn a_connection_the_peer_closed_is_replaced_within_the_call() {
+        let (addr, accepted, client, _dir) = peer(true).await;
+        let mut dialer = Dialer::new(client, addr, Pool::default());
+        assert_eq!(ask(&mut dialer, b"close").await, b"close");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(ask(&mut dialer, b"d").await, b"d");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    /// Dialers of one node share idle connections (openraft makes a new
+    /// client per election round), but a connection whose exchange was
+    /// cancelled never enters the pool.
+    #[tokio::test]
+    async fn idle_connections_pass_between_dialers_but_never_a_cancelled_one() {
+        let (addr, accepted, client, _dir) = peer(true).await;
+        let pool = Pool::default();
+        let mut first = Dialer::new(client.clone(), addr.clone(), pool.clone());
+        assert_eq!(ask(&mut first, b"1").await, b"1");
+        drop(first);
+        let mut second = Dialer::new(client.clone(), addr.clone(), pool.clone());
+        assert_eq!(ask(&mut second, b"2").await, b"2");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "the idle connection was not reused");
+        cancel_stalled(&mut second).await;
+        drop(second);
+        let mut third = Dialer::new(client, addr, pool);
+        assert_eq!(ask(&mut third, b"3").await, b"3");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "a cancelled connection was pooled");
+    }
+
+    /// A peer that does not offer the stream (an older build, or
+    /// `--raft-transport https`) is told apart from a broken one.
+    #[tokio::test]
+    async fn a_peer_without_the_stream_is_not_spoken_not_unreachable() {
+        let (addr, _accepted, client, _dir) = peer(false).await;
+        let mut dialer = Dialer::new(client, addr, Pool::default());
+        let result = dialer.exchange(&framed(b"x"), LONG).await;
+        assert!(matches!(result, Err(StreamError::NotSpoken)), "{result:?}");
+    }
 
     #[tokio::test]
     async fn frames_round_trip_through_a_pipe_and_eof_between_frames_is_clean() {

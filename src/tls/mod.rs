@@ -300,9 +300,10 @@ impl TlsMaterial {
     }
 
     /// Raft port server config: a client certificate signed by our CA and
-    /// carrying the node role is required; ALPN [`RAFT_STREAM_ALPN`], then
-    /// `h2` + `http/1.1`.
-    pub fn raft_server_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
+    /// carrying the node role is required; ALPN [`RAFT_STREAM_ALPN`] when
+    /// `stream` (a node that does not serve the stream must not agree to
+    /// it), then `h2` + `http/1.1`.
+    pub fn raft_server_config(&self, stream: bool) -> Result<Arc<ServerConfig>, TlsError> {
         let verifier = Arc::new(NodeRoleVerifier {
             chain: client_verifier(&self.ca_certs)?,
             refusals: LogThrottle::new(ROLE_REFUSAL_LOG_INTERVAL),
@@ -312,7 +313,9 @@ impl TlsMaterial {
             .with_client_cert_verifier(verifier)
             .with_single_cert(self.cert_chain.clone(), self.key.clone_key())?;
         let mut config = with_alpn(config);
-        config.alpn_protocols.insert(0, RAFT_STREAM_ALPN.to_vec());
+        if stream {
+            config.alpn_protocols.insert(0, RAFT_STREAM_ALPN.to_vec());
+        }
         Ok(Arc::new(config))
     }
 
@@ -670,7 +673,7 @@ mod tests {
     async fn raft_port_requires_a_client_certificate_from_our_ca() {
         install_crypto_provider();
         let (dir, material) = cluster_dir();
-        let (addr, server) = serve(material.raft_server_config().expect("raft config"));
+        let (addr, server) = serve(material.raft_server_config(true).expect("raft config"));
 
         // A peer with our CA's certificate gets through, over HTTP/2.
         let peer = material.raft_client().expect("raft client");
@@ -711,7 +714,7 @@ mod tests {
         write_roleless_cert(dir.path(), "legacy", &hosts(&["127.0.0.1"])).expect("legacy cert");
         write_named_cert(dir.path(), "extra-node", &[]).expect("named node cert");
         let ca = dir.path().join(CA_CERT_FILE);
-        let (raft, raft_server) = serve(material.raft_server_config().expect("raft config"));
+        let (raft, raft_server) = serve(material.raft_server_config(true).expect("raft config"));
         let (api, api_server) = serve(material.api_server_config(Some(&ca)).expect("api config"));
 
         // Node certificates get through: the cluster's own and one from `--name`.
@@ -901,7 +904,7 @@ mod tests {
         .expect("valid");
         assert!(material.covers_hosts(&hosts(&["node1", "10.0.0.1"])));
         assert!(!material.covers_hosts(&hosts(&["node2"])));
-        material.raft_server_config().expect("raft config");
+        material.raft_server_config(true).expect("raft config");
         material.raft_client().expect("raft client");
     }
 

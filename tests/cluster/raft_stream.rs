@@ -51,6 +51,19 @@ fn stream_client(ca: &Path, cert: &Path, key: &Path) -> Arc<rustls::ClientConfig
     Arc::new(config)
 }
 
+/// The stream client a node of `c` uses: its node certificate, the
+/// stream's ALPN first.
+fn node_stream_client(c: &Cluster) -> Arc<rustls::ClientConfig> {
+    let certs = &c.certs;
+    let node = TlsMaterial::load(
+        &certs.join("node.pem"),
+        &certs.join("node-key.pem"),
+        &certs.join("ca.pem"),
+    )
+    .expect("node certificate");
+    node.raft_stream_client_config().expect("stream client config")
+}
+
 /// A sample's value in node `i`'s `/metrics` (0 when absent).
 async fn metric(c: &Cluster, i: usize, name: &str, labels: &[(&str, &str)]) -> f64 {
     sample(&scrape(c, i).await, name, labels).unwrap_or(0.0)
@@ -79,13 +92,7 @@ async fn the_raft_stream_carries_replication_and_refuses_what_the_raft_port_refu
     let leader_id = id_of(&st["leader_id"]).expect("leader_id");
 
     let certs = &c.certs;
-    let node = TlsMaterial::load(
-        &certs.join("node.pem"),
-        &certs.join("node-key.pem"),
-        &certs.join("ca.pem"),
-    )
-    .expect("node certificate");
-    let stream_tls = node.raft_stream_client_config().expect("stream client config");
+    let stream_tls = node_stream_client(&c);
     let addr = c.nodes[follower].raft_addr().to_string();
     let mut dialer = Dialer::new(stream_tls.clone(), addr.clone(), Pool::default());
 
@@ -182,6 +189,11 @@ async fn the_raft_stream_carries_replication_and_refuses_what_the_raft_port_refu
     }
     let r = post_event(&c.client, &c.nodes[leader].api_url(), "after").await;
     let seq = r.expect("write").expect_seq();
+    wait_applied_everywhere(&c, seq).await;
+}
+
+/// Applied up to `seq` on every live node, within 10 s.
+async fn wait_applied_everywhere(c: &Cluster, seq: u64) {
     for i in c.live() {
         wait_until(Duration::from_secs(10), &format!("node {i} to apply seq {seq}"), async || {
             let st = c.status(i).await;
@@ -191,5 +203,78 @@ async fn the_raft_stream_carries_replication_and_refuses_what_the_raft_port_refu
             }
         })
         .await;
+    }
+}
+
+/// The HTTPS fallback, with real processes: one member restarted with
+/// `--raft-transport https` neither offers the stream (a peer's dialer is
+/// told so by ALPN, as by a build that predates it) nor dials it. Its
+/// leader replicates to it over HTTPS, and once it leads it replicates to
+/// the others over HTTPS: a cluster of mixed transports, as in a rolling
+/// upgrade or a rollback, loses and stalls nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_without_the_stream_is_replicated_to_and_replicates_over_https() {
+    let mut c = Cluster::builder().nodes(3).start().await;
+    let leader = c.wait_for_voters(3, Duration::from_secs(30)).await;
+    let plain = c.live().into_iter().find(|&i| i != leader).expect("a follower");
+    c.nodes[plain].push_args(&["--raft-transport", "https"]);
+    c.restart(plain).await;
+    let leader = c.wait_for_voters(3, Duration::from_secs(30)).await;
+
+    // The Raft port of that member does not agree to the stream: the
+    // crate's own dialer learns it from ALPN, as a peer's would.
+    let addr = c.nodes[plain].raft_addr().to_string();
+    let mut dialer = Dialer::new(node_stream_client(&c), addr, Pool::default());
+    let asked = ask(&mut dialer, Kind::PreVote, 0, "", b"{}").await;
+    assert!(matches!(asked, Err(StreamError::NotSpoken)), "the stream was offered: {asked:?}");
+
+    // Replicated to it while a streaming member leads.
+    let mut seq = 0;
+    for i in 0..5 {
+        let r = post_event(&c.client, &c.nodes[leader].api_url(), &format!("a{i}")).await;
+        seq = r.expect("write").expect_seq();
+    }
+    wait_applied_everywhere(&c, seq).await;
+    let https = [("transport", "https")];
+    if leader != plain {
+        let sent = metric(&c, leader, "raftq_raft_rpcs_sent_total", &https).await;
+        assert!(sent >= 1.0, "the leader sent nothing over HTTPS to the member without the stream");
+    }
+
+    // It leads: everything it sends is HTTPS, and the others apply it.
+    if leader != plain {
+        let id = c.node_id(plain).await;
+        let path = format!("/cluster/leader/transfer?to={id}");
+        let r = c.request(leader, reqwest::Method::POST, &path, None, &[], false).await;
+        assert_eq!(r.status, reqwest::StatusCode::OK, "{r:?} {}", r.text());
+    }
+    assert_eq!(c.leader().await, plain, "every node agrees the plain member leads");
+    for i in 0..5 {
+        let r = post_event(&c.client, &c.nodes[plain].api_url(), &format!("b{i}")).await;
+        seq = r.expect("write").expect_seq();
+    }
+    wait_applied_everywhere(&c, seq).await;
+    let stream = [("transport", "stream")];
+    assert_eq!(metric(&c, plain, "raftq_raft_rpcs_sent_total", &stream).await, 0.0);
+    let sent = metric(&c, plain, "raftq_raft_rpcs_sent_total", &https).await;
+    assert!(sent >= 5.0, "the plain leader sent {sent} HTTPS RPCs");
+    assert_eq!(
+        metric(&c, plain, "raftq_raft_stream_connections_total", &[]).await,
+        0.0,
+        "the plain member served a stream connection"
+    );
+    // And nothing was lost or doubled on the way: every node holds the ten
+    // writes, in order.
+    for i in c.live() {
+        let r = c.get(i, "/events?after=0&limit=100").await;
+        let events: Vec<String> = r.json()["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .map(|e| e["event"].as_str().expect("event").to_string())
+            .collect();
+        let want: Vec<String> =
+            (0..5).map(|i| format!("a{i}")).chain((0..5).map(|i| format!("b{i}"))).collect();
+        assert_eq!(events, want, "node {i}");
     }
 }
