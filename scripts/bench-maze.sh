@@ -17,6 +17,8 @@
 #   RAFTQ_MAZE_COALESCE_MS=0 measures the nodes without source coalescing
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# `times` prints the locale's decimal point; the parsing below wants a dot.
+export LC_ALL=C
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/raftq/target}"
 RAFTQ="${RAFTQ:-$CARGO_TARGET_DIR/release/raftq}"
@@ -56,7 +58,8 @@ voters_ok() { # n expected
 peak_rss_mib() { awk '/VmHWM/ {printf "%d", $2/1024}' "/proc/$1/status" 2>/dev/null || echo -1; }
 TICKS=$(getconf CLK_TCK)
 # User + system CPU seconds a live process has used (fields 14 and 15 of stat).
-cpu_seconds() { awk -v t="$TICKS" '{printf "%.1f", ($14 + $15) / t}' "/proc/$1/stat" 2>/dev/null || echo -1; }
+# "null" for a process that is gone (it is then left out of cores_busy).
+cpu_seconds() { awk -v t="$TICKS" '{printf "%.1f", ($14 + $15) / t}' "/proc/$1/stat" 2>/dev/null || echo null; }
 
 run() { # target label nodes source clients pid...
     local target=$1 label=$2 n=$3 source=$4 clients=$5
@@ -83,7 +86,9 @@ run() { # target label nodes source clients pid...
     local rss=() cpu=() k=0
     for pid in "$@"; do
         rss+=("$(peak_rss_mib "$pid")")
-        cpu+=("$(python3 -c 'import sys; print(round(float(sys.argv[1]) - float(sys.argv[2]), 1))' \
+        cpu+=("$(python3 -c 'import sys
+a, b = sys.argv[1:3]
+print("null" if "null" in (a, b) else round(float(a) - float(b), 1))' \
             "$(cpu_seconds "$pid")" "${cpu0[$k]}")")
         k=$((k + 1))
     done
@@ -92,8 +97,10 @@ run() { # target label nodes source clients pid...
 import json, sys
 target, label, n, pacing, t0, t1, result, batches, verifier_cpu = sys.argv[1:10]
 rss = [int(x) for x in sys.argv[10].split()]
-cpu = [float(x) for x in sys.argv[11].split()]
+cpu = [json.loads(x) for x in sys.argv[11].split()]
+verifier_cpu = float(verifier_cpu) if verifier_cpu else None
 wall = float(t1) - float(t0)
+known = [x for x in cpu if x is not None] + ([verifier_cpu] if verifier_cpu is not None else [])
 r = json.loads(result) if result.strip().startswith("{") else {"result": "fail", "error": result}
 line = {"target": target}
 if target == "maze":
@@ -105,8 +112,8 @@ line.update({"label": label, "pacing": pacing, "result": r.get("result"),
              # CPU seconds during the run: each server process, and the
              # verifier; cores_busy is their sum over the wall time (the
              # machine's cores bound it).
-             "cpu_seconds": cpu, "verifier_cpu_seconds": float(verifier_cpu),
-             "cores_busy": round((sum(cpu) + float(verifier_cpu)) / wall, 2) if wall > 0 else None,
+             "cpu_seconds": cpu, "verifier_cpu_seconds": verifier_cpu,
+             "cores_busy": round(sum(known) / wall, 2) if wall > 0 else None,
              "error": r.get("error")})
 print(json.dumps(line))
 PY

@@ -229,8 +229,8 @@ pub struct ServeArgs {
     /// one TLS connection per peer, HTTPS to a peer that lacks it) or
     /// `https` (one request each, as builds before the stream did; neither
     /// offered nor used). A way back, not a tuning: see docs/operations.md.
-    #[arg(long, env = "RAFTQ_RAFT_TRANSPORT", default_value = "stream", value_parser = crate::raft::network::RaftTransport::parse)]
-    pub raft_transport: crate::raft::network::RaftTransport,
+    #[arg(long, env = "RAFTQ_RAFT_TRANSPORT", default_value = "stream", value_parser = crate::node::config::RaftTransport::parse)]
+    pub raft_transport: crate::node::config::RaftTransport,
     /// Async worker threads of the node (default: one per core). Members
     /// that share a machine, like three on two cores, do more with fewer:
     /// each write wakes fewer threads (docs/benchmarks.md, run 5).
@@ -604,7 +604,7 @@ mod tests {
 
     #[test]
     fn raft_transport_is_stream_unless_asked() {
-        use crate::raft::network::RaftTransport;
+        use crate::node::config::RaftTransport;
         let parse = |extra: &[&str]| {
             Cli::try_parse_from(["raftq", "serve"].iter().chain(extra)).map(|cli| cli.command)
         };

@@ -16,7 +16,6 @@ use std::time::Duration;
 use crate::maze::MazeLimits;
 use crate::node::disk::MinFree;
 use crate::queue::Limits;
-use crate::raft::network::RaftTransport;
 
 /// Upper bound of `--max-event-bytes`: an event travels whole in one Raft
 /// entry, one AppendEntries message (which must finish within its RPC
@@ -98,6 +97,32 @@ pub struct Config {
     /// Queues that get their own `queue` label in `/metrics`; the rest are
     /// summed under one (see `crate::metrics`).
     pub metrics_queues_max: usize,
+}
+
+/// How a node carries append, vote, pre-vote and transfer-leader
+/// (`--raft-transport`). Snapshots and the other internal requests are
+/// HTTPS either way. `node::start` turns it into the Raft port's ALPN and
+/// the sender's stream config (`raft::network::Network`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RaftTransport {
+    /// The Raft stream, offered and used; HTTPS to a peer that lacks it.
+    #[default]
+    Stream,
+    /// Neither offered nor used: one HTTPS request per RPC, as builds before
+    /// the stream did. A way back should the stream misbehave, and the way
+    /// tests check that a mixed cluster still replicates.
+    Https,
+}
+
+impl RaftTransport {
+    /// Parses `stream` or `https` (the flag's values).
+    pub fn parse(input: &str) -> Result<Self, String> {
+        match input.trim() {
+            "stream" => Ok(RaftTransport::Stream),
+            "https" => Ok(RaftTransport::Https),
+            other => Err(format!("{other:?}: the raft transport is `stream` or `https`")),
+        }
+    }
 }
 
 /// Why a [`Config`] cannot start a node.

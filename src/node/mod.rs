@@ -25,6 +25,7 @@ pub mod listeners;
 pub use config::{Config, ConfigError};
 pub use listeners::{BoundAddrs, Listeners};
 
+use config::RaftTransport;
 use listeners::ServerLimits;
 
 use std::collections::BTreeMap;
@@ -46,7 +47,7 @@ use crate::membership::driver::Driver;
 use crate::membership::gossip::{Gossip, GossipSettings};
 use crate::queue::RetentionPolicy;
 use crate::raft::log_store::LogStore;
-use crate::raft::network::{Network, RaftTransport, SentCounters};
+use crate::raft::network::{Network, SentCounters};
 use crate::raft::peer::{ClusterIdentity, PeerClient};
 use crate::raft::state_machine::StateMachine;
 use crate::raft::types::{Node, NodeId, Raft};

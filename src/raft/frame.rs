@@ -21,7 +21,8 @@
 use super::types::NodeId;
 
 /// The ALPN protocol id of the Raft stream on the Raft port. A node that
-/// does not offer it (an older build) negotiates `h2` instead, and the
+/// does not offer it (an older build, or one under `--raft-transport
+/// https`) negotiates `h2` instead, and the
 /// sender falls back to HTTPS requests.
 pub const ALPN: &[u8] = crate::tls::RAFT_STREAM_ALPN;
 

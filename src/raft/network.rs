@@ -2,7 +2,8 @@
 //!
 //! Append, vote, pre-vote and transfer-leader travel as JSON in frames on
 //! one long-lived connection per peer (`raft::frame`, `raft::stream`); to a
-//! peer of an older build, which does not negotiate that stream, they fall
+//! peer that does not negotiate that stream (an older build, or one under
+//! `--raft-transport https`, which also never dials it), they fall
 //! back to one HTTPS request each. A snapshot
 //! travels as one streamed request carrying its bytes raw (a u32 header
 //! length, the JSON header, then the file): JSON would turn the data into a
@@ -44,31 +45,6 @@ pub const PATH_TRANSFER_LEADER: &str = "/raft/transfer-leader";
 
 /// Most bytes of a snapshot request's JSON header (vote and meta).
 pub const SNAPSHOT_HEADER_MAX: usize = 1 << 20;
-
-/// How a node carries append, vote, pre-vote and transfer-leader
-/// (`--raft-transport`). Snapshots and the other internal requests are
-/// HTTPS either way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum RaftTransport {
-    /// The Raft stream, offered and used; HTTPS to a peer that lacks it.
-    #[default]
-    Stream,
-    /// Neither offered nor used: one HTTPS request per RPC, as builds before
-    /// the stream did. A way back should the stream misbehave, and the way
-    /// tests check that a mixed cluster still replicates.
-    Https,
-}
-
-impl RaftTransport {
-    /// Parses `stream` or `https` (the flag's values).
-    pub fn parse(input: &str) -> Result<Self, String> {
-        match input.trim() {
-            "stream" => Ok(RaftTransport::Stream),
-            "https" => Ok(RaftTransport::Https),
-            other => Err(format!("{other:?}: the raft transport is `stream` or `https`")),
-        }
-    }
-}
 
 /// RPCs sent, by transport (`raftq_raft_rpcs_sent_total`).
 #[derive(Clone)]
@@ -222,10 +198,15 @@ impl Connection {
     ) -> Result<Resp, RPCError<TypeConfig>> {
         if let (false, Some(stream)) = (self.legacy, self.stream.as_mut()) {
             let timeout = option.hard_ttl().max(self.min_timeout);
-            self.sent.stream.inc();
-            match stream_call(&self.client, stream, self.target, &self.base, kind, req, timeout)
-                .await
-            {
+            let called =
+                stream_call(&self.client, stream, self.target, &self.base, kind, req, timeout)
+                    .await;
+            // Counted once a frame may have left: not a peer that refused
+            // the stream or could not be reached.
+            if !matches!(called, Err(StreamError::NotSpoken | StreamError::Connect(_))) {
+                self.sent.stream.inc();
+            }
+            match called {
                 Ok(bytes) => return decode_answer(&bytes),
                 Err(StreamError::NotSpoken) => {
                     tracing::info!(
@@ -251,7 +232,8 @@ impl Connection {
 }
 
 /// One RPC on the Raft stream to `target` (at `base` for the HTTPS routes):
-/// the JSON answer's bytes, or why not.
+/// the JSON answer's bytes, or why not. A free function so that it can
+/// borrow the connection's dialer mutably beside its client.
 async fn stream_call<Req: Serialize>(
     client: &PeerClient,
     stream: &mut Dialer,

@@ -63,7 +63,8 @@ pub enum StreamError {
     /// No connection: the peer is down or unreachable.
     #[error("connect: {0}")]
     Connect(std::io::Error),
-    /// The peer does not speak the Raft stream (an older build): use HTTPS.
+    /// The peer does not speak the Raft stream (an older build, or one under
+    /// `--raft-transport https`): use HTTPS.
     #[error("the peer did not negotiate the raft stream")]
     NotSpoken,
     #[error(transparent)]
@@ -254,7 +255,7 @@ mod tests {
 
     /// A peer's Raft port on 127.0.0.1 with real TLS and client
     /// certificates: answers each frame with its own body, except `stall`
-    /// (answered 300 ms late) and `close` (answered, then the connection is
+    /// (answered 10 s late) and `close` (answered, then the connection is
     /// closed, as an idle timeout would). Offers the stream's ALPN only when
     /// `stream`. Returns the address, the count of connections accepted, a
     /// client config for it, and the dir that holds the certificates.
@@ -285,7 +286,9 @@ mod tests {
                     let Ok(mut conn) = acceptor.accept(tcp).await else { return };
                     while let Ok(Some(body)) = read_frame(&mut conn, 1 << 20).await {
                         if body == b"stall" {
-                            tokio::time::sleep(Duration::from_millis(300)).await;
+                            // Never answered within a test: the dialer must
+                            // not be waiting for it.
+                            tokio::time::sleep(Duration::from_secs(10)).await;
                         }
                         if write_frame(&mut conn, &framed(&body)).await.is_err() || body == b"close"
                         {
@@ -332,6 +335,9 @@ mod tests {
     async fn a_timed_out_exchange_drops_its_connection() {
         let (addr, accepted, client, _dir) = peer(true).await;
         let mut dialer = Dialer::new(client, addr, Pool::default());
+        // Connected first: the short deadline below must hit the exchange,
+        // not the handshake (which would be a `Connect` timeout).
+        assert_eq!(ask(&mut dialer, b"w").await, b"w");
         let late = dialer.exchange(&framed(b"stall"), Duration::from_millis(50)).await;
         assert!(matches!(late, Err(StreamError::Timeout(_))), "{late:?}");
         assert_eq!(ask(&mut dialer, b"c").await, b"c");

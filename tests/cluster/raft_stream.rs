@@ -219,7 +219,13 @@ async fn a_member_without_the_stream_is_replicated_to_and_replicates_over_https(
     let plain = c.live().into_iter().find(|&i| i != leader).expect("a follower");
     c.nodes[plain].push_args(&["--raft-transport", "https"]);
     c.restart(plain).await;
-    let leader = c.wait_for_voters(3, Duration::from_secs(30)).await;
+    let mut leader = c.wait_for_voters(3, Duration::from_secs(30)).await;
+    if leader == plain {
+        // Elected meanwhile: hand leadership to a streaming member, so that
+        // both halves below run.
+        leader =
+            transfer(&c, plain, c.live().into_iter().find(|&i| i != plain).expect("other")).await;
+    }
 
     // The Raft port of that member does not agree to the stream: the
     // crate's own dialer learns it from ALPN, as a peer's would.
@@ -236,19 +242,11 @@ async fn a_member_without_the_stream_is_replicated_to_and_replicates_over_https(
     }
     wait_applied_everywhere(&c, seq).await;
     let https = [("transport", "https")];
-    if leader != plain {
-        let sent = metric(&c, leader, "raftq_raft_rpcs_sent_total", &https).await;
-        assert!(sent >= 1.0, "the leader sent nothing over HTTPS to the member without the stream");
-    }
+    let sent = metric(&c, leader, "raftq_raft_rpcs_sent_total", &https).await;
+    assert!(sent >= 1.0, "the leader sent nothing over HTTPS to the member without the stream");
 
     // It leads: everything it sends is HTTPS, and the others apply it.
-    if leader != plain {
-        let id = c.node_id(plain).await;
-        let path = format!("/cluster/leader/transfer?to={id}");
-        let r = c.request(leader, reqwest::Method::POST, &path, None, &[], false).await;
-        assert_eq!(r.status, reqwest::StatusCode::OK, "{r:?} {}", r.text());
-    }
-    assert_eq!(c.leader().await, plain, "every node agrees the plain member leads");
+    assert_eq!(transfer(&c, leader, plain).await, plain);
     for i in 0..5 {
         let r = post_event(&c.client, &c.nodes[plain].api_url(), &format!("b{i}")).await;
         seq = r.expect("write").expect_seq();
@@ -265,16 +263,23 @@ async fn a_member_without_the_stream_is_replicated_to_and_replicates_over_https(
     );
     // And nothing was lost or doubled on the way: every node holds the ten
     // writes, in order.
+    let want: Vec<String> =
+        (0..5).map(|i| format!("a{i}")).chain((0..5).map(|i| format!("b{i}"))).collect();
     for i in c.live() {
-        let r = c.get(i, "/events?after=0&limit=100").await;
-        let events: Vec<String> = r.json()["events"]
-            .as_array()
-            .expect("events")
-            .iter()
-            .map(|e| e["event"].as_str().expect("event").to_string())
-            .collect();
-        let want: Vec<String> =
-            (0..5).map(|i| format!("a{i}")).chain((0..5).map(|i| format!("b{i}"))).collect();
+        let (events, _) = c.all_events(i, "").await;
+        let events: Vec<String> = events.into_iter().map(|(_, event)| event).collect();
         assert_eq!(events, want, "node {i}");
     }
+}
+
+/// Asks `from` (the leader) to hand leadership to `to`; returns the leader
+/// every node then agrees on.
+async fn transfer(c: &Cluster, from: usize, to: usize) -> usize {
+    let id = c.node_id(to).await;
+    let path = format!("/cluster/leader/transfer?to={id}");
+    let r = c.request(from, reqwest::Method::POST, &path, None, &[], false).await;
+    assert_eq!(r.status, reqwest::StatusCode::OK, "{r:?} {}", r.text());
+    let now = c.leader().await;
+    assert_eq!(now, to, "every node agrees on the new leader");
+    now
 }
