@@ -70,7 +70,7 @@ pub fn open_read_only(path: &Path) -> Result<DB, StoreError> {
 /// a skip-list insert whose cost grows with the memtable, and a 64 MiB one
 /// of such keys does not fit any cache. With 8 MiB a follower in the 3-node
 /// maze run spent 4% of its samples in `FindSpliceForLevel` instead of 14%,
-/// and 16% less CPU (docs/benchmarks.md, run 6).
+/// and 15% less CPU (docs/benchmarks.md, run 6).
 pub const SM_WRITE_BUFFER_BYTES: usize = 8 << 20;
 
 fn families() -> impl Iterator<Item = ColumnFamilyDescriptor> {
