@@ -276,7 +276,12 @@ impl Drop for Browser {
 /// What the page shows, read from the DOM (text as rendered); `loading`
 /// before the console's document is there.
 const SNAPSHOT: &str = r#"(() => {
-  if (!document.getElementById('login')) return { loading: true, rows: [], queues: {}, detail: [] };
+  // Until the document is parsed, later elements (the confirm dialog) may
+  // be missing while earlier ones (the login form) are already there.
+  if (document.readyState === 'loading' || !document.getElementById('login')
+      || !document.getElementById('confirm')) {
+    return { loading: true, rows: [], queues: {}, detail: [] };
+  }
   const text = (e) => (e ? e.textContent : null);
   const rows = [...document.querySelectorAll('#members tbody tr')].map((tr) => ({
     id: text(tr.querySelector('td.id')),
