@@ -159,17 +159,29 @@ fn counter(registry: &Registry, name: &str, help: &str) -> Result<IntCounter, Me
     Ok(c)
 }
 
+fn counter_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntCounterVec, MetricsError> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
 impl Metrics {
     /// A fresh registry with every metric registered. `fsync` is the log
     /// store's histogram (created by the store so it can time itself).
     pub fn new(fsync: Histogram) -> Result<Self, MetricsError> {
         let registry = Registry::new();
         registry.register(Box::new(fsync))?;
-        let http_requests = IntCounterVec::new(
-            Opts::new("raftq_http_requests_total", "Public API requests by route and status"),
+        let http_requests = counter_vec(
+            &registry,
+            "raftq_http_requests_total",
+            "Public API requests by route and status",
             &["route", "method", "status"],
         )?;
-        registry.register(Box::new(http_requests.clone()))?;
         let http_seconds = HistogramVec::new(
             HistogramOpts::new(
                 "raftq_http_request_duration_seconds",
@@ -222,27 +234,23 @@ impl Metrics {
             &["counter"],
         )?;
         registry.register(Box::new(maze.clone()))?;
-        let peer_refusals = IntCounterVec::new(
-            Opts::new(
-                "raftq_peer_refusals_total",
-                "Node-to-node requests refused for naming another node id or cluster",
-            ),
+        let peer_refusals = counter_vec(
+            &registry,
+            "raftq_peer_refusals_total",
+            "Node-to-node requests refused for naming another node id or cluster",
             &["direction", "reason"],
         )?;
-        registry.register(Box::new(peer_refusals.clone()))?;
         let raft_stream_connections = counter(
             &registry,
             "raftq_raft_stream_connections_total",
             "Connections on the Raft port served as the Raft stream (the rest speak HTTPS)",
         )?;
-        let raft_rpcs_sent = IntCounterVec::new(
-            Opts::new(
-                "raftq_raft_rpcs_sent_total",
-                "Append, vote, pre-vote and transfer-leader RPCs sent, by transport",
-            ),
+        let raft_rpcs_sent = counter_vec(
+            &registry,
+            "raftq_raft_rpcs_sent_total",
+            "Append, vote, pre-vote and transfer-leader RPCs sent, by transport",
             &["transport"],
         )?;
-        registry.register(Box::new(raft_rpcs_sent.clone()))?;
         let runtime_workers = gauge(
             &registry,
             "raftq_runtime_worker_threads",
@@ -258,22 +266,18 @@ impl Metrics {
             &["listener"],
         )?;
         registry.register(Box::new(listener_max.clone()))?;
-        let listener_refused = IntCounterVec::new(
-            Opts::new(
-                "raftq_listener_connections_refused_total",
-                "Connections closed at once because the listener was at its cap",
-            ),
+        let listener_refused = counter_vec(
+            &registry,
+            "raftq_listener_connections_refused_total",
+            "Connections closed at once because the listener was at its cap",
             &["listener"],
         )?;
-        registry.register(Box::new(listener_refused.clone()))?;
-        let listener_admitted = IntCounterVec::new(
-            Opts::new(
-                "raftq_listener_connections_admitted_total",
-                "Connections admitted within the listener's cap",
-            ),
+        let listener_admitted = counter_vec(
+            &registry,
+            "raftq_listener_connections_admitted_total",
+            "Connections admitted within the listener's cap",
             &["listener"],
         )?;
-        registry.register(Box::new(listener_admitted.clone()))?;
         let listener_peak = IntGaugeVec::new(
             Opts::new(
                 "raftq_listener_connections_peak",
@@ -292,14 +296,12 @@ impl Metrics {
             "raftq_disk_writes_refused",
             "1 while writes answer 507 disk_full (free space below --min-free-disk here or on a member)",
         )?;
-        let gossip_dropped = IntCounterVec::new(
-            Opts::new(
-                "raftq_gossip_datagrams_dropped_total",
-                "Gossip datagrams dropped because they were unsigned or their tag did not verify",
-            ),
+        let gossip_dropped = counter_vec(
+            &registry,
+            "raftq_gossip_datagrams_dropped_total",
+            "Gossip datagrams dropped because they were unsigned or their tag did not verify",
             &["reason"],
         )?;
-        registry.register(Box::new(gossip_dropped.clone()))?;
         // Both series exist from the start, so a scrape shows 0 rather than
         // nothing before the first drop.
         for reason in [
