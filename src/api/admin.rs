@@ -1,8 +1,8 @@
 //! Admin routes: `DELETE /cluster/nodes/{id}`, `POST /cluster/leader/transfer`,
-//! `GET /cluster/backup`. The first two are writes (leader only, 307
-//! elsewhere) carried out by the Raft facade (`replica::members`,
-//! `replica::transfer`); a backup is served by any node from its applied
-//! state.
+//! `GET /cluster/backup`, `GET /debug/raft`. The first two are writes
+//! (leader only, 307 elsewhere) carried out by the Raft facade
+//! (`replica::members`, `replica::transfer`); a backup is served by any
+//! node from its applied state, and so are the Raft statistics.
 
 use std::sync::Arc;
 
@@ -144,4 +144,16 @@ fn tempfile_in(dir: &std::path::Path) -> std::io::Result<std::fs::File> {
     let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path)?;
     std::fs::remove_file(&path)?;
     Ok(file)
+}
+
+/// `GET /debug/raft`: openraft's runtime statistics on this node, as text
+/// (where a write's time goes between proposal and apply, batch sizes).
+/// Admin only: it tells an outsider how busy the cluster is.
+pub async fn raft_stats(State(state): State<Shared>) -> Result<Response, ApiError> {
+    let text = state
+        .replica
+        .raft_stats()
+        .await
+        .ok_or_else(|| ApiError::Unavailable("raft has stopped on this node".into()))?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }

@@ -219,13 +219,14 @@ async fn count_request(State(state): State<Shared>, mut request: Request, next: 
     response
 }
 
-/// The admin routes (SPEC §6): membership, leadership and backups.
+/// The admin routes (SPEC §6): membership, leadership and backups, and
+/// the Raft statistics.
 fn is_admin_route(method: &http::Method, path: &str) -> bool {
     (method == http::Method::DELETE && path.starts_with("/cluster/nodes/"))
         || (method == http::Method::POST && path == "/cluster/leader/transfer")
         // axum runs a GET handler for HEAD too (it only drops the body).
         || ((method == http::Method::GET || method == http::Method::HEAD)
-            && path == "/cluster/backup")
+            && (path == "/cluster/backup" || path == "/debug/raft"))
 }
 
 fn bearer(request: &Request) -> Option<&str> {
@@ -369,6 +370,7 @@ pub fn public_router(state: Shared) -> Router {
         .route("/cluster/nodes/{id}", axum::routing::delete(admin::remove_node))
         .route("/cluster/leader/transfer", post(admin::transfer_leader))
         .route("/cluster/backup", get(admin::backup))
+        .route("/debug/raft", get(admin::raft_stats))
         .route("/metrics", get(status::metrics))
         .merge(ui::routes())
         .route_layer(middleware::from_fn(mark_route))

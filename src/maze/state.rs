@@ -59,7 +59,7 @@
 //! an invariant (a pending line below `next`) are repaired on the next apply
 //! rather than asserted.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{btree_map, BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -168,9 +168,13 @@ pub enum MazeEffect {
     PutCursor { epoch: u64, next: MazeSeq },
     /// A new stream: forget every buffered line and follow edge.
     ClearAll,
-    /// Buffer the raw line of `seq`.
+    /// Buffer the raw line of `seq`. Emitted at the end of the apply that
+    /// accepted the line, and only if it is still buffered then: with
+    /// shuffled source batches most lines are delivered by the apply that
+    /// brought them, and those never touch storage.
     PutPending { seq: MazeSeq, line: String },
-    /// `seq` was delivered: drop its line (may follow its `PutPending` in the same apply).
+    /// `seq`, stored by an earlier apply, was delivered or dropped: forget
+    /// its line.
     DelPending { seq: MazeSeq },
     /// `follower` now follows `followed`.
     PutFollow { followed: UserId, follower: UserId },
@@ -232,7 +236,7 @@ pub struct MazeState {
     /// The seq to deliver next. Everything below was delivered or skipped.
     next: MazeSeq,
     /// Accepted lines not yet delivered, all above `next` after an apply.
-    pending: BTreeMap<MazeSeq, (Event, String)>,
+    pending: BTreeMap<MazeSeq, Buffered>,
     /// Followed user -> its followers. Sets are never empty (removed when
     /// they empty), so equality does not depend on history.
     followers: BTreeMap<UserId, BTreeSet<UserId>>,
@@ -252,6 +256,17 @@ impl Default for MazeState {
     }
 }
 
+/// A line accepted but not yet delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Buffered {
+    event: Event,
+    line: String,
+    /// Whether storage holds it (a `PutPending` was emitted): true for
+    /// every buffered line between applies, false only within the apply
+    /// that accepted it.
+    stored: bool,
+}
+
 /// Where an apply writes besides the state: storage effects, notifications
 /// (resolved against `audience`) and the counters of the outcome.
 struct Sink<'a> {
@@ -260,6 +275,9 @@ struct Sink<'a> {
     audience: Audience<'a>,
     stats: LinesStats,
     follow_edges_max: u64,
+    /// Seqs accepted by this apply, in order: those still buffered at its
+    /// end are stored then (see [`MazeEffect::PutPending`]).
+    fresh: Vec<MazeSeq>,
 }
 
 impl Sink<'_> {
@@ -345,6 +363,7 @@ impl MazeState {
             audience,
             stats: LinesStats::default(),
             follow_edges_max: limits.follow_edges_max,
+            fresh: Vec::new(),
         };
         match cmd {
             MazeCommand::Reset => {
@@ -396,7 +415,7 @@ impl MazeState {
 
     /// The buffered lines by seq, raw (what storage holds).
     pub fn pending_lines(&self) -> impl Iterator<Item = (MazeSeq, &str)> + '_ {
-        self.pending.iter().map(|(&seq, (_, line))| (seq, line.as_str()))
+        self.pending.iter().map(|(&seq, buffered)| (seq, buffered.line.as_str()))
     }
 
     /// Every follow edge as (followed, follower), in ascending order.
@@ -418,7 +437,7 @@ impl MazeState {
         if event.seq != seq {
             return Err(ParseError::SeqMismatch { stored: seq, parsed: event.seq });
         }
-        self.pending.insert(seq, (event, line));
+        self.pending.insert(seq, Buffered { event, line, stored: true });
         Ok(())
     }
 
@@ -454,13 +473,18 @@ impl MazeState {
                 sink.stats.malformed += 1;
                 continue;
             };
-            if event.seq < self.next || self.pending.contains_key(&event.seq) {
+            if event.seq < self.next {
                 sink.stats.duplicate += 1;
                 continue;
             }
-            sink.stats.accepted += 1;
-            sink.effects.push(MazeEffect::PutPending { seq: event.seq, line: line.clone() });
-            self.pending.insert(event.seq, (event, line.clone()));
+            match self.pending.entry(event.seq) {
+                btree_map::Entry::Occupied(_) => sink.stats.duplicate += 1,
+                btree_map::Entry::Vacant(slot) => {
+                    sink.stats.accepted += 1;
+                    sink.fresh.push(event.seq);
+                    slot.insert(Buffered { event, line: line.clone(), stored: false });
+                }
+            }
         }
         self.deliver_run(sink);
         self.enforce_pending_max(limits, sink);
@@ -501,8 +525,9 @@ impl MazeState {
             // Only restored storage can hold a line below `next`; such a line
             // can never be delivered. Drop it, which also keeps the callers'
             // loops making progress.
-            self.pending.remove(&oldest);
-            sink.effects.push(MazeEffect::DelPending { seq: oldest });
+            if self.pending.remove(&oldest).is_some_and(|buffered| buffered.stored) {
+                sink.effects.push(MazeEffect::DelPending { seq: oldest });
+            }
             return;
         }
         sink.stats.skipped = sink.stats.skipped.saturating_add(oldest - self.next);
@@ -511,9 +536,11 @@ impl MazeState {
 
     /// Deliver the consecutive run of buffered seqs starting at `next`.
     fn deliver_run(&mut self, sink: &mut Sink<'_>) {
-        while let Some((event, line)) = self.pending.remove(&self.next) {
+        while let Some(Buffered { event, line, stored }) = self.pending.remove(&self.next) {
             debug_assert_eq!(event.seq, self.next, "pending line stored under another seq");
-            sink.effects.push(MazeEffect::DelPending { seq: self.next });
+            if stored {
+                sink.effects.push(MazeEffect::DelPending { seq: self.next });
+            }
             self.route(event, line, sink);
             // `parse_line` refuses seq u64::MAX, so this cannot saturate
             // after a delivery; saturating keeps it total regardless.
@@ -555,10 +582,19 @@ impl MazeState {
         }
     }
 
-    /// Emit the cursor if this apply moved it.
+    /// Store the lines this apply accepted and left buffered, then the
+    /// cursor if this apply moved it.
     fn finish(&mut self, start: MazeSeq, sink: &mut Sink<'_>) {
         debug_assert!(self.next >= start, "next went backwards: {start} -> {}", self.next);
         debug_assert!(!self.pending.contains_key(&self.next), "deliverable line left pending");
+        for seq in sink.fresh.drain(..) {
+            if let Some(buffered) = self.pending.get_mut(&seq) {
+                if !buffered.stored {
+                    buffered.stored = true;
+                    sink.effects.push(MazeEffect::PutPending { seq, line: buffered.line.clone() });
+                }
+            }
+        }
         if self.next != start {
             sink.effects.push(MazeEffect::PutCursor { epoch: self.epoch, next: self.next });
         }
@@ -686,10 +722,11 @@ mod tests {
     /// must satisfy.
     fn check_invariants(state: &MazeState) {
         assert!(state.next >= 1, "next {}", state.next);
-        for (seq, (event, line)) in &state.pending {
+        for (seq, Buffered { event, line, stored }) in &state.pending {
             assert!(*seq > state.next, "pending {seq} not above next {}", state.next);
             assert_eq!(event.seq, *seq);
             assert_eq!(parse_line(line), Ok(*event), "pending line {line:?}");
+            assert!(stored, "pending {seq} left unstored by the apply that accepted it");
         }
         assert_eq!(state.oldest_pending(), state.pending.keys().next().copied());
         let mut edges = 0;
@@ -849,8 +886,9 @@ mod tests {
         assert_eq!(outcome, MazeOutcome::Lines(stats(1, 0, 0, 3)));
         assert_eq!(
             effects,
-            vec![put(1, "1|B\r\n"), del(1), del(2), del(3), cursor(1, 4)],
-            "put before delete, deliveries in order, cursor last"
+            vec![del(2), del(3), cursor(1, 4)],
+            "stored lines deleted in delivery order, the line delivered by the apply that \
+             brought it never stored, cursor last"
         );
         assert_eq!(notes.iter().map(|n| n.seq).collect::<Vec<_>>(), [1, 2, 3]);
     }
@@ -901,12 +939,7 @@ mod tests {
         assert_eq!(notes, vec![note(1, Recipients::One(50), "1|F|60|50\n")]);
         assert_eq!(
             effects,
-            vec![
-                put(1, "1|F|60|50\n"),
-                del(1),
-                MazeEffect::PutFollow { followed: 50, follower: 60 },
-                cursor(1, 2),
-            ]
+            vec![MazeEffect::PutFollow { followed: 50, follower: 60 }, cursor(1, 2)]
         );
         assert_eq!(state.followers_of(50), [60]);
         assert_eq!(state.followers_of(60), Vec::<UserId>::new());
@@ -918,7 +951,7 @@ mod tests {
         feed(&mut state, &["1|F|60|50\n"]);
         let (_, effects, notes) = run(&mut state, &lines(1, &["2|F|60|50\n"]), &ROOMY);
         assert_eq!(notes, vec![note(2, Recipients::One(50), "2|F|60|50\n")]);
-        assert_eq!(effects, vec![put(2, "2|F|60|50\n"), del(2), cursor(1, 3)]);
+        assert_eq!(effects, vec![cursor(1, 3)]);
         assert_eq!(state.follower_count(), 1);
     }
 
@@ -930,12 +963,7 @@ mod tests {
         assert_eq!(notes, vec![]);
         assert_eq!(
             effects,
-            vec![
-                put(2, "2|U|60|50\n"),
-                del(2),
-                MazeEffect::DelFollow { followed: 50, follower: 60 },
-                cursor(1, 3),
-            ]
+            vec![MazeEffect::DelFollow { followed: 50, follower: 60 }, cursor(1, 3)]
         );
         assert_eq!(state.follower_count(), 0);
         assert!(state.followers.is_empty(), "the emptied set is removed");
@@ -943,7 +971,7 @@ mod tests {
         // Unfollowing what is not followed is delivered but touches nothing.
         let (_, effects, notes) = run(&mut state, &lines(1, &["3|U|60|50\n"]), &ROOMY);
         assert_eq!(notes, vec![]);
-        assert_eq!(effects, vec![put(3, "3|U|60|50\n"), del(3), cursor(1, 4)]);
+        assert_eq!(effects, vec![cursor(1, 4)]);
     }
 
     #[test]
@@ -1124,7 +1152,7 @@ mod tests {
         let (outcome, effects, notes) = run(&mut state, &lines(1, &["6|B\n"]), &l);
         let want = LinesStats { accepted: 1, delivered: 2, skipped: 2, ..LinesStats::default() };
         assert_eq!(outcome, MazeOutcome::Lines(want));
-        assert_eq!(effects, vec![put(6, "6|B\n"), del(3), del(4), cursor(1, 5)]);
+        assert_eq!(effects, vec![del(3), del(4), put(6, "6|B\n"), cursor(1, 5)]);
         assert_eq!(notes.iter().map(|n| n.seq).collect::<Vec<_>>(), [3, 4]);
         assert_eq!((state.next(), state.pending_len()), (5, 1));
     }
@@ -1147,7 +1175,7 @@ mod tests {
         let (outcome, effects, notes) = run(&mut state, &lines(1, &["4|B\n", "3|B\n"]), &l);
         let want = LinesStats { accepted: 2, delivered: 2, skipped: 2, ..LinesStats::default() };
         assert_eq!(outcome, MazeOutcome::Lines(want));
-        assert_eq!(effects, vec![put(4, "4|B\n"), put(3, "3|B\n"), del(3), del(4), cursor(1, 5)]);
+        assert_eq!(effects, vec![cursor(1, 5)], "nothing left buffered, so nothing stored");
         assert_eq!(notes.iter().map(|n| n.seq).collect::<Vec<_>>(), [3, 4]);
         assert_eq!(state.pending_len(), 0);
         let outcome = run_noop(&mut state, &lines(1, &["2|B\n"]), &l);
@@ -1419,8 +1447,11 @@ mod tests {
         state: MazeState,
         storage: Storage,
         notes: Vec<Notification>,
-        /// Seqs delivered, in order (from the `DelPending` effects).
+        /// Seqs delivered, in order: the seqs that arrived in lines of
+        /// this stream and that `next` has since moved past (a line of a
+        /// skipped seq arrives too late to count, below `next`).
         delivered: Vec<MazeSeq>,
+        arrived: BTreeSet<MazeSeq>,
         totals: LinesStats,
     }
 
@@ -1431,6 +1462,7 @@ mod tests {
                 storage: Storage::default(),
                 notes: Vec::new(),
                 delivered: Vec::new(),
+                arrived: BTreeSet::new(),
                 totals: LinesStats::default(),
             };
             node.apply(&MazeCommand::Reset, &ROOMY);
@@ -1438,13 +1470,27 @@ mod tests {
         }
 
         fn apply(&mut self, cmd: &MazeCommand, l: &MazeLimits) -> MazeOutcome {
+            match cmd {
+                MazeCommand::Reset => self.arrived.clear(),
+                MazeCommand::Lines { epoch, lines } if *epoch == self.state.epoch() => {
+                    let fits = lines.iter().filter(|line| line.len() <= l.line_bytes_max);
+                    let seqs = fits.filter_map(|line| parse_line(line).ok());
+                    self.arrived.extend(seqs.map(|event| event.seq));
+                }
+                _ => {}
+            }
+            let from = self.state.next();
             let (outcome, effects, notes) = run(&mut self.state, cmd, l);
             self.storage.write(&effects);
             self.notes.extend(notes);
-            self.delivered.extend(effects.iter().filter_map(|e| match e {
-                MazeEffect::DelPending { seq } => Some(*seq),
-                _ => None,
-            }));
+            let passed = from..self.state.next();
+            let delivered: Vec<MazeSeq> = self.arrived.range(passed).copied().collect();
+            let counted = match &outcome {
+                MazeOutcome::Lines(s) | MazeOutcome::Skipped(s) => s.delivered,
+                MazeOutcome::Reset { .. } => 0,
+            };
+            assert_eq!(counted, count_u64(delivered.len()), "{cmd:?} -> {outcome:?}");
+            self.delivered.extend(delivered);
             add(&mut self.totals, &outcome);
             outcome
         }
@@ -1604,7 +1650,6 @@ mod tests {
                 Ok(())
             })?;
             let n = count_u64(events.len());
-            prop_assert!(node.delivered.windows(2).all(|w| w[0] < w[1]), "{:?}", node.delivered);
             let delivered: BTreeSet<MazeSeq> = node.delivered.iter().copied().collect();
             let subset = events.iter().filter(|ev| delivered.contains(&ev.seq));
             prop_assert_eq!(&node.notes, &reference(subset));

@@ -232,6 +232,16 @@ impl Replica {
         self.inner.peer_client.identity().uuid()
     }
 
+    /// openraft's runtime statistics as a human-readable table: batch
+    /// sizes, command and message counts, and the latency of each stage
+    /// of the last log entries written here (proposed, received,
+    /// submitted, persisted, committed, applied). `None` once Raft has
+    /// stopped.
+    pub async fn raft_stats(&self) -> Option<String> {
+        let stats = self.inner.raft.runtime_stats().await.ok()?;
+        Some(stats.display().human_readable().to_string())
+    }
+
     /// The commit index this node knows (Raft's, not the applied one).
     pub async fn commit_index(&self) -> Option<u64> {
         self.inner

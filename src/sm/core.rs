@@ -554,11 +554,11 @@ impl MazeWrites {
                 self.pending.insert(seq, Some(line));
             }
             MazeEffect::DelPending { seq } => {
-                // Buffered earlier in this apply: storage never held it (a
-                // seq is buffered once per stream, and a new stream's
-                // `ClearMaze` is written first), so nothing is left to
-                // write. With shuffled source batches that is most lines:
-                // a delete per line was most of the maze's RocksDB work.
+                // Buffered by an earlier entry of this batch: storage never
+                // held it (a seq is buffered once per stream, and a new
+                // stream's `ClearMaze` is written first), so nothing is left
+                // to write. (Within one entry the maze core already stores
+                // only the lines that outlive it.)
                 if let Some(Some(_)) = self.pending.get(&seq) {
                     self.pending.remove(&seq);
                 } else {

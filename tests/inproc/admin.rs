@@ -39,6 +39,7 @@ fn admin_requests(node: &TestNode) -> Vec<(Method, String)> {
         (Method::POST, format!("/cluster/leader/transfer?to={}", node.node_id)),
         (Method::GET, "/cluster/backup".into()),
         (Method::HEAD, "/cluster/backup".into()),
+        (Method::GET, "/debug/raft".into()),
     ]
 }
 
@@ -80,11 +81,14 @@ async fn assert_let_through(node: &TestNode, caller: &Caller, headers: &[(&str, 
     // To itself: nothing to do.
     assert_eq!(answers[3].status, StatusCode::OK, "{:?}", answers[3]);
     assert_eq!(answers[3].json()["transferred"], false, "{:?}", answers[3]);
-    for backup in &answers[4..] {
+    for backup in &answers[4..6] {
         assert_eq!(backup.status, StatusCode::OK, "{backup:?}");
         assert!(backup.header("raftq-applied-index").is_some(), "{backup:?}");
     }
     assert!(!answers[4].body.is_empty(), "{:?}", answers[4]);
+    let stats = &answers[6];
+    assert_eq!(stats.status, StatusCode::OK, "{stats:?}");
+    assert!(String::from_utf8_lossy(&stats.body).contains("Batch Sizes:"), "{stats:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,4 +216,30 @@ async fn a_second_transfer_within_the_interval_gets_429() {
     cluster.wait_for_leader(a_id, TRANSFER_WITHIN).await;
     assert_eq!(a.get("/status").await.json()["term"], term, "no election happened");
     cluster.shutdown().await;
+}
+
+/// `GET /debug/raft` shows where a write's time went, stage by stage, once
+/// writes have gone through (loopback, no admin token: let through).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_raft_shows_the_stage_latencies_of_writes() {
+    let node = TestNode::start(|_| {}).await;
+    for i in 0..3 {
+        node.post(&format!("e{i}")).await;
+    }
+    let r = node.get("/debug/raft").await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert!(r.header("content-type").unwrap_or_default().starts_with("text/plain"), "{r:?}");
+    let text = String::from_utf8_lossy(&r.body);
+    assert!(text.contains("Log Stage Latencies (us):"), "{r:?}");
+    let row = text.lines().find(|l| l.contains("proposed→applied")).unwrap_or_else(|| {
+        panic!("{r:?}: no proposed→applied row");
+    });
+    // The row's sample count: every write took at least one entry.
+    let samples: u64 = row
+        .split('│')
+        .nth(2)
+        .and_then(|cell| cell.trim().replace(',', "").parse().ok())
+        .unwrap_or_else(|| panic!("no sample count in {row:?}"));
+    assert!(samples >= 3, "{samples} samples for 3 writes: {row:?}");
+    node.shutdown().await;
 }
