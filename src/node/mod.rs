@@ -206,7 +206,8 @@ pub async fn start_on(config: Config, listeners: Listeners) -> Result<NodeHandle
     let peer_client =
         PeerClient::new(tls.raft_client()?, cluster.clone(), metrics.peer_refusals.clone());
 
-    let log_store = LogStore::new(db.clone()).with_fsync_histogram(fsync_seconds);
+    let log_store =
+        LogStore::new(db.clone()).with_fsync_histogram(fsync_seconds).with_node_id(node_id);
     let snapshot_dir = data_dir.join("snapshots");
     let state_machine = StateMachine::open(db, &snapshot_dir)?;
     let reader = state_machine.reader();

@@ -8,7 +8,18 @@
 //!   the IO callback strictly after the sync. One sync covers every batch
 //!   written before it (group commit). openraft counts the leader toward
 //!   the quorum only once that callback fired.
+//! - A follower's append (entries of another leader) with no batch waiting
+//!   for the flush thread is synced in `append` itself, and reported
+//!   before it returns: the follower answers its leader only once the
+//!   entries are on disk anyway, so the sync is on the write's path either
+//!   way, and the hand-off to the flush thread and back (a thread wake, and
+//!   openraft's completion task) cost about as much as the sync on a busy
+//!   machine. The leader never syncs inline: its Raft task must go on to
+//!   replicate while its own flush runs.
 //! - `save_vote` must be durable before it returns: synced write.
+//! - `save_committed` need not be durable (a restart re-learns the commit
+//!   index from the leader): written unsynced, in place, since it sits
+//!   between a commit and its apply.
 //! - `truncate_after` is synced too (a follower must not resurrect cut
 //!   entries after a crash); `purge` need not be: losing it only keeps
 //!   more log than needed.
@@ -19,6 +30,7 @@
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -31,7 +43,7 @@ use super::db::{cf, StoreError};
 use super::keys::{
     decode_log_key, log_key, CF_LOGS, CF_META, META_COMMITTED, META_PURGED, META_VOTE,
 };
-use super::types::{Entry, LogId, TypeConfig, Vote};
+use super::types::{Entry, LogId, NodeId, TypeConfig, Vote};
 
 /// Appends written but not yet synced, waiting for the flush thread. openraft
 /// keeps its own bound on in-flight IO far below this; when it is reached
@@ -52,7 +64,12 @@ pub struct LogStore {
     fsync_seconds: Option<prometheus::Histogram>,
     /// The flush thread's queue; started on the first append.
     flusher: Arc<std::sync::OnceLock<SyncSender<Written>>>,
+    /// Batches handed to the flush thread and not yet reported.
+    queued: Arc<AtomicUsize>,
     flush_delay: Duration,
+    /// This node: entries of another leader are a follower's, which may
+    /// be synced inline (see the module doc). `None`: never inline.
+    node_id: Option<NodeId>,
 }
 
 impl LogStore {
@@ -65,8 +82,16 @@ impl LogStore {
             db,
             fsync_seconds: None,
             flusher: Arc::new(std::sync::OnceLock::new()),
+            queued: Arc::new(AtomicUsize::new(0)),
             flush_delay,
+            node_id: None,
         }
+    }
+
+    /// Lets a follower's appends be synced inline (see the module doc).
+    pub fn with_node_id(mut self, node_id: NodeId) -> Self {
+        self.node_id = Some(node_id);
+        self
     }
 
     /// Times every synced write into `histogram`.
@@ -119,9 +144,10 @@ impl LogStore {
         let db = Arc::downgrade(&self.db);
         let histogram = self.fsync_seconds.clone();
         let delay = self.flush_delay;
+        let queued = self.queued.clone();
         std::thread::Builder::new()
             .name("raftq-log-flush".into())
-            .spawn(move || flush_loop(db, rx, histogram, delay))?;
+            .spawn(move || flush_loop(db, rx, histogram, delay, queued))?;
         // Only the Raft task appends (`&mut self`), so no other thread can
         // have set it meanwhile; if one did, its sender is the one kept.
         Ok(self.flusher.get_or_init(|| tx))
@@ -192,6 +218,7 @@ fn flush_loop(
     rx: Receiver<Written>,
     histogram: Option<prometheus::Histogram>,
     delay: Duration,
+    queued: Arc<AtomicUsize>,
 ) {
     while let Ok(first) = rx.recv() {
         let mut pending = vec![first];
@@ -202,18 +229,27 @@ fn flush_loop(
             let due = pending.iter().map(|w| w.at + delay).max().unwrap_or_else(Instant::now);
             std::thread::sleep(due.saturating_duration_since(Instant::now()));
         }
-        let started = std::time::Instant::now();
         let synced = match db.upgrade() {
-            Some(db) => db.flush_wal(true).map_err(|e| e.to_string()),
+            Some(db) => sync_wal(&db, histogram.as_ref()),
             None => Err("the log store is closed".to_string()),
         };
-        if let Some(histogram) = &histogram {
-            histogram.observe(started.elapsed().as_secs_f64());
-        }
+        let reported = pending.len();
         for written in pending {
             written.callback.io_completed(synced.clone().map_err(io::Error::other));
         }
+        queued.fetch_sub(reported, Ordering::AcqRel);
     }
+}
+
+/// Syncs the WAL (every write before it becomes durable), timed into
+/// `histogram`.
+fn sync_wal(db: &DB, histogram: Option<&prometheus::Histogram>) -> Result<(), String> {
+    let started = Instant::now();
+    let synced = db.flush_wal(true).map_err(|e| e.to_string());
+    if let Some(histogram) = histogram {
+        histogram.observe(started.elapsed().as_secs_f64());
+    }
+    synced
 }
 
 /// Whether this database has ever taken part in Raft: a vote or a log entry.
@@ -275,13 +311,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        // In place: an unsynced write is a memtable insert and a buffered
+        // WAL write, cheaper than a trip to the blocking pool, and it sits
+        // between every commit and its apply.
         let value = serde_json::to_vec(&committed)?;
-        self.write(false, move |db, batch| {
-            batch.put_cf(cf(db, CF_META)?, META_COMMITTED, value);
-            Ok(())
-        })
-        .await
-        .map_err(io_err)
+        let meta = cf(&self.db, CF_META).map_err(io_err)?;
+        let mut opts = WriteOptions::default();
+        opts.set_sync(false);
+        self.db.put_cf_opt(meta, META_COMMITTED, value, &opts).map_err(|e| io_err(e.into()))
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
@@ -301,13 +338,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // and a buffered WAL write, short enough for the Raft task.
         let mut batch = WriteBatch::default();
         let logs = cf(&self.db, CF_LOGS).map_err(io_err)?;
+        let mut leader = None;
         for entry in entries {
+            leader = Some(entry.log_id.leader_id.node_id);
             batch.put_cf(logs, log_key(entry.log_id.index), serde_json::to_vec(&entry)?);
         }
         let mut opts = WriteOptions::default();
         opts.set_sync(false);
         self.db.write_opt(batch, &opts).map_err(|e| io_err(e.into()))?;
+        let followers = self.node_id.is_some() && leader.is_some() && leader != self.node_id;
+        if followers && self.flush_delay.is_zero() && self.queued.load(Ordering::Acquire) == 0 {
+            // Nothing is waiting for the flush thread, so reporting this
+            // batch now cannot overtake an earlier one (module doc).
+            let synced = sync_wal(&self.db, self.fsync_seconds.as_ref());
+            callback.io_completed(synced.map_err(io::Error::other));
+            return Ok(());
+        }
         let queue = self.flush_queue()?;
+        self.queued.fetch_add(1, Ordering::AcqRel);
         match queue.try_send(Written { callback, at: Instant::now() }) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(written)) => {
@@ -319,6 +367,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                     .map_err(|_| io::Error::other("the log flush thread stopped"))
             }
             Err(TrySendError::Disconnected(_)) => {
+                self.queued.fetch_sub(1, Ordering::AcqRel);
                 Err(io::Error::other("the log flush thread stopped"))
             }
         }
@@ -356,9 +405,40 @@ mod tests {
     use crate::raft::types::{EntryPayload, LeaderId};
 
     fn blank(index: u64) -> Entry {
+        blank_of(1, index)
+    }
+
+    fn blank_of(leader: NodeId, index: u64) -> Entry {
         Entry {
-            log_id: LogId::new(LeaderId { term: 1, node_id: 1 }, index),
+            log_id: LogId::new(LeaderId { term: 1, node_id: leader }, index),
             payload: EntryPayload::Blank,
+        }
+    }
+
+    /// A follower's append with nothing queued is synced and reported
+    /// before `append` returns, without the flush thread; the leader's own
+    /// entries always go through the flush thread.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_followers_idle_append_is_synced_inline_and_the_leaders_never() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = super::super::db::open(&dir.path().join("db")).unwrap();
+        let mut store = LogStore::with_flush_delay(db, Duration::ZERO).with_node_id(2);
+        let (tx, mut rx) = TypeConfig::oneshot();
+        store.append([blank_of(1, 1), blank_of(1, 2)], IOFlushed::signal(tx)).await.unwrap();
+        assert!(matches!(rx.try_recv(), Ok(Ok(()))), "not reported when append returned");
+        assert!(store.flusher.get().is_none(), "the flush thread was used");
+
+        let (tx, rx) = TypeConfig::oneshot();
+        store.append([blank_of(2, 3)], IOFlushed::signal(tx)).await.unwrap();
+        assert!(store.flusher.get().is_some(), "the leader's own entries were synced inline");
+        rx.await.unwrap().unwrap();
+        let read = store.try_get_log_entries(1..4).await.unwrap();
+        assert_eq!(read.iter().map(|e| e.log_id.index).collect::<Vec<_>>(), vec![1, 2, 3]);
+        // The flush thread counts a batch out just after reporting it.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while store.queued.load(Ordering::Acquire) != 0 {
+            assert!(Instant::now() < deadline, "the flush thread never counted its batch out");
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 

@@ -6,9 +6,14 @@ use openraft::testing::log::{StoreBuilder, Suite};
 use super::db;
 use super::log_store::LogStore;
 use super::state_machine::StateMachine;
-use super::types::{StorageError, TypeConfig};
+use super::types::{NodeId, StorageError, TypeConfig};
 
-struct RocksBuilder;
+/// `as_node`: the node the log store is told it is (`None`: none, so every
+/// append goes through the flush thread; a node id the suite never leads
+/// with: every append is a follower's, synced inline when idle).
+struct RocksBuilder {
+    as_node: Option<NodeId>,
+}
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for RocksBuilder {
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
@@ -16,13 +21,24 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Roc
         let db = db::open(&dir.path().join("db")).expect("open rocksdb");
         let sm = StateMachine::open(db.clone(), &dir.path().join("snapshots"))
             .expect("open state machine");
-        Ok((dir, LogStore::new(db), sm))
+        let log = LogStore::new(db);
+        let log = match self.as_node {
+            Some(id) => log.with_node_id(id),
+            None => log,
+        };
+        Ok((dir, log, sm))
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openraft_storage_suite() {
-    Suite::test_all(RocksBuilder).await.expect("storage suite");
+    Suite::test_all(RocksBuilder { as_node: None }).await.expect("storage suite");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openraft_storage_suite_as_a_follower() {
+    let suite = Suite::test_all(RocksBuilder { as_node: Some(NodeId::MAX) }).await;
+    suite.expect("storage suite, appends synced inline");
 }
 
 mod state_machine {
