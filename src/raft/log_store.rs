@@ -12,10 +12,18 @@
 //!   for the flush thread is synced in `append` itself, and reported
 //!   before it returns: the follower answers its leader only once the
 //!   entries are on disk anyway, so the sync is on the write's path either
-//!   way, and the hand-off to the flush thread and back (a thread wake, and
-//!   openraft's completion task) cost about as much as the sync on a busy
-//!   machine. The leader never syncs inline: its Raft task must go on to
-//!   replicate while its own flush runs.
+//!   way, and the flush thread's wake-up costs a good part of the sync on a
+//!   busy 2-core machine (the report still reaches openraft's core through
+//!   its completion task). In practice every follower append takes this
+//!   path: the leader sends a follower one AppendEntries at a time, so
+//!   nothing is ever queued; there is no group commit on followers, and
+//!   none is needed. The price: while the sync runs, the follower's Raft
+//!   task handles nothing else (heartbeats, votes wait). At a normal
+//!   fsync (`raftq_log_fsync_seconds`, well under a millisecond) that is
+//!   invisible; a disk that stalls for longer than the election timeout
+//!   stalls the follower either way, since it cannot acknowledge. The
+//!   leader never syncs inline: its Raft task must go on to replicate
+//!   while its own flush runs.
 //! - `save_vote` must be durable before it returns: synced write.
 //! - `save_committed` need not be durable (a restart re-learns the commit
 //!   index from the leader): written unsynced, in place, since it sits
@@ -24,8 +32,9 @@
 //!   entries after a crash); `purge` need not be: losing it only keeps
 //!   more log than needed.
 //!
-//! Synced writes run on the blocking pool or the flush thread, so an fsync
-//! never stalls a tokio worker that other connections need.
+//! Other synced writes run on the blocking pool or the flush thread, so
+//! that an fsync does not hold the tokio worker of a task that has other
+//! work.
 
 use std::fmt::Debug;
 use std::io;
@@ -361,10 +370,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Err(TrySendError::Full(written)) => {
                 // Backpressure: wait off the tokio workers for room.
                 let queue = queue.clone();
-                tokio::task::spawn_blocking(move || queue.send(written))
-                    .await
-                    .map_err(io::Error::other)?
-                    .map_err(|_| io::Error::other("the log flush thread stopped"))
+                let sent = tokio::task::spawn_blocking(move || queue.send(written)).await;
+                match sent {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(_)) => {
+                        self.queued.fetch_sub(1, Ordering::AcqRel);
+                        Err(io::Error::other("the log flush thread stopped"))
+                    }
+                    Err(join) => {
+                        self.queued.fetch_sub(1, Ordering::AcqRel);
+                        Err(io::Error::other(join))
+                    }
+                }
             }
             Err(TrySendError::Disconnected(_)) => {
                 self.queued.fetch_sub(1, Ordering::AcqRel);
@@ -440,6 +457,21 @@ mod tests {
             assert!(Instant::now() < deadline, "the flush thread never counted its batch out");
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+    }
+
+    /// With a batch still queued for the flush thread, a follower's append
+    /// goes there too: reported inline, it would overtake that batch.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_followers_append_behind_a_queued_batch_goes_through_the_flush_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = super::super::db::open(&dir.path().join("db")).unwrap();
+        let mut store = LogStore::with_flush_delay(db, Duration::ZERO).with_node_id(2);
+        // As if an earlier batch were still waiting for its sync.
+        store.queued.fetch_add(1, Ordering::AcqRel);
+        let (tx, rx) = TypeConfig::oneshot();
+        store.append([blank_of(1, 1)], IOFlushed::signal(tx)).await.unwrap();
+        assert!(store.flusher.get().is_some(), "synced inline behind a queued batch");
+        rx.await.unwrap().unwrap();
     }
 
     /// Entries are readable when `append` returns, but reported flushed

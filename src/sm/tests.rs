@@ -208,6 +208,25 @@ fn a_maze_line_buffered_and_delivered_in_one_apply_is_never_stored() {
     assert_eq!(kv.restore(), core);
 }
 
+/// Within one entry the maze core stores nothing it delivers; across the
+/// entries of one batch the state machine cancels the put of a line one
+/// entry buffered against the delete of the next entry's delivery.
+#[test]
+fn a_maze_line_buffered_and_delivered_by_two_entries_of_one_batch_is_never_stored() {
+    let (mut core, mut kv) = (Core::default(), MemKv::default());
+    let e = [
+        entry(1, vec![Op::Maze(MazeCommand::Reset), lines(&["2|F|1|2\n"])]),
+        entry(2, vec![lines(&["1|B\n"])]),
+    ];
+    let mut notes = Vec::new();
+    let applied = apply(&mut core, &mut kv, &e, &mut notes);
+    assert_eq!(notes.len(), 2);
+    assert_eq!((applied.stats.accepted, applied.stats.delivered), (2, 2));
+    assert!(!applied.writes.iter().any(|w| matches!(w, Write::MazePending { .. })));
+    assert!(applied.writes.contains(&Write::MazeCursor { epoch: 1, next: 3 }));
+    assert_eq!(kv.restore(), core);
+}
+
 #[test]
 fn a_maze_line_buffered_across_applies_is_stored_then_deleted() {
     let (mut core, mut kv) = (Core::default(), MemKv::default());
