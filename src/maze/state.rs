@@ -587,12 +587,12 @@ impl MazeState {
     fn finish(&mut self, start: MazeSeq, sink: &mut Sink<'_>) {
         debug_assert!(self.next >= start, "next went backwards: {start} -> {}", self.next);
         debug_assert!(!self.pending.contains_key(&self.next), "deliverable line left pending");
+        // Each fresh seq was accepted once (into a vacant slot), so any
+        // still buffered is not stored yet.
         for seq in sink.fresh.drain(..) {
             if let Some(buffered) = self.pending.get_mut(&seq) {
-                if !buffered.stored {
-                    buffered.stored = true;
-                    sink.effects.push(MazeEffect::PutPending { seq, line: buffered.line.clone() });
-                }
+                buffered.stored = true;
+                sink.effects.push(MazeEffect::PutPending { seq, line: buffered.line.clone() });
             }
         }
         if self.next != start {

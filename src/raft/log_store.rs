@@ -325,9 +325,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // between every commit and its apply.
         let value = serde_json::to_vec(&committed)?;
         let meta = cf(&self.db, CF_META).map_err(io_err)?;
-        let mut opts = WriteOptions::default();
-        opts.set_sync(false);
-        self.db.put_cf_opt(meta, META_COMMITTED, value, &opts).map_err(|e| io_err(e.into()))
+        self.db.put_cf(meta, META_COMMITTED, value).map_err(|e| io_err(e.into()))
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
@@ -355,8 +353,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut opts = WriteOptions::default();
         opts.set_sync(false);
         self.db.write_opt(batch, &opts).map_err(|e| io_err(e.into()))?;
-        let followers = self.node_id.is_some() && leader.is_some() && leader != self.node_id;
-        if followers && self.flush_delay.is_zero() && self.queued.load(Ordering::Acquire) == 0 {
+        let follower = matches!((leader, self.node_id), (Some(leader), Some(me)) if leader != me);
+        if follower && self.flush_delay.is_zero() && self.queued.load(Ordering::Acquire) == 0 {
             // Nothing is waiting for the flush thread, so reporting this
             // batch now cannot overtake an earlier one (module doc).
             let synced = sync_wal(&self.db, self.fsync_seconds.as_ref());
@@ -364,30 +362,25 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             return Ok(());
         }
         let queue = self.flush_queue()?;
+        let stopped = || io::Error::other("the log flush thread stopped");
         self.queued.fetch_add(1, Ordering::AcqRel);
-        match queue.try_send(Written { callback, at: Instant::now() }) {
+        let sent = match queue.try_send(Written { callback, at: Instant::now() }) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(written)) => {
                 // Backpressure: wait off the tokio workers for room.
                 let queue = queue.clone();
-                let sent = tokio::task::spawn_blocking(move || queue.send(written)).await;
-                match sent {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(_)) => {
-                        self.queued.fetch_sub(1, Ordering::AcqRel);
-                        Err(io::Error::other("the log flush thread stopped"))
-                    }
-                    Err(join) => {
-                        self.queued.fetch_sub(1, Ordering::AcqRel);
-                        Err(io::Error::other(join))
-                    }
-                }
+                tokio::task::spawn_blocking(move || queue.send(written))
+                    .await
+                    .map_err(io::Error::other)
+                    .and_then(|sent| sent.map_err(|_| stopped()))
             }
-            Err(TrySendError::Disconnected(_)) => {
-                self.queued.fetch_sub(1, Ordering::AcqRel);
-                Err(io::Error::other("the log flush thread stopped"))
-            }
+            Err(TrySendError::Disconnected(_)) => Err(stopped()),
+        };
+        if sent.is_err() {
+            // Never reaches the flush thread, which would count it out.
+            self.queued.fetch_sub(1, Ordering::AcqRel);
         }
+        sent
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
